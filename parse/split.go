@@ -1,0 +1,301 @@
+package parse
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// splitter cuts a UTF-8 XML byte stream into its top-level records (the
+// children of the root element) without decoding them. It understands just
+// enough XML to find element boundaries: comments, CDATA sections, processing
+// instructions and quoted attribute values may contain '<' and '>'.
+// Well-formedness inside a record is left to encoding/xml in the workers.
+type splitter struct {
+	r   io.Reader
+	lim Limits
+
+	buf      []byte
+	pos      int   // next byte to look at
+	end      int   // bytes of buf holding data
+	base     int64 // file offset of buf[0]
+	lineMark int   // position whose line number is line
+	line     int
+	eof      bool
+
+	state    splitState
+	root     string
+	rootLine int
+}
+
+type splitState int
+
+const (
+	inPrologue splitState = iota
+	inBody
+	inEpilogue
+)
+
+const readSize = 1 << 20
+
+func newSplitter(r io.Reader, lim Limits) *splitter {
+	return &splitter{r: r, lim: lim, buf: make([]byte, 2*readSize), line: 1}
+}
+
+// lineAt returns the line of position p (p >= lineMark) and moves the mark there.
+func (s *splitter) lineAt(p int) int {
+	s.line += bytes.Count(s.buf[s.lineMark:p], []byte{'\n'})
+	s.lineMark = p
+	return s.line
+}
+
+func (s *splitter) errorAt(p int, format string, args ...any) error {
+	line := s.lineAt(p)
+	col := p - (bytes.LastIndexByte(s.buf[:p], '\n') + 1) + 1
+	return &SyntaxError{Line: line, Column: col, Msg: fmt.Sprintf(format, args...)}
+}
+
+// fill reads more input, keeping buf[keep:end]. It reports false at end of input.
+func (s *splitter) fill(keep int) (bool, error) {
+	if s.eof {
+		return false, nil
+	}
+	if keep > 0 {
+		s.lineAt(keep)
+		n := copy(s.buf, s.buf[keep:s.end])
+		s.pos -= keep
+		s.lineMark -= keep
+		s.base += int64(keep)
+		s.end = n
+	}
+	if len(s.buf)-s.end < readSize {
+		grown := make([]byte, 2*len(s.buf))
+		copy(grown, s.buf[:s.end])
+		s.buf = grown
+	}
+	n, err := io.ReadAtLeast(s.r, s.buf[s.end:], 1)
+	s.end += n
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		s.eof = true
+		return n > 0, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read: %w", err)
+	}
+	return true, nil
+}
+
+type markupKind int
+
+const (
+	startTag markupKind = iota
+	emptyTag            // <Foo/>
+	endTag
+	skippable // comment, processing instruction
+	cdataSection
+	declaration // <!DOCTYPE, <!ENTITY, ...
+)
+
+// markup measures the markup at b[0] == '<'. n == 0 means b ends before it does.
+func markup(b []byte) (n int, kind markupKind) {
+	if len(b) < 2 {
+		return 0, 0
+	}
+	closeAfter := func(from int, end string) int {
+		if i := bytes.Index(b[from:], []byte(end)); i >= 0 {
+			return from + i + len(end)
+		}
+		return 0
+	}
+	switch b[1] {
+	case '/':
+		if i := bytes.IndexByte(b, '>'); i >= 0 {
+			return i + 1, endTag
+		}
+		return 0, endTag
+	case '?':
+		return closeAfter(2, "?>"), skippable
+	case '!':
+		switch {
+		case bytes.HasPrefix(b, []byte("<!--")):
+			return closeAfter(4, "-->"), skippable
+		case bytes.HasPrefix(b, []byte("<![CDATA[")):
+			return closeAfter(9, "]]>"), cdataSection
+		case len(b) < 9 && (bytes.HasPrefix([]byte("<!--"), b) || bytes.HasPrefix([]byte("<![CDATA["), b)):
+			return 0, declaration
+		}
+		return len(b), declaration
+	}
+	for i := 1; i < len(b); i++ {
+		switch c := b[i]; c {
+		case '"', '\'':
+			j := bytes.IndexByte(b[i+1:], c)
+			if j < 0 {
+				return 0, startTag
+			}
+			i += j + 1
+		case '>':
+			if b[i-1] == '/' {
+				return i + 1, emptyTag
+			}
+			return i + 1, startTag
+		}
+	}
+	return 0, startTag
+}
+
+func tagName(tag []byte) string {
+	name := tag[1:]
+	if name[0] == '/' {
+		name = name[1:]
+	}
+	if i := bytes.IndexAny(name, " \t\r\n/>"); i >= 0 {
+		name = name[:i]
+	}
+	return string(name)
+}
+
+func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+
+// next returns the next top-level record's bytes (valid until the following
+// call) and its location, or io.EOF after the root element closed cleanly.
+func (s *splitter) next() ([]byte, Location, error) {
+	for {
+		for s.pos < s.end && isSpace(s.buf[s.pos]) {
+			s.pos++
+		}
+		if s.pos == s.end {
+			more, err := s.fill(s.pos)
+			if err != nil {
+				return nil, Location{}, err
+			}
+			if !more {
+				return nil, Location{}, s.atEOF()
+			}
+			continue
+		}
+		if s.buf[s.pos] != '<' {
+			return nil, Location{}, s.strayText()
+		}
+		n, kind := markup(s.buf[s.pos:s.end])
+		if n == 0 {
+			more, err := s.fill(s.pos)
+			if err != nil {
+				return nil, Location{}, err
+			}
+			if !more {
+				return nil, Location{}, s.errorAt(s.pos, "unexpected end of file inside markup")
+			}
+			continue
+		}
+		switch kind {
+		case declaration:
+			return nil, Location{}, s.errorAt(s.pos, "DOCTYPE and entity declarations are not allowed")
+		case skippable:
+			s.pos += n
+			continue
+		case cdataSection:
+			return nil, Location{}, s.errorAt(s.pos, "unexpected CDATA section outside a record")
+		case endTag:
+			if s.state != inBody {
+				return nil, Location{}, s.errorAt(s.pos, "unexpected end tag </%s>", tagName(s.buf[s.pos:]))
+			}
+			if name := tagName(s.buf[s.pos:]); name != s.root {
+				return nil, Location{}, s.errorAt(s.pos, "element <%s> opened at line %d is closed by </%s>", s.root, s.rootLine, name)
+			}
+			s.pos += n
+			s.state = inEpilogue
+			continue
+		}
+		switch s.state {
+		case inPrologue:
+			s.root = tagName(s.buf[s.pos:])
+			s.rootLine = s.lineAt(s.pos)
+			s.pos += n
+			s.state = inBody
+			if kind == emptyTag {
+				s.state = inEpilogue
+			}
+			continue
+		case inEpilogue:
+			return nil, Location{}, s.errorAt(s.pos, "content after the root element </%s>", s.root)
+		}
+		return s.record()
+	}
+}
+
+func (s *splitter) strayText() error {
+	switch s.state {
+	case inPrologue:
+		return s.errorAt(s.pos, "text before the root element")
+	case inEpilogue:
+		return s.errorAt(s.pos, "content after the root element </%s>", s.root)
+	}
+	end := min(s.end, s.pos+20)
+	if i := bytes.IndexByte(s.buf[s.pos:end], '<'); i >= 0 {
+		end = s.pos + i
+	}
+	return s.errorAt(s.pos, "unexpected text %q between records", s.buf[s.pos:end])
+}
+
+func (s *splitter) atEOF() error {
+	switch s.state {
+	case inPrologue:
+		if s.root == "" {
+			return s.errorAt(s.pos, "no root element: the file is empty or not XML")
+		}
+	case inBody:
+		return s.errorAt(s.pos, "unexpected end of file: <%s> opened at line %d is not closed (truncated file?)", s.root, s.rootLine)
+	}
+	return io.EOF
+}
+
+// record scans one top-level element starting at s.pos.
+func (s *splitter) record() ([]byte, Location, error) {
+	start := s.pos
+	loc := Location{Line: s.lineAt(start), Offset: s.base + int64(start)}
+	name := tagName(s.buf[start:])
+	scan, depth := start, 0
+	for {
+		if scan-start > s.lim.MaxRecordBytes {
+			return nil, loc, s.errorAt(start, "record <%s> is larger than the limit of %d bytes", name, s.lim.MaxRecordBytes)
+		}
+		i := bytes.IndexByte(s.buf[scan:s.end], '<')
+		n, kind := 0, startTag
+		if i >= 0 {
+			scan += i
+			n, kind = markup(s.buf[scan:s.end])
+		} else {
+			scan = s.end
+		}
+		if n == 0 {
+			delta := start
+			more, err := s.fill(start)
+			if err != nil {
+				return nil, loc, err
+			}
+			start, scan = start-delta, scan-delta
+			if !more {
+				return nil, loc, s.errorAt(scan, "unexpected end of file inside <%s> that starts at line %d (truncated file?)", name, loc.Line)
+			}
+			continue
+		}
+		switch kind {
+		case startTag:
+			depth++
+			if depth+1 > s.lim.MaxDepth {
+				return nil, loc, s.errorAt(scan, "elements nested deeper than %d levels", s.lim.MaxDepth)
+			}
+		case endTag:
+			depth--
+		case declaration:
+			return nil, loc, s.errorAt(scan, "DOCTYPE and entity declarations are not allowed")
+		}
+		scan += n
+		if depth == 0 {
+			s.pos = scan
+			return s.buf[start:scan], loc, nil
+		}
+	}
+}
