@@ -1,0 +1,54 @@
+// Command flatfiler ingests partner flat files into the DuckDB warehouse.
+//
+// It only wires packages together: parse, stages, warehouse and intake do the work.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+const usage = `flatfiler: bulk ingest of personal-finance flat files into a DuckDB warehouse
+
+Usage:
+  flatfiler ingest [--db PATH] [--partner ID] [--type combined|users|accounts|transactions]
+                   [--as-of YYYY-MM-DD] [--json] [--workers N] FILE...
+  flatfiler sql    [--db PATH] [--format table|csv|json] QUERY
+  flatfiler gen    [--users N | --size SIZE] [--seed S] [--bad-rate R] -o FILE
+
+Run 'flatfiler COMMAND --help' for a command's flags.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// run dispatches a command line; it returns the process exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	cmds := map[string]func(context.Context, []string, io.Writer, io.Writer) int{
+		"ingest": ingestCmd,
+		"sql":    sqlCmd,
+		"gen":    genCmd,
+	}
+	cmd, ok := cmds[args[0]]
+	if !ok {
+		if args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+			fmt.Fprint(stdout, usage)
+			return 0
+		}
+		fmt.Fprintf(stderr, "flatfiler: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	return cmd(ctx, args[1:], stdout, stderr)
+}

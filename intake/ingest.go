@@ -1,0 +1,327 @@
+// Package intake takes flat files in and runs them through the pipeline:
+// parse -> validate -> resolve and upsert into the warehouse, one file per
+// DuckDB transaction.
+package intake
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/flatfiler/flatfiler/parse"
+	"github.com/flatfiler/flatfiler/stages"
+	"github.com/flatfiler/flatfiler/warehouse"
+)
+
+// Options for one ingest.
+type Options struct {
+	Partner string
+	// Type limits what is imported (the spec: a file typed accounts imports
+	// only accounts); empty imports everything the file holds.
+	Type      parse.FileType
+	AsOf      time.Time // business date of balance snapshots; default today (UTC)
+	Workers   int       // parser goroutines; default GOMAXPROCS
+	BatchRows int       // rows per Arrow batch merged into the warehouse; default 100,000
+	MaxErrors int       // rejections listed in the report (all are counted); default 100
+	// OnProgress, if set, is called after each chunk with the bytes read and
+	// records seen so far.
+	OnProgress func(bytes, records int64)
+	Logger     *slog.Logger
+}
+
+// Status values, as the spec's push batch callbacks use them.
+const (
+	StatusSuccess        = "success"
+	StatusPartialSuccess = "partial-success"
+	StatusError          = "error"
+)
+
+// Report is the outcome of one file, in the vocabulary of the spec's push batches.
+type Report struct {
+	File       string             `json:"file"`
+	Type       parse.FileType     `json:"type"`
+	Status     string             `json:"status"`
+	Applied    bool               `json:"applied"`
+	Totals     stages.Totals      `json:"totals"`
+	Skipped    int64              `json:"skipped"`
+	ErrorCount int64              `json:"error_count"`
+	Errors     []stages.Rejection `json:"errors"`
+	// Fatal says why the file was not applied at all.
+	Fatal   string  `json:"fatal,omitempty"`
+	Bytes   int64   `json:"bytes"`
+	Seconds float64 `json:"seconds"`
+}
+
+// Records is the number of records counted, skipped ones included.
+func (r *Report) Records() int64 {
+	t := r.Totals
+	return t.Users.Total + t.Accounts.Total + t.Transactions.Total + r.Skipped
+}
+
+// Pipeline ingests files into one warehouse.
+type Pipeline struct {
+	Store   *warehouse.Store
+	Metrics *Metrics
+}
+
+// IngestFile applies the file at path. The error is non-nil only when the
+// file was not applied; the report says why, with line and column.
+func (p *Pipeline) IngestFile(ctx context.Context, path string, opts Options) (*Report, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		rep := &Report{File: path, Status: StatusError, Fatal: err.Error(), Errors: []stages.Rejection{}}
+		return rep, err
+	}
+	defer f.Close()
+	return p.Ingest(ctx, path, f, opts)
+}
+
+type countingReader struct {
+	r io.Reader
+	n atomic.Int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// Ingest applies one file read from r; name identifies it in reports and rows.
+func (p *Pipeline) Ingest(ctx context.Context, name string, r io.Reader, opts Options) (*Report, error) {
+	started := time.Now()
+	if opts.AsOf.IsZero() {
+		opts.AsOf = time.Now().UTC().Truncate(24 * time.Hour)
+	}
+	if opts.BatchRows <= 0 {
+		opts.BatchRows = 100_000
+	}
+	if opts.MaxErrors <= 0 {
+		opts.MaxErrors = 100
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	rep := &Report{File: name, Type: opts.Type, Errors: []stages.Rejection{}}
+	in := &countingReader{r: r}
+
+	err := p.run(ctx, name, in, opts, rep)
+	rep.Bytes = in.n.Load()
+	rep.Seconds = time.Since(started).Seconds()
+	p.Metrics.Bytes.Add(float64(rep.Bytes))
+	p.Metrics.Stage.WithLabelValues("file").Observe(rep.Seconds)
+	if err != nil {
+		rep.Applied = false
+		rep.Status = StatusError
+		rep.Fatal = fmt.Sprintf("%s: %v", filepath.Base(name), err)
+		p.Metrics.Files.WithLabelValues(rep.Status).Inc()
+		log.Error("file not applied", "file", name, "partner", opts.Partner, "err", err)
+		return rep, fmt.Errorf("%s: %w", name, err)
+	}
+	p.Metrics.Files.WithLabelValues(rep.Status).Inc()
+	for _, k := range []struct {
+		kind string
+		c    stages.Count
+	}{{"user", rep.Totals.Users}, {"account", rep.Totals.Accounts}, {"transaction", rep.Totals.Transactions}} {
+		p.Metrics.Records.WithLabelValues(k.kind, "success").Add(float64(k.c.Success))
+		p.Metrics.Records.WithLabelValues(k.kind, "error").Add(float64(k.c.Error))
+	}
+	p.Metrics.Records.WithLabelValues("transaction", "skipped").Add(float64(rep.Skipped))
+	log.Info("file applied", "file", name, "partner", opts.Partner, "type", rep.Type, "status", rep.Status,
+		"records", rep.Records(), "errors", rep.ErrorCount, "bytes", rep.Bytes, "seconds", rep.Seconds)
+	return rep, nil
+}
+
+func (p *Pipeline) run(ctx context.Context, name string, in *countingReader, opts Options, rep *Report) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	load, err := p.Store.Begin(ctx, warehouse.LoadOptions{
+		Partner: opts.Partner, AsOf: opts.AsOf, Source: filepath.Base(name), MaxRejections: opts.MaxErrors,
+	})
+	if err != nil {
+		return err
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			load.Rollback()
+		}
+	}()
+
+	// The loader merges batches while the parser reads on; the channel's
+	// capacity bounds how many batches are in memory.
+	batches := make(chan *stages.Batch, 1)
+	loaded := make(chan error, 1)
+	go func() {
+		var loadErr error
+		for b := range batches {
+			if loadErr != nil {
+				continue
+			}
+			t := time.Now()
+			applied, err := load.Apply(ctx, b)
+			p.Metrics.Stage.WithLabelValues("load").Observe(time.Since(t).Seconds())
+			if err != nil {
+				loadErr = err
+				cancel()
+				continue
+			}
+			rep.addApplied(applied, opts.MaxErrors)
+		}
+		loaded <- loadErr
+	}()
+
+	dec := parse.NewDecoder(in, parse.Options{Workers: opts.Workers})
+	validator := stages.Validator{Type: opts.Type}
+	var base stages.Seq
+	nested := false
+	cur := &stages.Batch{}
+	work := func(recs []parse.Record) stages.Validated {
+		t := time.Now()
+		v := validator.Validate(recs)
+		p.Metrics.Stage.WithLabelValues("validate").Observe(time.Since(t).Seconds())
+		return v
+	}
+	deliver := func(v stages.Validated) error {
+		if err := checkType(dec, opts.Type); err != nil {
+			return err
+		}
+		nested = nested || v.Nested
+		n := shiftSeq(&v.Batch, base)
+		base += n
+		cur.Users = append(cur.Users, v.Batch.Users...)
+		cur.Accounts = append(cur.Accounts, v.Batch.Accounts...)
+		cur.Transactions = append(cur.Transactions, v.Batch.Transactions...)
+		rep.addValidated(v, opts.MaxErrors)
+		if cur.Rows() >= opts.BatchRows {
+			select {
+			case batches <- cur:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			cur = &stages.Batch{}
+		}
+		if opts.OnProgress != nil {
+			opts.OnProgress(in.n.Load(), rep.Records())
+		}
+		return nil
+	}
+	parseErr := parse.Each(ctx, dec, work, deliver)
+	if parseErr == nil && cur.Rows() > 0 {
+		batches <- cur
+	}
+	close(batches)
+	loadErr := <-loaded
+	if loadErr != nil {
+		return loadErr
+	}
+	if parseErr != nil {
+		return parseErr
+	}
+	if err := checkType(dec, opts.Type); err != nil {
+		return err
+	}
+	if rep.Type == "" {
+		rep.Type, _ = dec.Root()
+		if rep.Type == parse.Combined && !nested {
+			rep.Type = parse.Users
+		}
+	}
+	rep.finish()
+	t := time.Now()
+	err = load.Commit(ctx, warehouse.IngestRecord{FileType: string(rep.Type), Status: rep.Status, Bytes: in.n.Load(), Report: rep})
+	p.Metrics.Stage.WithLabelValues("commit").Observe(time.Since(t).Seconds())
+	if err != nil {
+		return err
+	}
+	committed = true
+	rep.Applied = true
+	return nil
+}
+
+// checkType refuses a declared type the file cannot hold, e.g. a
+// Transactions file declared as accounts: nothing would be imported.
+func checkType(dec *parse.Decoder, declared parse.FileType) error {
+	root, ok := dec.Root()
+	if !ok || declared == "" || declared == parse.Combined {
+		return nil
+	}
+	compatible := map[parse.FileType][]parse.FileType{
+		parse.Combined:     {parse.Users, parse.Accounts, parse.Transactions},
+		parse.Accounts:     {parse.Accounts, parse.Transactions},
+		parse.Transactions: {parse.Transactions},
+	}
+	for _, t := range compatible[root] {
+		if t == declared {
+			return nil
+		}
+	}
+	return &parse.SyntaxError{Line: 1, Msg: fmt.Sprintf("the file is declared as %s but its root element holds %s records", declared, root)}
+}
+
+// shiftSeq moves a chunk's local sequence numbers into file order and returns
+// how many it used.
+func shiftSeq(b *stages.Batch, base stages.Seq) stages.Seq {
+	n := stages.Seq(0)
+	for i := range b.Users {
+		b.Users[i].Seq += base
+		n++
+	}
+	for i := range b.Accounts {
+		b.Accounts[i].Seq += base
+		n++
+	}
+	for i := range b.Transactions {
+		b.Transactions[i].Seq += base
+		n++
+	}
+	return n
+}
+
+func (r *Report) addValidated(v stages.Validated, max int) {
+	r.Totals.Add(v.Totals)
+	r.Skipped += v.Skipped
+	r.addRejections(v.Rejections, int64(len(v.Rejections)), max)
+}
+
+func (r *Report) addApplied(a warehouse.Applied, max int) {
+	// Rows rejected by the warehouse were counted as successes by validation.
+	for _, c := range []struct{ total, rejected *stages.Count }{
+		{&r.Totals.Accounts, &a.Rejected.Accounts}, {&r.Totals.Transactions, &a.Rejected.Transactions},
+	} {
+		c.total.Success -= c.rejected.Error
+		c.total.Error += c.rejected.Error
+	}
+	// Skipped transactions were counted in the totals by validation.
+	r.Totals.Transactions.Total -= a.Skipped
+	r.Totals.Transactions.Success -= a.Skipped
+	r.Skipped += a.Skipped
+	r.addRejections(a.Rejections, a.Rejected.Accounts.Error+a.Rejected.Transactions.Error, max)
+}
+
+func (r *Report) addRejections(list []stages.Rejection, count int64, max int) {
+	r.ErrorCount += count
+	if room := max - len(r.Errors); room > 0 {
+		r.Errors = append(r.Errors, list[:min(room, len(list))]...)
+	}
+}
+
+func (r *Report) finish() {
+	t := r.Totals
+	success := t.Users.Success + t.Accounts.Success + t.Transactions.Success
+	failed := t.Users.Error + t.Accounts.Error + t.Transactions.Error
+	switch {
+	case failed == 0:
+		r.Status = StatusSuccess
+	case success == 0:
+		r.Status = StatusError
+	default:
+		r.Status = StatusPartialSuccess
+	}
+}

@@ -1,0 +1,481 @@
+package stages
+
+import (
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/flatfiler/flatfiler/parse"
+)
+
+// AccountTypes is the closed list of account types (the union of the spec's
+// "Account Types" tables) and the balance class each belongs to.
+var AccountTypes = map[string]string{
+	"checking": "deposit", "savings": "deposit", "cd": "deposit", "money_market": "deposit",
+	"investment": "deposit", "asset": "deposit",
+	"cards": "credit", "student_loans": "credit", "loans": "credit", "loan": "credit",
+	"autos": "credit", "home": "credit", "creditline": "credit",
+}
+
+// BalanceTypes lists the balance types of each class; the first is required.
+var BalanceTypes = map[string][]string{
+	"deposit": {"Current", "Available"},
+	"credit": {"Outstanding", "CurrentLimit", "AvailableCredit", "CashAdvanceLimit",
+		"MinimumPaymentDue", "PreviousAmountDue", "PastDueAmount", "FinanceCharges"},
+}
+
+// CurrencyCodes is the spec's closed list.
+var CurrencyCodes = []string{"USD", "CAD"}
+
+const maxString = 255
+
+var (
+	emailPattern  = regexp.MustCompile(`^[^@\s]+@[^@\s]+\.[^@\s]+$`)
+	zipPattern    = regexp.MustCompile(`^[0-9]{5}(-?[0-9]{4})?$`)
+	amountPattern = regexp.MustCompile(`^(-?)([0-9]{1,16})\.([0-9]{2})$`)
+	decimalValue  = regexp.MustCompile(`^-?[0-9]+(\.[0-9]+)?$`)
+)
+
+// Validator checks parsed records against the spec's tag tables. It is
+// stateless across records, so chunks validate in parallel.
+type Validator struct {
+	// Type is what the file was declared as (--type, or the notification's
+	// types); empty when detected, in which case every kind present is imported.
+	Type parse.FileType
+}
+
+func (v Validator) imports(kind parse.FileType) bool {
+	return v.Type == "" || v.Type == parse.Combined || v.Type == kind
+}
+
+// Validated is the outcome of validating one chunk of records.
+type Validated struct {
+	Batch      Batch
+	Rejections []Rejection
+	Totals     Totals
+	Skipped    int64
+	// Nested reports whether a Users file nested accounts (a combined file).
+	Nested bool
+}
+
+// recordCheck gathers the rejections of one record; they are reported only if
+// the record's kind is imported (commit).
+type recordCheck struct {
+	out     *Validated
+	context string
+	id      string
+	line    int
+	failed  bool
+	found   []Rejection
+}
+
+func (c *recordCheck) fail(line int, field, format string, args ...any) {
+	c.failed = true
+	if line == 0 {
+		line = c.line
+	}
+	c.found = append(c.found, Rejection{
+		Context: c.context, Identifier: c.id, Field: field, Message: fmt.Sprintf(format, args...), Line: line,
+	})
+}
+
+// text trims a field and checks the String(255) limit and presence.
+func (c *recordCheck) text(field, raw string, required bool) string {
+	s := strings.TrimSpace(raw)
+	switch {
+	case s == "" && required:
+		c.fail(0, field, "%s is required", field)
+	case !utf8.ValidString(s):
+		c.fail(0, field, "%s is not valid UTF-8", field)
+	case utf8.RuneCountInString(s) > maxString:
+		c.fail(0, field, "%s is %d characters long; the limit is %d", field, utf8.RuneCountInString(s), maxString)
+	}
+	return s
+}
+
+func (c *recordCheck) action(raw string) Action {
+	switch strings.ToLower(strings.TrimSpace(raw)) {
+	case "", "new", "update":
+		return Upsert
+	case "delete":
+		return Delete
+	}
+	c.fail(0, "Action", "Action %q is not one of New, Update, Delete", strings.TrimSpace(raw))
+	return Upsert
+}
+
+// commit counts the record and reports its rejections.
+func (c *recordCheck) commit() {
+	c.out.Rejections = append(c.out.Rejections, c.found...)
+	n := c.out.Totals.Of(c.context)
+	n.Total++
+	if c.failed {
+		n.Error++
+	} else {
+		n.Success++
+	}
+}
+
+// Validate checks a chunk of records in file order. Seq numbers are local to
+// the chunk (0, 1, ...); the caller shifts them into file order.
+func (v Validator) Validate(recs []parse.Record) Validated {
+	var out Validated
+	var seq Seq
+	next := func() Seq { seq++; return seq - 1 }
+	for _, r := range recs {
+		switch {
+		case r.User != nil:
+			v.user(&out, r.User, next)
+		case r.Account != nil:
+			v.account(&out, r.Account, nil, next)
+		case r.Transaction != nil:
+			v.transaction(&out, r.Transaction, nil, next)
+		}
+	}
+	return out
+}
+
+// parentState is what nested records need to know of their enclosing record.
+type parentState struct {
+	context  string // user or account
+	id       string
+	line     int
+	imported bool // the parent's kind is imported by this file's type
+	rejected bool
+	deleted  bool
+	typ      string // account type, for accounts
+}
+
+func (v Validator) user(out *Validated, u *parse.User, next func() Seq) {
+	c := recordCheck{out: out, context: "user", id: strings.TrimSpace(u.PartnerCustomerID), line: u.Line}
+	row := User{Line: u.Line, Action: c.action(u.Action)}
+	row.PartnerCustomerID = c.text("PartnerCustomerId", u.PartnerCustomerID, true)
+	if row.Action == Upsert {
+		row.FirstName = c.text("FirstName", u.FirstName, false)
+		row.LastName = c.text("LastName", u.LastName, false)
+		row.Email = c.text("Email", u.Email, false)
+		if row.Email != "" && !emailPattern.MatchString(row.Email) {
+			c.fail(0, "Email", "Email %q is not a valid email address", row.Email)
+		}
+		row.ZipCode = c.text("ZipCode", u.ZipCode, true)
+		if row.ZipCode != "" && !zipPattern.MatchString(row.ZipCode) {
+			c.fail(0, "ZipCode", "ZipCode %q is not a US ZIP code (12345 or 12345-6789)", row.ZipCode)
+		}
+		row.UserExperience = c.text("UserExperience", u.UserExperience, false)
+	}
+	imported := v.imports(parse.Users)
+	if imported {
+		c.commit()
+		if !c.failed {
+			row.Seq = next()
+			out.Batch.Users = append(out.Batch.Users, row)
+		}
+	}
+	if len(u.Accounts) > 0 {
+		out.Nested = true
+	}
+	parent := &parentState{context: "user", id: row.PartnerCustomerID, line: u.Line, imported: imported,
+		rejected: c.failed, deleted: row.Action == Delete}
+	for i := range u.Accounts {
+		v.account(out, &u.Accounts[i], parent, next)
+	}
+}
+
+func (v Validator) account(out *Validated, a *parse.Account, parent *parentState, next func() Seq) {
+	c := recordCheck{out: out, context: "account", id: strings.TrimSpace(a.AccountID), line: a.Line}
+	row := Account{Line: a.Line, Action: c.action(a.Action)}
+	row.AccountID = c.text("AccountId", a.AccountID, true)
+	row.PartnerCustomerID = c.text("PartnerCustomerId", a.PartnerCustomerID, row.Action == Upsert)
+	if row.Action == Upsert {
+		v.accountDetails(&c, a, &row)
+	}
+	if parent != nil && parent.imported {
+		switch {
+		case parent.rejected:
+			c.fail(0, "PartnerCustomerId", "the enclosing user %s (line %d) was rejected", parent.id, parent.line)
+		case row.PartnerCustomerID != "" && row.PartnerCustomerID != parent.id:
+			c.fail(0, "PartnerCustomerId", "PartnerCustomerId %s does not match the enclosing user %s", row.PartnerCustomerID, parent.id)
+		}
+	}
+	imported := v.imports(parse.Accounts)
+	// Children of a deleted user go with it: the cascade removes them.
+	if imported && !(parent != nil && parent.imported && parent.deleted) {
+		c.commit()
+		if !c.failed {
+			row.NeedsUser = parent == nil || !parent.imported
+			row.Seq = next()
+			out.Batch.Accounts = append(out.Batch.Accounts, row)
+		}
+	}
+	me := &parentState{context: "account", id: row.AccountID, line: a.Line, imported: imported,
+		rejected: c.failed, deleted: row.Action == Delete || (parent != nil && parent.deleted), typ: row.AccountType}
+	for i := range a.Transactions {
+		v.transaction(out, &a.Transactions[i], me, next)
+	}
+}
+
+func (v Validator) accountDetails(c *recordCheck, a *parse.Account, row *Account) {
+	row.AccountNumber = c.text("AccountNumber", a.AccountNumber, false)
+	if looksLikeFullCardNumber(row.AccountNumber) {
+		c.fail(0, "AccountNumber", "AccountNumber looks like a full card number; send a masked number (e.g. last four digits)")
+	}
+	row.FiName = c.text("AccountFiName", a.AccountFiName, true)
+	row.Nickname = c.text("AccountNickname", a.AccountNickname, false)
+	row.Experience = c.text("AccountExperience", a.AccountExperience, false)
+	typ := c.text("AccountType", a.AccountType, true)
+	if typ != "" {
+		row.AccountType = strings.ToLower(typ)
+		row.AccountClass = AccountTypes[row.AccountType]
+		if row.AccountClass == "" {
+			c.fail(0, "AccountType", "AccountType %q is not in the closed list (%s)", typ, accountTypeList)
+			row.AccountType = ""
+		}
+	}
+	if !a.HasBalances {
+		c.fail(0, "AccountBalances", "AccountBalances is required")
+	}
+	seen := map[string]bool{}
+	for _, b := range a.Balances {
+		bal, ok := v.balance(c, b, row.AccountClass)
+		if !ok {
+			continue
+		}
+		if seen[bal.BalanceType] {
+			c.fail(b.Line, "BalanceType", "BalanceType %s occurs more than once", bal.BalanceType)
+			continue
+		}
+		seen[bal.BalanceType] = true
+		row.Balances = append(row.Balances, bal)
+	}
+	if row.AccountClass != "" && a.HasBalances {
+		if required := BalanceTypes[row.AccountClass][0]; !seen[required] {
+			c.fail(0, "BalanceType", "a %s account (%s) needs a %s balance", row.AccountClass, row.AccountType, required)
+		}
+	}
+	for _, p := range a.Properties {
+		if prop, ok := property(c, p); ok {
+			row.Properties = append(row.Properties, prop)
+		}
+	}
+}
+
+func property(c *recordCheck, p parse.Property) (Property, bool) {
+	typ, val := strings.TrimSpace(p.Type), strings.TrimSpace(p.Value)
+	switch {
+	case typ == "":
+		c.fail(p.Line, "PropertyType", "PropertyType is required")
+	case val == "":
+		c.fail(p.Line, "PropertyValue", "PropertyValue of %s is required", typ)
+	case utf8.RuneCountInString(typ) > maxString || utf8.RuneCountInString(val) > maxString:
+		c.fail(p.Line, "PropertyValue", "Property %s is longer than %d characters", typ, maxString)
+	case typ == "PurchasesApr" && !decimalValue.MatchString(val):
+		c.fail(p.Line, "PropertyValue", "PurchasesApr %q is not a decimal number", val)
+	case typ == "PaymentDueDate" && !isDateTime(val):
+		c.fail(p.Line, "PropertyValue", "PaymentDueDate %q is not YYYY-MM-DD or RFC 3339 with an offset", val)
+	default:
+		return Property{Type: typ, Value: val}, true
+	}
+	return Property{}, false
+}
+
+func isDateTime(s string) bool {
+	_, _, err := parseDateTime(s)
+	return err == nil
+}
+
+var accountTypeList = "checking, savings, cd, money_market, investment, asset, cards, student_loans, loans, loan, autos, home, creditline"
+
+func (v Validator) balance(c *recordCheck, b parse.Balance, class string) (Balance, bool) {
+	ok := true
+	var bal Balance
+	typ := strings.TrimSpace(b.BalanceType)
+	if typ == "" {
+		c.fail(b.Line, "BalanceType", "BalanceType is required")
+		ok = false
+	} else if class != "" {
+		bal.BalanceType = canonical(typ, BalanceTypes[class])
+		if bal.BalanceType == "" {
+			c.fail(b.Line, "BalanceType", "BalanceType %q is not valid for a %s account (%s)", typ, class, strings.Join(BalanceTypes[class], ", "))
+			ok = false
+		}
+	}
+	amount := strings.TrimSpace(b.BalanceAmount)
+	if amount == "" {
+		c.fail(b.Line, "BalanceAmount", "BalanceAmount is required")
+		ok = false
+	} else if cents, neg, err := parseAmount(amount); err != nil {
+		c.fail(b.Line, "BalanceAmount", "BalanceAmount %q: %v", amount, err)
+		ok = false
+	} else {
+		bal.Cents = cents
+		if neg {
+			bal.Cents = -cents
+		}
+	}
+	cur := strings.TrimSpace(b.CurrencyCode)
+	if cur == "" {
+		c.fail(b.Line, "CurrencyCode", "CurrencyCode is required")
+		ok = false
+	} else if bal.CurrencyCode = canonical(cur, CurrencyCodes); bal.CurrencyCode == "" {
+		c.fail(b.Line, "CurrencyCode", "CurrencyCode %q is not USD or CAD", cur)
+		ok = false
+	}
+	return bal, ok && class != ""
+}
+
+func (v Validator) transaction(out *Validated, t *parse.Transaction, parent *parentState, next func() Seq) {
+	c := recordCheck{out: out, context: "transaction", id: strings.TrimSpace(t.TransactionID), line: t.Line}
+	row := Transaction{Line: t.Line, Action: c.action(t.Action)}
+	row.TransactionID = c.text("TransactionId", t.TransactionID, true)
+	row.AccountID = c.text("AccountId", t.AccountID, true)
+	if row.Action == Upsert {
+		v.transactionDetails(&c, t, &row)
+	}
+	skip := false
+	if parent != nil {
+		switch {
+		case parent.imported && parent.rejected:
+			c.fail(0, "AccountId", "the enclosing account %s (line %d) was rejected", parent.id, parent.line)
+		case row.AccountID != "" && row.AccountID != parent.id:
+			c.fail(0, "AccountId", "AccountId %s does not match the enclosing account %s", row.AccountID, parent.id)
+		case parent.typ == "investment":
+			// Spec: positions/transactions of investment accounts are not created.
+			skip = true
+		}
+	}
+	if !v.imports(parse.Transactions) || (parent != nil && parent.imported && parent.deleted) {
+		return
+	}
+	if skip && !c.failed {
+		out.Skipped++
+		return
+	}
+	c.commit()
+	if !c.failed {
+		row.NeedsAccount = parent == nil || !parent.imported
+		row.Seq = next()
+		out.Batch.Transactions = append(out.Batch.Transactions, row)
+	}
+}
+
+func (v Validator) transactionDetails(c *recordCheck, t *parse.Transaction, row *Transaction) {
+	typ := strings.TrimSpace(t.TransactionType)
+	switch strings.ToLower(typ) {
+	case "debit":
+		row.TransactionType = "debit"
+	case "credit":
+		row.TransactionType = "credit"
+	case "":
+		c.fail(0, "TransactionType", "TransactionType is required")
+	default:
+		c.fail(0, "TransactionType", "TransactionType %q is not Debit or Credit", typ)
+	}
+	if posted := strings.TrimSpace(t.PostedDate); posted == "" {
+		c.fail(0, "PostedDate", "PostedDate is required")
+	} else if at, on, err := parseDateTime(posted); err != nil {
+		c.fail(0, "PostedDate", "PostedDate %q: %v", posted, err)
+	} else {
+		row.PostedAt, row.PostedOn = at, on
+	}
+	if orig := strings.TrimSpace(t.OriginationDate); orig != "" {
+		if at, on, err := parseDateTime(orig); err != nil {
+			c.fail(0, "OriginationDate", "OriginationDate %q: %v", orig, err)
+		} else {
+			row.OriginatedAt, row.OriginatedOn = at, on
+		}
+	}
+	if amount := strings.TrimSpace(t.Amount); amount == "" {
+		c.fail(0, "Amount", "Amount is required")
+	} else if cents, neg, err := parseAmount(amount); err != nil {
+		c.fail(0, "Amount", "Amount %q: %v", amount, err)
+	} else {
+		// The spec asks for absolute values but its own example sends debits
+		// as "-10.00": a minus is accepted on a Debit, never on a Credit.
+		switch row.TransactionType {
+		case "debit":
+			row.Cents = -cents
+		case "credit":
+			if neg && cents != 0 {
+				c.fail(0, "Amount", "Amount %q is negative on a Credit; send the absolute value", amount)
+			}
+			row.Cents = cents
+		}
+	}
+	row.OriginalName = t.Memo
+	row.Memo = c.text("Memo", t.Memo, true)
+	row.CheckNumber = c.text("CheckNumber", t.CheckNumber, false)
+}
+
+// parseAmount reads a decimal with exactly two decimals into cents, never
+// through a float.
+func parseAmount(s string) (cents int64, negative bool, err error) {
+	m := amountPattern.FindStringSubmatch(s)
+	if m == nil {
+		return 0, false, fmt.Errorf("want a decimal with exactly two decimals, e.g. 505.12 or -1110.56")
+	}
+	whole, err := strconv.ParseInt(m[2], 10, 64)
+	if err != nil {
+		return 0, false, fmt.Errorf("out of range")
+	}
+	frac, _ := strconv.ParseInt(m[3], 10, 64)
+	return whole*100 + frac, m[1] == "-", nil
+}
+
+// parseDateTime accepts YYYY-MM-DD or RFC 3339 with an offset. It returns the
+// instant (UTC) and the calendar date as written (at 00:00 UTC).
+func parseDateTime(s string) (at, on time.Time, err error) {
+	if len(s) == len(time.DateOnly) {
+		d, err := time.Parse(time.DateOnly, s)
+		if err != nil {
+			return at, on, fmt.Errorf("want YYYY-MM-DD or RFC 3339 with an offset")
+		}
+		return d, d, nil
+	}
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return at, on, fmt.Errorf("want YYYY-MM-DD or RFC 3339 with an offset, e.g. 2009-03-19T11:40:50-04:00")
+	}
+	return t.UTC(), time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, time.UTC), nil
+}
+
+// canonical returns the entry of list equal to s ignoring case, or "".
+func canonical(s string, list []string) string {
+	for _, v := range list {
+		if strings.EqualFold(s, v) {
+			return v
+		}
+	}
+	return ""
+}
+
+// looksLikeFullCardNumber reports a 13 to 19 digit number passing the Luhn check.
+func looksLikeFullCardNumber(s string) bool {
+	digits := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c >= '0' && c <= '9':
+			digits = append(digits, c-'0')
+		case c == ' ' || c == '-':
+		default:
+			return false
+		}
+	}
+	if len(digits) < 13 || len(digits) > 19 {
+		return false
+	}
+	sum := 0
+	for i := range digits {
+		d := int(digits[len(digits)-1-i])
+		if i%2 == 1 {
+			d *= 2
+			if d > 9 {
+				d -= 9
+			}
+		}
+		sum += d
+	}
+	return sum%10 == 0
+}

@@ -1,0 +1,221 @@
+package warehouse
+
+import (
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/decimal128"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/flatfiler/flatfiler/stages"
+)
+
+// Staging tables are built as Arrow record batches and handed to DuckDB
+// without copying row by row (the C data interface).
+
+var (
+	tsUTC  = &arrow.TimestampType{Unit: arrow.Microsecond, TimeZone: "UTC"}
+	amount = &arrow.Decimal128Type{Precision: 18, Scale: 2}
+)
+
+func field(name string, t arrow.DataType) arrow.Field {
+	return arrow.Field{Name: name, Type: t, Nullable: true}
+}
+
+var (
+	str = arrow.BinaryTypes.String
+	i64 = arrow.PrimitiveTypes.Int64
+	i32 = arrow.PrimitiveTypes.Int32
+	dt  = arrow.FixedWidthTypes.Date32
+	bl  = arrow.FixedWidthTypes.Boolean
+)
+
+var (
+	usersSchema = arrow.NewSchema([]arrow.Field{
+		field("seq", i64), field("line", i32), field("action", str),
+		field("partner_customer_id", str), field("first_name", str), field("last_name", str),
+		field("email", str), field("zip_code", str), field("user_experience", str),
+	}, nil)
+	accountsSchema = arrow.NewSchema([]arrow.Field{
+		field("seq", i64), field("line", i32), field("action", str),
+		field("partner_customer_id", str), field("account_id", str), field("account_number", str),
+		field("fi_name", str), field("nickname", str), field("account_type", str),
+		field("account_class", str), field("account_experience", str), field("needs_user", bl),
+	}, nil)
+	balancesSchema = arrow.NewSchema([]arrow.Field{
+		field("account_seq", i64), field("account_id", str), field("balance_type", str),
+		field("amount", amount), field("currency_code", str),
+	}, nil)
+	propertiesSchema = arrow.NewSchema([]arrow.Field{
+		field("account_seq", i64), field("account_id", str), field("property_type", str), field("property_value", str),
+	}, nil)
+	transactionsSchema = arrow.NewSchema([]arrow.Field{
+		field("seq", i64), field("line", i32), field("action", str),
+		field("account_id", str), field("transaction_id", str), field("transaction_type", str),
+		field("posted_at", tsUTC), field("posted_on", dt), field("originated_at", tsUTC), field("originated_on", dt),
+		field("amount", amount), field("memo", str), field("original_name", str), field("check_number", str),
+		field("needs_account", bl),
+	}, nil)
+)
+
+// columns appends Go values to the fields of a record builder in order.
+type columns struct {
+	b *array.RecordBuilder
+	i int
+}
+
+func (c *columns) next() array.Builder {
+	f := c.b.Field(c.i)
+	c.i++
+	return f
+}
+
+func (c *columns) row() { c.i = 0 }
+
+func (c *columns) str(s string) { c.next().(*array.StringBuilder).Append(s) }
+
+// opt appends s, or NULL when empty: optional fields the partner left out.
+func (c *columns) opt(s string) {
+	b := c.next().(*array.StringBuilder)
+	if s == "" {
+		b.AppendNull()
+		return
+	}
+	b.Append(s)
+}
+
+func (c *columns) i64(v int64)   { c.next().(*array.Int64Builder).Append(v) }
+func (c *columns) i32(v int)     { c.next().(*array.Int32Builder).Append(int32(v)) }
+func (c *columns) bool(v bool)   { c.next().(*array.BooleanBuilder).Append(v) }
+func (c *columns) cents(v int64) { c.next().(*array.Decimal128Builder).Append(decimal128.FromI64(v)) }
+
+func (c *columns) ts(t time.Time) {
+	b := c.next().(*array.TimestampBuilder)
+	if t.IsZero() {
+		b.AppendNull()
+		return
+	}
+	b.Append(arrow.Timestamp(t.UnixMicro()))
+}
+
+func (c *columns) date(t time.Time) {
+	b := c.next().(*array.Date32Builder)
+	if t.IsZero() {
+		b.AppendNull()
+		return
+	}
+	b.Append(arrow.Date32FromTime(t))
+}
+
+// build fills a record batch of schema with one row per call of fill.
+func build(schema *arrow.Schema, n int, fill func(c *columns, i int)) arrow.RecordBatch {
+	b := array.NewRecordBuilder(memory.DefaultAllocator, schema)
+	defer b.Release()
+	b.Reserve(n)
+	c := &columns{b: b}
+	for i := 0; i < n; i++ {
+		c.row()
+		fill(c, i)
+	}
+	return b.NewRecordBatch()
+}
+
+func usersRecord(rows []stages.User) arrow.RecordBatch {
+	return build(usersSchema, len(rows), func(c *columns, i int) {
+		u := &rows[i]
+		c.i64(u.Seq)
+		c.i32(u.Line)
+		c.str(u.Action.String())
+		c.str(u.PartnerCustomerID)
+		c.opt(u.FirstName)
+		c.opt(u.LastName)
+		c.opt(u.Email)
+		c.opt(u.ZipCode)
+		c.opt(u.UserExperience)
+	})
+}
+
+func accountsRecord(rows []stages.Account) arrow.RecordBatch {
+	return build(accountsSchema, len(rows), func(c *columns, i int) {
+		a := &rows[i]
+		c.i64(a.Seq)
+		c.i32(a.Line)
+		c.str(a.Action.String())
+		c.opt(a.PartnerCustomerID)
+		c.str(a.AccountID)
+		c.opt(a.AccountNumber)
+		c.opt(a.FiName)
+		c.opt(a.Nickname)
+		c.opt(a.AccountType)
+		c.opt(a.AccountClass)
+		c.opt(a.Experience)
+		c.bool(a.NeedsUser)
+	})
+}
+
+type balanceRow struct {
+	seq       int64
+	accountID string
+	stages.Balance
+}
+
+func balancesRecord(rows []stages.Account) arrow.RecordBatch {
+	var flat []balanceRow
+	for _, a := range rows {
+		for _, b := range a.Balances {
+			flat = append(flat, balanceRow{a.Seq, a.AccountID, b})
+		}
+	}
+	return build(balancesSchema, len(flat), func(c *columns, i int) {
+		b := &flat[i]
+		c.i64(b.seq)
+		c.str(b.accountID)
+		c.str(b.BalanceType)
+		c.cents(b.Cents)
+		c.str(b.CurrencyCode)
+	})
+}
+
+type propertyRow struct {
+	seq       int64
+	accountID string
+	stages.Property
+}
+
+func propertiesRecord(rows []stages.Account) arrow.RecordBatch {
+	var flat []propertyRow
+	for _, a := range rows {
+		for _, p := range a.Properties {
+			flat = append(flat, propertyRow{a.Seq, a.AccountID, p})
+		}
+	}
+	return build(propertiesSchema, len(flat), func(c *columns, i int) {
+		p := &flat[i]
+		c.i64(p.seq)
+		c.str(p.accountID)
+		c.str(p.Type)
+		c.str(p.Value)
+	})
+}
+
+func transactionsRecord(rows []stages.Transaction) arrow.RecordBatch {
+	return build(transactionsSchema, len(rows), func(c *columns, i int) {
+		t := &rows[i]
+		c.i64(t.Seq)
+		c.i32(t.Line)
+		c.str(t.Action.String())
+		c.str(t.AccountID)
+		c.str(t.TransactionID)
+		c.opt(t.TransactionType)
+		c.ts(t.PostedAt)
+		c.date(t.PostedOn)
+		c.ts(t.OriginatedAt)
+		c.date(t.OriginatedOn)
+		c.cents(t.Cents)
+		c.opt(t.Memo)
+		c.str(t.OriginalName)
+		c.opt(t.CheckNumber)
+		c.bool(t.NeedsAccount)
+	})
+}

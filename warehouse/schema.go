@@ -1,0 +1,84 @@
+// Package warehouse is the embedded DuckDB warehouse: its schema (a product
+// interface for analysts, documented in README), the bulk loader that applies
+// one file atomically, and read-only SQL.
+package warehouse
+
+// schema is applied at every open; statements are idempotent. Keys are
+// enforced by the loader rather than by PRIMARY KEY constraints: DuckDB keeps
+// ART indexes in memory, which would make memory grow with the warehouse.
+const schema = `
+CREATE TABLE IF NOT EXISTS users (
+	partner_id          VARCHAR NOT NULL,
+	partner_customer_id VARCHAR NOT NULL,
+	first_name          VARCHAR,
+	last_name           VARCHAR,
+	email               VARCHAR,
+	zip_code            VARCHAR,
+	user_experience     VARCHAR,
+	source_file         VARCHAR,
+	source_line         INTEGER,
+	updated_at          TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE IF NOT EXISTS accounts (
+	partner_id          VARCHAR NOT NULL,
+	partner_customer_id VARCHAR NOT NULL,
+	account_id          VARCHAR NOT NULL,
+	account_number      VARCHAR,
+	fi_name             VARCHAR NOT NULL,
+	nickname            VARCHAR,
+	account_type        VARCHAR NOT NULL,
+	account_class       VARCHAR NOT NULL,
+	state               VARCHAR NOT NULL,
+	account_experience  VARCHAR,
+	source_file         VARCHAR,
+	source_line         INTEGER,
+	updated_at          TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE IF NOT EXISTS balances (
+	partner_id    VARCHAR NOT NULL,
+	account_id    VARCHAR NOT NULL,
+	balance_type  VARCHAR NOT NULL,
+	amount        DECIMAL(18,2) NOT NULL,
+	currency_code VARCHAR NOT NULL,
+	as_of         DATE NOT NULL,
+	updated_at    TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE IF NOT EXISTS account_properties (
+	partner_id     VARCHAR NOT NULL,
+	account_id     VARCHAR NOT NULL,
+	property_type  VARCHAR NOT NULL,
+	property_value VARCHAR NOT NULL,
+	updated_at     TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE IF NOT EXISTS transactions (
+	partner_id       VARCHAR NOT NULL,
+	account_id       VARCHAR NOT NULL,
+	transaction_id   VARCHAR NOT NULL,
+	transaction_type VARCHAR NOT NULL,
+	posted_at        TIMESTAMPTZ NOT NULL,
+	posted_on        DATE NOT NULL,
+	originated_at    TIMESTAMPTZ,
+	originated_on    DATE,
+	amount           DECIMAL(18,2) NOT NULL,
+	memo             VARCHAR NOT NULL,
+	original_name    VARCHAR NOT NULL,
+	check_number     VARCHAR,
+	source_file      VARCHAR,
+	source_line      INTEGER,
+	updated_at       TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ingests (
+	partner_id  VARCHAR NOT NULL,
+	file        VARCHAR NOT NULL,
+	file_type   VARCHAR NOT NULL,
+	as_of       DATE NOT NULL,
+	started_at  TIMESTAMPTZ NOT NULL,
+	finished_at TIMESTAMPTZ NOT NULL,
+	status      VARCHAR NOT NULL,
+	bytes       BIGINT NOT NULL,
+	report      JSON NOT NULL
+);
+`
+
+// Tables lists the warehouse's tables, for tests and documentation.
+var Tables = []string{"users", "accounts", "balances", "account_properties", "transactions", "ingests"}

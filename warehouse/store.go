@@ -1,0 +1,105 @@
+package warehouse
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/duckdb/duckdb-go/v2"
+)
+
+// DefaultPath is where the warehouse lives unless told otherwise.
+const DefaultPath = "data/warehouse.duckdb"
+
+// Options tune DuckDB. Zero values take defaults.
+type Options struct {
+	ReadOnly bool
+	// MemoryLimit caps DuckDB's buffer manager (e.g. "256MB"); past it DuckDB
+	// spills to TempDir rather than grow.
+	MemoryLimit string
+	Threads     int
+	TempDir     string // default: PATH.tmp beside the database
+}
+
+// Store is an open warehouse.
+type Store struct {
+	db   *sql.DB
+	path string
+}
+
+// Open opens (and if writable, creates and migrates) the warehouse at path.
+func Open(ctx context.Context, path string, opts Options) (*Store, error) {
+	if opts.MemoryLimit == "" {
+		opts.MemoryLimit = "256MB"
+	}
+	if opts.TempDir == "" {
+		opts.TempDir = path + ".tmp"
+	}
+	dsn := path
+	if opts.ReadOnly {
+		if _, err := os.Stat(path); err != nil {
+			return nil, fmt.Errorf("open warehouse %s: %w", path, err)
+		}
+		dsn += "?access_mode=READ_ONLY"
+	} else if dir := filepath.Dir(path); dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("open warehouse: %w", err)
+		}
+	}
+	init := func(execer driver.ExecerContext) error {
+		stmts := []string{
+			fmt.Sprintf("SET memory_limit = '%s'", opts.MemoryLimit),
+			fmt.Sprintf("SET temp_directory = %s", quote(opts.TempDir)),
+			// File order is kept through seq columns, not through insertion order.
+			"SET preserve_insertion_order = false",
+			"SET TimeZone = 'UTC'",
+		}
+		if opts.Threads > 0 {
+			stmts = append(stmts, fmt.Sprintf("SET threads = %d", opts.Threads))
+		}
+		for _, s := range stmts {
+			if _, err := execer.ExecContext(ctx, s, nil); err != nil {
+				return fmt.Errorf("%s: %w", s, err)
+			}
+		}
+		return nil
+	}
+	connector, err := duckdb.NewConnector(dsn, init)
+	if err != nil {
+		return nil, fmt.Errorf("open warehouse %s: %w", path, err)
+	}
+	db := sql.OpenDB(connector)
+	if !opts.ReadOnly {
+		if _, err := db.ExecContext(ctx, schema); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("migrate warehouse %s: %w", path, err)
+		}
+	}
+	return &Store{db: db, path: path}, nil
+}
+
+// DB exposes the database for queries (the sql command, tests, the API).
+func (s *Store) DB() *sql.DB { return s.db }
+
+// Path is the database file.
+func (s *Store) Path() string { return s.path }
+
+// Close checkpoints and closes the warehouse.
+func (s *Store) Close() error {
+	return s.db.Close()
+}
+
+// quote makes a SQL string literal.
+func quote(s string) string {
+	out := []byte{'\''}
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\'' {
+			out = append(out, '\'')
+		}
+		out = append(out, s[i])
+	}
+	return string(append(out, '\''))
+}
