@@ -165,7 +165,7 @@ func (p *Pipeline) run(ctx context.Context, name string, in *countingReader, opt
 				continue
 			}
 			t := time.Now()
-			applied, err := load.Apply(ctx, b)
+			applied, err := load.Apply(ctx, stages.Resolve(b))
 			p.Metrics.Stage.WithLabelValues("load").Observe(time.Since(t).Seconds())
 			if err != nil {
 				loadErr = err

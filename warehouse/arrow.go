@@ -33,12 +33,12 @@ var (
 
 var (
 	usersSchema = arrow.NewSchema([]arrow.Field{
-		field("seq", i64), field("line", i32), field("action", str),
+		field("seq", i64), field("line", i32),
 		field("partner_customer_id", str), field("first_name", str), field("last_name", str),
 		field("email", str), field("zip_code", str), field("user_experience", str),
 	}, nil)
 	accountsSchema = arrow.NewSchema([]arrow.Field{
-		field("seq", i64), field("line", i32), field("action", str),
+		field("seq", i64), field("line", i32),
 		field("partner_customer_id", str), field("account_id", str), field("account_number", str),
 		field("fi_name", str), field("nickname", str), field("account_type", str),
 		field("account_class", str), field("account_experience", str), field("needs_user", bl),
@@ -51,11 +51,17 @@ var (
 		field("account_seq", i64), field("account_id", str), field("property_type", str), field("property_value", str),
 	}, nil)
 	transactionsSchema = arrow.NewSchema([]arrow.Field{
-		field("seq", i64), field("line", i32), field("action", str),
+		field("seq", i64), field("line", i32),
 		field("account_id", str), field("transaction_id", str), field("transaction_type", str),
 		field("posted_at", tsUTC), field("posted_on", dt), field("originated_at", tsUTC), field("originated_on", dt),
 		field("amount", amount), field("memo", str), field("original_name", str), field("check_number", str),
-		field("needs_account", bl),
+		field("needs_account", bl), field("owner_known", bl),
+	}, nil)
+	deletesSchema = arrow.NewSchema([]arrow.Field{
+		field("key", str), field("seq", i64),
+	}, nil)
+	transactionDeletesSchema = arrow.NewSchema([]arrow.Field{
+		field("account_id", str), field("transaction_id", str),
 	}, nil)
 )
 
@@ -121,12 +127,11 @@ func build(schema *arrow.Schema, n int, fill func(c *columns, i int)) arrow.Reco
 	return b.NewRecordBatch()
 }
 
-func usersRecord(rows []stages.User) arrow.RecordBatch {
-	return build(usersSchema, len(rows), func(c *columns, i int) {
-		u := &rows[i]
+func usersRecord(rows []stages.User, pick []int) arrow.RecordBatch {
+	return build(usersSchema, len(pick), func(c *columns, i int) {
+		u := &rows[pick[i]]
 		c.i64(u.Seq)
 		c.i32(u.Line)
-		c.str(u.Action.String())
 		c.str(u.PartnerCustomerID)
 		c.opt(u.FirstName)
 		c.opt(u.LastName)
@@ -136,12 +141,11 @@ func usersRecord(rows []stages.User) arrow.RecordBatch {
 	})
 }
 
-func accountsRecord(rows []stages.Account) arrow.RecordBatch {
-	return build(accountsSchema, len(rows), func(c *columns, i int) {
-		a := &rows[i]
+func accountsRecord(rows []stages.Account, pick []int) arrow.RecordBatch {
+	return build(accountsSchema, len(pick), func(c *columns, i int) {
+		a := &rows[pick[i]]
 		c.i64(a.Seq)
 		c.i32(a.Line)
-		c.str(a.Action.String())
 		c.opt(a.PartnerCustomerID)
 		c.str(a.AccountID)
 		c.opt(a.AccountNumber)
@@ -160,9 +164,10 @@ type balanceRow struct {
 	stages.Balance
 }
 
-func balancesRecord(rows []stages.Account) arrow.RecordBatch {
+func balancesRecord(rows []stages.Account, pick []int) arrow.RecordBatch {
 	var flat []balanceRow
-	for _, a := range rows {
+	for _, i := range pick {
+		a := &rows[i]
 		for _, b := range a.Balances {
 			flat = append(flat, balanceRow{a.Seq, a.AccountID, b})
 		}
@@ -183,9 +188,10 @@ type propertyRow struct {
 	stages.Property
 }
 
-func propertiesRecord(rows []stages.Account) arrow.RecordBatch {
+func propertiesRecord(rows []stages.Account, pick []int) arrow.RecordBatch {
 	var flat []propertyRow
-	for _, a := range rows {
+	for _, i := range pick {
+		a := &rows[i]
 		for _, p := range a.Properties {
 			flat = append(flat, propertyRow{a.Seq, a.AccountID, p})
 		}
@@ -199,12 +205,25 @@ func propertiesRecord(rows []stages.Account) arrow.RecordBatch {
 	})
 }
 
-func transactionsRecord(rows []stages.Transaction) arrow.RecordBatch {
-	return build(transactionsSchema, len(rows), func(c *columns, i int) {
-		t := &rows[i]
+func deletesRecord(rows []stages.KeyDelete) arrow.RecordBatch {
+	return build(deletesSchema, len(rows), func(c *columns, i int) {
+		c.str(rows[i].Key)
+		c.i64(rows[i].Seq)
+	})
+}
+
+func transactionDeletesRecord(rows []stages.TransactionKey) arrow.RecordBatch {
+	return build(transactionDeletesSchema, len(rows), func(c *columns, i int) {
+		c.str(rows[i].AccountID)
+		c.str(rows[i].TransactionID)
+	})
+}
+
+func transactionsRecord(rows []stages.Transaction, pick []int, ownerKnown []bool) arrow.RecordBatch {
+	return build(transactionsSchema, len(pick), func(c *columns, i int) {
+		t := &rows[pick[i]]
 		c.i64(t.Seq)
 		c.i32(t.Line)
-		c.str(t.Action.String())
 		c.str(t.AccountID)
 		c.str(t.TransactionID)
 		c.opt(t.TransactionType)
@@ -217,5 +236,6 @@ func transactionsRecord(rows []stages.Transaction) arrow.RecordBatch {
 		c.str(t.OriginalName)
 		c.opt(t.CheckNumber)
 		c.bool(t.NeedsAccount)
+		c.bool(ownerKnown[i])
 	})
 }

@@ -6,6 +6,7 @@ import (
 	"database/sql/driver"
 	"encoding/json"
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
@@ -75,6 +76,13 @@ func (l *Load) exec(ctx context.Context, stmt string) error {
 	for k, v := range l.lit {
 		stmt = strings.ReplaceAll(stmt, k, v)
 	}
+	t0 := time.Now()
+	defer func() {
+		if os.Getenv("FLATFILER_TRACE_SQL") != "" {
+			first, _, _ := strings.Cut(strings.TrimSpace(stmt), "\n")
+			fmt.Fprintf(os.Stderr, "%8.1fms %s\n", float64(time.Since(t0).Microseconds())/1000, first[:min(len(first), 90)])
+		}
+	}()
 	if _, err := l.conn.ExecContext(ctx, stmt); err != nil {
 		first, _, _ := strings.Cut(strings.TrimSpace(stmt), "\n")
 		return fmt.Errorf("warehouse: %s: %w", first, err)
@@ -82,52 +90,78 @@ func (l *Load) exec(ctx context.Context, stmt string) error {
 	return nil
 }
 
-// stage copies a record batch into a temporary table. The Arrow view can be
-// scanned only once, so the rows land in a table the statements can reuse.
+// stage copies a record batch into a temporary table. An Arrow view can be
+// scanned only once, so rows that several statements read land in a table.
 func (l *Load) stage(ctx context.Context, name string, rec arrow.RecordBatch) error {
-	defer rec.Release()
-	reader, err := array.NewRecordReader(rec.Schema(), []arrow.RecordBatch{rec})
+	release, err := l.view(rec, "arrow_"+name)
 	if err != nil {
 		return err
 	}
-	defer reader.Release()
-	view := "arrow_" + name
-	release, err := l.arrow.RegisterView(reader, view)
-	if err != nil {
-		return fmt.Errorf("stage %s: %w", name, err)
-	}
 	defer release()
-	return l.exec(ctx, fmt.Sprintf("CREATE OR REPLACE TEMP TABLE %s AS SELECT * FROM %s", name, view))
+	return l.exec(ctx, fmt.Sprintf("CREATE OR REPLACE TEMP TABLE %s AS SELECT * FROM arrow_%s", name, name))
 }
 
-// Apply stages a batch and merges it into the warehouse inside the file's
-// transaction. Within the batch the last occurrence of a key wins, and a
-// Delete removes what is stored and what came before it in the file: the
-// result equals applying the rows one by one in file order.
-func (l *Load) Apply(ctx context.Context, b *stages.Batch) (Applied, error) {
+// Apply merges a resolved batch into the warehouse inside the file's
+// transaction. The batch is staged as Arrow record batches; cascades of
+// deletes are decided here against the stored state, by sequence number, so
+// that the result equals applying the file's rows one by one in file order.
+func (l *Load) Apply(ctx context.Context, r *stages.Resolved) (Applied, error) {
 	var out Applied
-	staged := []struct {
-		name string
-		rec  arrow.RecordBatch
-	}{
-		{"b_users", usersRecord(b.Users)},
-		{"b_accounts", accountsRecord(b.Accounts)},
-		{"b_balances", balancesRecord(b.Accounts)},
-		{"b_properties", propertiesRecord(b.Accounts)},
-		{"b_transactions", transactionsRecord(b.Transactions)},
+	needsUser, needsAccount := false, false
+	b := r.Batch
+	for _, i := range r.Accounts {
+		needsUser = needsUser || b.Accounts[i].NeedsUser
 	}
-	for i, s := range staged {
-		if err := l.stage(ctx, s.name, s.rec); err != nil {
-			for _, rest := range staged[i+1:] {
-				rest.rec.Release()
-			}
+	for _, i := range r.Transactions {
+		needsAccount = needsAccount || b.Transactions[i].NeedsAccount
+	}
+	tables := []struct {
+		name string
+		rec  func() arrow.RecordBatch
+	}{
+		{"b_users", func() arrow.RecordBatch { return usersRecord(b.Users, r.Users) }},
+		{"b_user_deletes", func() arrow.RecordBatch { return deletesRecord(r.UserDeletes) }},
+		{"b_accounts", func() arrow.RecordBatch { return accountsRecord(b.Accounts, r.Accounts) }},
+		{"b_account_deletes", func() arrow.RecordBatch { return deletesRecord(r.AccountDeletes) }},
+		{"b_balances", func() arrow.RecordBatch { return balancesRecord(b.Accounts, r.Accounts) }},
+		{"b_properties", func() arrow.RecordBatch { return propertiesRecord(b.Accounts, r.Accounts) }},
+		{"b_transaction_deletes", func() arrow.RecordBatch { return transactionDeletesRecord(r.TransactionDeletes) }},
+	}
+	for _, t := range tables {
+		if err := l.stage(ctx, t.name, t.rec()); err != nil {
 			return out, err
 		}
 	}
-	if err := l.checkParents(ctx, b, &out); err != nil {
+	// MERGE cannot read an Arrow view directly (the scan is a one-shot stream
+	// and DuckDB 1.4 crashes on it), so transactions are staged like the rest.
+	if err := l.stage(ctx, "b_transactions", transactionsRecord(b.Transactions, r.Transactions, r.OwnerKnown)); err != nil {
 		return out, err
 	}
-	for _, stmt := range resolveAndMerge {
+	if needsUser || needsAccount {
+		if err := l.checkParents(ctx, &out); err != nil {
+			return out, err
+		}
+	}
+	stmts := []string{}
+	if len(r.UserDeletes) > 0 {
+		stmts = append(stmts, dropOrphanedByStoredOwner)
+	}
+	if r.HasDeletes() {
+		stmts = append(stmts, cascadeDeletes...)
+	}
+	if len(r.TransactionDeletes) > 0 {
+		stmts = append(stmts, deleteTransactions)
+	}
+	if len(r.Users) > 0 {
+		stmts = append(stmts, mergeUsers)
+	}
+	if len(r.Accounts) > 0 {
+		stmts = append(stmts, mergeAccounts...)
+	}
+	if len(r.Transactions) > 0 {
+		stmts = append(stmts, mergeTransactions...)
+	}
+	for _, stmt := range stmts {
 		if err := l.exec(ctx, stmt); err != nil {
 			return out, err
 		}
@@ -135,36 +169,41 @@ func (l *Load) Apply(ctx context.Context, b *stages.Batch) (Applied, error) {
 	return out, nil
 }
 
+// view registers rec as a temporary view that can be scanned once.
+func (l *Load) view(rec arrow.RecordBatch, name string) (func(), error) {
+	defer rec.Release()
+	reader, err := array.NewRecordReader(rec.Schema(), []arrow.RecordBatch{rec})
+	if err != nil {
+		return nil, err
+	}
+	release, err := l.arrow.RegisterView(reader, name)
+	if err != nil {
+		reader.Release()
+		return nil, fmt.Errorf("stage %s: %w", name, err)
+	}
+	return func() { release(); reader.Release() }, nil
+}
+
 // checkParents rejects rows whose user or account the warehouse does not know
 // (accounts and transactions files) and skips transactions of investment accounts.
-func (l *Load) checkParents(ctx context.Context, b *stages.Batch, out *Applied) error {
-	needsUser, needsAccount := false, false
-	for i := range b.Accounts {
-		needsUser = needsUser || b.Accounts[i].NeedsUser
-	}
-	for i := range b.Transactions {
-		needsAccount = needsAccount || b.Transactions[i].NeedsAccount
-	}
-	if !needsUser && !needsAccount {
-		return nil
-	}
+func (l *Load) checkParents(ctx context.Context, out *Applied) error {
 	stmts := []string{`
 CREATE OR REPLACE TEMP TABLE b_rejected AS
 SELECT 'account' AS context, a.account_id AS identifier, 'PartnerCustomerId' AS field,
        'unknown user ' || a.partner_customer_id || ': no such user for partner ' || {P} AS message, a.line, a.seq
 FROM b_accounts a
-WHERE a.needs_user AND a.action = 'upsert'
+WHERE a.needs_user
   AND NOT EXISTS (SELECT 1 FROM users u WHERE u.partner_id = {P} AND u.partner_customer_id = a.partner_customer_id)
 UNION ALL
 SELECT 'transaction', t.transaction_id, 'AccountId',
        'unknown account ' || t.account_id || ': no such account for partner ' || {P}, t.line, t.seq
 FROM b_transactions t
-WHERE t.needs_account AND t.action = 'upsert'
+WHERE t.needs_account
   AND NOT EXISTS (SELECT 1 FROM accounts a WHERE a.partner_id = {P} AND a.account_id = t.account_id)
-  AND NOT EXISTS (SELECT 1 FROM b_accounts a WHERE a.account_id = t.account_id AND a.action = 'upsert')`, `
+  AND NOT EXISTS (SELECT 1 FROM b_accounts a WHERE a.account_id = t.account_id)`, `
 CREATE OR REPLACE TEMP TABLE b_skipped AS
 SELECT t.seq FROM b_transactions t JOIN accounts a ON a.partner_id = {P} AND a.account_id = t.account_id
-WHERE t.needs_account AND t.action = 'upsert' AND a.account_type = 'investment'`,
+WHERE t.needs_account AND a.account_type = 'investment'`,
 		`DELETE FROM b_accounts WHERE seq IN (SELECT seq FROM b_rejected)`,
 		`DELETE FROM b_balances WHERE account_seq IN (SELECT seq FROM b_rejected)`,
 		`DELETE FROM b_properties WHERE account_seq IN (SELECT seq FROM b_rejected)`,
@@ -200,94 +239,75 @@ WHERE t.needs_account AND t.action = 'upsert' AND a.account_type = 'investment'`
 	return rows.Err()
 }
 
-// resolveAndMerge resolves the actions of the staged batch (the r_ tables,
-// computed before anything changes) and then merges them.
-var resolveAndMerge = []string{
-	// Users: the last Delete of each key cascades; the last event decides.
-	`CREATE OR REPLACE TEMP TABLE r_user_deletes AS
-	 SELECT partner_customer_id, max(seq) AS seq FROM b_users WHERE action = 'delete' GROUP BY ALL`,
-	`CREATE OR REPLACE TEMP TABLE r_users AS
-	 SELECT * EXCLUDE (rn) FROM (
-	   SELECT *, row_number() OVER (PARTITION BY partner_customer_id ORDER BY seq DESC) AS rn FROM b_users)
-	 WHERE rn = 1 AND action = 'upsert'`,
-	// Accounts: an upsert survives unless its user is deleted later in the batch.
-	`CREATE OR REPLACE TEMP TABLE r_account_deletes AS
-	 SELECT account_id, max(seq) AS seq FROM b_accounts WHERE action = 'delete' GROUP BY ALL`,
-	`CREATE OR REPLACE TEMP TABLE r_accounts_last AS
-	 SELECT * EXCLUDE (rn) FROM (
-	   SELECT *, row_number() OVER (PARTITION BY account_id ORDER BY seq DESC) AS rn FROM b_accounts)
-	 WHERE rn = 1`,
-	`CREATE OR REPLACE TEMP TABLE r_accounts AS
-	 SELECT a.* FROM r_accounts_last a LEFT JOIN r_user_deletes d USING (partner_customer_id)
-	 WHERE a.action = 'upsert' AND a.seq > coalesce(d.seq, -1)`,
-	// Accounts whose stored rows go: deleted, or owned by a deleted user.
-	`CREATE OR REPLACE TEMP TABLE r_gone AS
-	 SELECT account_id FROM r_account_deletes
-	 UNION
-	 SELECT a.account_id FROM accounts a JOIN r_user_deletes d USING (partner_customer_id) WHERE a.partner_id = {P}`,
-	// Transactions: an upsert survives unless its account or the account's
-	// owner is deleted later in the batch.
-	`CREATE OR REPLACE TEMP TABLE r_transactions_last AS
-	 SELECT * EXCLUDE (rn) FROM (
-	   SELECT *, row_number() OVER (PARTITION BY account_id, transaction_id ORDER BY seq DESC) AS rn FROM b_transactions)
-	 WHERE rn = 1`,
-	`CREATE OR REPLACE TEMP TABLE r_transactions AS
-	 SELECT t.* FROM r_transactions_last t
-	 LEFT JOIN r_account_deletes ad ON ad.account_id = t.account_id
-	 LEFT JOIN r_accounts_last al ON al.account_id = t.account_id
-	 LEFT JOIN (SELECT account_id, partner_customer_id FROM accounts WHERE partner_id = {P}) sa ON sa.account_id = t.account_id
-	 LEFT JOIN r_user_deletes ud ON ud.partner_customer_id = coalesce(al.partner_customer_id, sa.partner_customer_id)
-	 WHERE t.action = 'upsert' AND t.seq > coalesce(ad.seq, -1) AND t.seq > coalesce(ud.seq, -1)`,
+// A user deleted in the batch takes with it the transactions that came before
+// the delete on the accounts it owns; when the batch does not name such an
+// account, its owner is the stored one.
+const dropOrphanedByStoredOwner = `
+DELETE FROM b_transactions t USING accounts a, b_user_deletes d
+WHERE NOT t.owner_known AND a.partner_id = {P} AND a.account_id = t.account_id
+  AND a.partner_customer_id = d.key AND t.seq < d.seq`
 
-	// Deletes and their cascades.
+// cascadeDeletes remove deleted users and accounts and everything stored under them.
+var cascadeDeletes = []string{
+	`CREATE OR REPLACE TEMP TABLE r_gone AS
+	 SELECT key AS account_id FROM b_account_deletes
+	 UNION
+	 SELECT a.account_id FROM accounts a JOIN b_user_deletes d ON a.partner_customer_id = d.key WHERE a.partner_id = {P}`,
 	`DELETE FROM transactions WHERE partner_id = {P} AND account_id IN (SELECT account_id FROM r_gone)`,
 	`DELETE FROM balances WHERE partner_id = {P} AND account_id IN (SELECT account_id FROM r_gone)`,
 	`DELETE FROM account_properties WHERE partner_id = {P} AND account_id IN (SELECT account_id FROM r_gone)`,
 	`DELETE FROM accounts WHERE partner_id = {P} AND account_id IN (SELECT account_id FROM r_gone)`,
-	`DELETE FROM users WHERE partner_id = {P} AND partner_customer_id IN (SELECT partner_customer_id FROM r_user_deletes)`,
-	`DELETE FROM transactions t USING r_transactions_last d
-	 WHERE t.partner_id = {P} AND d.action = 'delete' AND t.account_id = d.account_id AND t.transaction_id = d.transaction_id`,
+	`DELETE FROM users WHERE partner_id = {P} AND partner_customer_id IN (SELECT key FROM b_user_deletes)`,
+}
 
-	// Upserts.
-	`MERGE INTO users t USING r_users s
-	 ON t.partner_id = {P} AND t.partner_customer_id = s.partner_customer_id
-	 WHEN MATCHED THEN UPDATE SET first_name = s.first_name, last_name = s.last_name, email = s.email,
-	   zip_code = s.zip_code, user_experience = s.user_experience,
-	   source_file = {SRC}, source_line = s.line, updated_at = {NOW}
-	 WHEN NOT MATCHED THEN INSERT (partner_id, partner_customer_id, first_name, last_name, email, zip_code,
-	   user_experience, source_file, source_line, updated_at)
-	   VALUES ({P}, s.partner_customer_id, s.first_name, s.last_name, s.email, s.zip_code,
-	   s.user_experience, {SRC}, s.line, {NOW})`,
-	`MERGE INTO accounts t USING r_accounts s
-	 ON t.partner_id = {P} AND t.account_id = s.account_id
-	 WHEN MATCHED THEN UPDATE SET partner_customer_id = s.partner_customer_id, account_number = s.account_number,
-	   fi_name = s.fi_name, nickname = s.nickname, account_type = s.account_type, account_class = s.account_class,
-	   state = 'open', account_experience = s.account_experience,
-	   source_file = {SRC}, source_line = s.line, updated_at = {NOW}
-	 WHEN NOT MATCHED THEN INSERT (partner_id, partner_customer_id, account_id, account_number, fi_name, nickname,
-	   account_type, account_class, state, account_experience, source_file, source_line, updated_at)
-	   VALUES ({P}, s.partner_customer_id, s.account_id, s.account_number, s.fi_name, s.nickname,
-	   s.account_type, s.account_class, 'open', s.account_experience, {SRC}, s.line, {NOW})`,
+const deleteTransactions = `
+DELETE FROM transactions t USING b_transaction_deletes d
+WHERE t.partner_id = {P} AND t.account_id = d.account_id AND t.transaction_id = d.transaction_id`
+
+const mergeUsers = `
+MERGE INTO users t USING b_users s
+ON t.partner_id = {P} AND t.partner_customer_id = s.partner_customer_id
+WHEN MATCHED THEN UPDATE SET first_name = s.first_name, last_name = s.last_name, email = s.email,
+  zip_code = s.zip_code, user_experience = s.user_experience,
+  source_file = {SRC}, source_line = s.line, updated_at = {NOW}
+WHEN NOT MATCHED THEN INSERT (partner_id, partner_customer_id, first_name, last_name, email, zip_code,
+  user_experience, source_file, source_line, updated_at)
+  VALUES ({P}, s.partner_customer_id, s.first_name, s.last_name, s.email, s.zip_code,
+  s.user_experience, {SRC}, s.line, {NOW})`
+
+var mergeAccounts = []string{`
+MERGE INTO accounts t USING b_accounts s
+ON t.partner_id = {P} AND t.account_id = s.account_id
+WHEN MATCHED THEN UPDATE SET partner_customer_id = s.partner_customer_id, account_number = s.account_number,
+  fi_name = s.fi_name, nickname = s.nickname, account_type = s.account_type, account_class = s.account_class,
+  state = 'open', account_experience = s.account_experience,
+  source_file = {SRC}, source_line = s.line, updated_at = {NOW}
+WHEN NOT MATCHED THEN INSERT (partner_id, partner_customer_id, account_id, account_number, fi_name, nickname,
+  account_type, account_class, state, account_experience, source_file, source_line, updated_at)
+  VALUES ({P}, s.partner_customer_id, s.account_id, s.account_number, s.fi_name, s.nickname,
+  s.account_type, s.account_class, 'open', s.account_experience, {SRC}, s.line, {NOW})`,
 	// A snapshot is keyed by (account, as_of): the same key again replaces it.
-	`DELETE FROM balances WHERE partner_id = {P} AND as_of = {D} AND account_id IN (SELECT account_id FROM r_accounts)`,
+	`DELETE FROM balances WHERE partner_id = {P} AND as_of = {D} AND account_id IN (SELECT account_id FROM b_accounts)`,
 	`INSERT INTO balances (partner_id, account_id, balance_type, amount, currency_code, as_of, updated_at)
 	 SELECT {P}, b.account_id, b.balance_type, b.amount, b.currency_code, {D}, {NOW}
-	 FROM b_balances b JOIN r_accounts a ON a.seq = b.account_seq`,
-	`DELETE FROM account_properties WHERE partner_id = {P} AND account_id IN (SELECT account_id FROM r_accounts)`,
+	 FROM b_balances b JOIN b_accounts a ON a.seq = b.account_seq`,
+	`DELETE FROM account_properties WHERE partner_id = {P} AND account_id IN (SELECT account_id FROM b_accounts)`,
 	`INSERT INTO account_properties (partner_id, account_id, property_type, property_value, updated_at)
 	 SELECT {P}, p.account_id, p.property_type, p.property_value, {NOW}
-	 FROM b_properties p JOIN r_accounts a ON a.seq = p.account_seq`,
-	`MERGE INTO transactions t USING r_transactions s
-	 ON t.partner_id = {P} AND t.account_id = s.account_id AND t.transaction_id = s.transaction_id
-	 WHEN MATCHED THEN UPDATE SET transaction_type = s.transaction_type, posted_at = s.posted_at,
-	   posted_on = s.posted_on, originated_at = s.originated_at, originated_on = s.originated_on,
-	   amount = s.amount, memo = s.memo, original_name = s.original_name, check_number = s.check_number,
-	   source_file = {SRC}, source_line = s.line, updated_at = {NOW}
-	 WHEN NOT MATCHED THEN INSERT (partner_id, account_id, transaction_id, transaction_type, posted_at, posted_on,
-	   originated_at, originated_on, amount, memo, original_name, check_number, source_file, source_line, updated_at)
-	   VALUES ({P}, s.account_id, s.transaction_id, s.transaction_type, s.posted_at, s.posted_on,
-	   s.originated_at, s.originated_on, s.amount, s.memo, s.original_name, s.check_number, {SRC}, s.line, {NOW})`,
+	 FROM b_properties p JOIN b_accounts a ON a.seq = p.account_seq`,
 }
+
+// mergeTransactions replaces stored transactions with the batch's. As a
+// DELETE of the matching keys and an INSERT it is a merge that measured about
+// three times faster than MERGE INTO on this table (README, Performance).
+var mergeTransactions = []string{`
+DELETE FROM transactions t USING b_transactions s
+WHERE t.partner_id = {P} AND t.account_id = s.account_id AND t.transaction_id = s.transaction_id`, `
+INSERT INTO transactions (partner_id, account_id, transaction_id, transaction_type, posted_at, posted_on,
+  originated_at, originated_on, amount, memo, original_name, check_number, source_file, source_line, updated_at)
+SELECT {P}, s.account_id, s.transaction_id, s.transaction_type, s.posted_at, s.posted_on,
+  s.originated_at, s.originated_on, s.amount, s.memo, s.original_name, s.check_number, {SRC}, s.line, {NOW}
+FROM b_transactions s`}
 
 // IngestRecord is the audit row written with the file's data.
 type IngestRecord struct {

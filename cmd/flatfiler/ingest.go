@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"regexp"
+	"runtime/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -49,6 +50,7 @@ func ingestCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	asJSON := fs.Bool("json", false, "print one JSON report per file on stdout")
 	workers := fs.Int("workers", 0, "parser goroutines (default: GOMAXPROCS)")
 	memory := fs.String("memory-limit", "256MB", "DuckDB memory limit; past it DuckDB spills to disk")
+	cpuProfile := fs.String("cpuprofile", "", "write a Go CPU profile to this file (for performance work)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: flatfiler ingest [flags] FILE...\n\nApplies each file atomically, in the order given.")
 		fs.PrintDefaults()
@@ -77,6 +79,19 @@ func ingestCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 			fmt.Fprintf(stderr, "flatfiler ingest: --as-of %q: want YYYY-MM-DD\n", *asOf)
 			return 2
 		}
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintf(stderr, "flatfiler ingest: %v\n", err)
+			return 1
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintf(stderr, "flatfiler ingest: %v\n", err)
+			return 1
+		}
+		defer pprof.StopCPUProfile()
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	opts.Logger = logger
