@@ -17,7 +17,7 @@ const DefaultPath = "data/warehouse.duckdb"
 // Options tune DuckDB. Zero values take defaults.
 type Options struct {
 	ReadOnly bool
-	// MemoryLimit caps DuckDB's buffer manager (e.g. "256MB"); past it DuckDB
+	// MemoryLimit caps DuckDB's buffer manager (e.g. "128MB"); past it DuckDB
 	// spills to TempDir rather than grow.
 	MemoryLimit string
 	Threads     int
@@ -33,7 +33,7 @@ type Store struct {
 // Open opens (and if writable, creates and migrates) the warehouse at path.
 func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	if opts.MemoryLimit == "" {
-		opts.MemoryLimit = "256MB"
+		opts.MemoryLimit = "128MB"
 	}
 	if opts.TempDir == "" {
 		opts.TempDir = path + ".tmp"

@@ -49,7 +49,7 @@ func ingestCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	asOf := fs.String("as-of", "", "business date of the balance snapshots, YYYY-MM-DD (default: today, UTC)")
 	asJSON := fs.Bool("json", false, "print one JSON report per file on stdout")
 	workers := fs.Int("workers", 0, "parser goroutines (default: GOMAXPROCS)")
-	memory := fs.String("memory-limit", "256MB", "DuckDB memory limit; past it DuckDB spills to disk")
+	memory := fs.String("memory-limit", "128MB", "DuckDB memory limit; past it DuckDB spills to disk")
 	cpuProfile := fs.String("cpuprofile", "", "write a Go CPU profile to this file (for performance work)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: flatfiler ingest [flags] FILE...\n\nApplies each file atomically, in the order given.")
