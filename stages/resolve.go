@@ -14,7 +14,7 @@ type Resolved struct {
 	Accounts           []int       // upserts surviving later deletes in the batch
 	AccountDeletes     []KeyDelete // the last Delete of each account
 	Transactions       []int       // upserts surviving later deletes in the batch
-	TransactionDeletes []TransactionKey
+	TransactionDeletes []TransactionDelete
 	// OwnerKnown[i] reports whether the batch itself names the account of
 	// Transactions[i]; when it does not, a user Delete in the batch must be
 	// checked against the stored owner.
@@ -31,6 +31,12 @@ type KeyDelete struct {
 type TransactionKey struct {
 	AccountID     string
 	TransactionID string
+}
+
+// TransactionDelete is the last event of a transaction in a batch, a Delete.
+type TransactionDelete struct {
+	TransactionKey
+	Seq Seq
 }
 
 // Resolve applies the action rules to one batch: the last occurrence of a key
@@ -103,7 +109,7 @@ func Resolve(b *Batch) *Resolved {
 			continue
 		}
 		if t.Action == Delete {
-			r.TransactionDeletes = append(r.TransactionDeletes, k)
+			r.TransactionDeletes = append(r.TransactionDeletes, TransactionDelete{k, t.Seq})
 			continue
 		}
 		if d, ok := accountDel[t.AccountID]; ok && d > t.Seq {

@@ -51,7 +51,7 @@ func TestResolve(t *testing.T) {
 		{
 			name:  "transaction deletes",
 			batch: Batch{Transactions: []Transaction{tx(0, "A", "t1", Upsert), tx(1, "A", "t1", Delete), tx(2, "A", "t2", Delete), tx(3, "A", "t2", Upsert)}},
-			want:  Resolved{TransactionDeletes: []TransactionKey{{"A", "t1"}}, Transactions: []int{3}, OwnerKnown: []bool{false}},
+			want:  Resolved{TransactionDeletes: []TransactionDelete{{TransactionKey{"A", "t1"}, 1}}, Transactions: []int{3}, OwnerKnown: []bool{false}},
 		},
 	}
 	for _, tt := range tests {

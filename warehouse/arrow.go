@@ -61,7 +61,7 @@ var (
 		field("key", str), field("seq", i64),
 	}, nil)
 	transactionDeletesSchema = arrow.NewSchema([]arrow.Field{
-		field("account_id", str), field("transaction_id", str),
+		field("account_id", str), field("transaction_id", str), field("seq", i64),
 	}, nil)
 )
 
@@ -212,10 +212,11 @@ func deletesRecord(rows []stages.KeyDelete) arrow.RecordBatch {
 	})
 }
 
-func transactionDeletesRecord(rows []stages.TransactionKey) arrow.RecordBatch {
+func transactionDeletesRecord(rows []stages.TransactionDelete) arrow.RecordBatch {
 	return build(transactionDeletesSchema, len(rows), func(c *columns, i int) {
 		c.str(rows[i].AccountID)
 		c.str(rows[i].TransactionID)
+		c.i64(rows[i].Seq)
 	})
 }
 

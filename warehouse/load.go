@@ -13,6 +13,7 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/bits-and-blooms/bloom/v3"
 	"github.com/duckdb/duckdb-go/v2"
 
 	"github.com/flatfiler/flatfiler/stages"
@@ -36,6 +37,14 @@ type Load struct {
 	started time.Time
 	lit     map[string]string
 	done    bool
+	// seen holds the transaction keys staged so far. A key it may have seen
+	// is a suspect: the file may hold it twice across batches, which the
+	// final merge resolves for suspects only.
+	seen           *bloom.BloomFilter
+	suspectsStaged bool
+	// hadTransactions: the partner had stored transactions before this file;
+	// if not, the final merge need not look for rows to replace.
+	hadTransactions bool
 }
 
 // Applied is what the warehouse decided about a batch beyond validation.
@@ -60,6 +69,16 @@ func (s *Store) Begin(ctx context.Context, opts LoadOptions) (*Load, error) {
 	if err == nil {
 		_, err = conn.ExecContext(ctx, "BEGIN TRANSACTION")
 	}
+	if err == nil {
+		// Created and dropped inside the file's transaction: nobody else sees them.
+		_, err = conn.ExecContext(ctx, createLoadTables)
+	}
+	if err == nil {
+		err = conn.QueryRowContext(ctx, "SELECT EXISTS (SELECT 1 FROM transactions WHERE partner_id = ?)", opts.Partner).Scan(&l.hadTransactions)
+	}
+	// 8M keys at 0.1% false positives: 14 MB whatever the file's size; a
+	// larger file only makes more suspects.
+	l.seen = bloom.NewWithEstimates(8_000_000, 0.001)
 	if err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("begin load: %w", err)
@@ -212,13 +231,25 @@ func (l *Load) Apply(ctx context.Context, r *stages.Resolved) (Applied, error) {
 				return out, err
 			}
 		}
+		// Transactions of this file staged before the delete go with it.
+		stmt := "DELETE FROM load_transactions s USING v_gone g WHERE s.account_id = g.key AND s.seq < g.seq"
+		if err := l.execWith(ctx, stmt, goneView); err != nil {
+			return out, err
+		}
 		if err := l.execWith(ctx, deleteUsers, userDeletes); err != nil {
+			return out, err
+		}
+	}
+	if suspects := l.suspects(r); len(suspects) > 0 {
+		l.suspectsStaged = true
+		v := staged{"v_suspects", record(transactionDeletesRecord(suspects))}
+		if err := l.execWith(ctx, "INSERT INTO load_suspects SELECT account_id, transaction_id FROM v_suspects", v); err != nil {
 			return out, err
 		}
 	}
 	if len(r.TransactionDeletes) > 0 {
 		v := staged{"v_transaction_deletes", record(transactionDeletesRecord(r.TransactionDeletes))}
-		if err := l.execWith(ctx, deleteTransactions, v); err != nil {
+		if err := l.execWith(ctx, stageTransactionDeletes, v); err != nil {
 			return out, err
 		}
 	}
@@ -242,10 +273,8 @@ func (l *Load) Apply(ctx context.Context, r *stages.Resolved) (Applied, error) {
 	}
 	if len(r.Transactions) > 0 {
 		v := staged{"v_transactions", record(transactionsRecord(b.Transactions, r.Transactions, r.OwnerKnown))}
-		for _, stmt := range mergeTransactions {
-			if err := l.execWith(ctx, stmt, v); err != nil {
-				return out, err
-			}
+		if err := l.execWith(ctx, stageTransactions, v); err != nil {
+			return out, err
 		}
 	}
 	return out, nil
@@ -327,6 +356,27 @@ ORDER BY t.seq`, func(rows *sql.Rows) error {
 	return nil
 }
 
+// suspects returns the keys of the batch that an earlier batch of the file
+// may have staged too, and records the batch's keys as seen.
+func (l *Load) suspects(r *stages.Resolved) []stages.TransactionDelete {
+	var out []stages.TransactionDelete
+	var key []byte
+	check := func(account, id string) {
+		key = append(append(append(key[:0], account...), 0), id...)
+		if l.seen.TestAndAdd(key) {
+			out = append(out, stages.TransactionDelete{TransactionKey: stages.TransactionKey{AccountID: account, TransactionID: id}})
+		}
+	}
+	for _, d := range r.TransactionDeletes {
+		check(d.AccountID, d.TransactionID)
+	}
+	for _, i := range r.Transactions {
+		t := &r.Batch.Transactions[i]
+		check(t.AccountID, t.TransactionID)
+	}
+	return out
+}
+
 // keep filters the indexes in pick (and the flags parallel to them).
 func keep(pick []int, parallel *[]bool, ok func(int) bool) []int {
 	out := pick[:0]
@@ -382,10 +432,10 @@ func (l *Load) goneAccounts(ctx context.Context, r *stages.Resolved) ([]stages.K
 	deletes := deletesRecord(r.UserDeletes)
 	defer deletes.Release()
 	err := l.queryWith(ctx, `
-SELECT a.account_id FROM accounts a JOIN v_user_deletes d ON d.key = a.partner_customer_id
+SELECT a.account_id, d.seq FROM accounts a JOIN v_user_deletes d ON d.key = a.partner_customer_id
 WHERE a.partner_id = {P}`, func(rows *sql.Rows) error {
 		var k stages.KeyDelete
-		err := rows.Scan(&k.Key)
+		err := rows.Scan(&k.Key, &k.Seq)
 		gone = append(gone, k)
 		return err
 	}, staged{"v_user_deletes", deletes})
@@ -394,10 +444,6 @@ WHERE a.partner_id = {P}`, func(rows *sql.Rows) error {
 
 const deleteUsers = `
 DELETE FROM users WHERE partner_id = {P} AND partner_customer_id IN (SELECT key FROM v_user_deletes)`
-
-const deleteTransactions = `
-DELETE FROM transactions t USING v_transaction_deletes d
-WHERE t.partner_id = {P} AND t.account_id = d.account_id AND t.transaction_id = d.transaction_id`
 
 // Merges are a DELETE of the batch's keys then an INSERT, in the file's
 // transaction. MERGE INTO would read its source twice, which a one-shot
@@ -428,14 +474,65 @@ FROM v_accounts s`,
 	 SELECT {P}, p.account_id, p.property_type, p.property_value, {NOW} FROM v_properties p`,
 }
 
-var mergeTransactions = []string{`
-DELETE FROM transactions t USING v_transactions s
-WHERE t.partner_id = {P} AND t.account_id = s.account_id AND t.transaction_id = s.transaction_id`, `
+// Transactions, most of the rows, are staged in a table private to the load
+// with inserts only, and merged once per file (mergeTransactions). Deleting a
+// batch's keys from the stored table batch after batch would rescan the rows
+// the file already added every time: quadratic in the file's size.
+const createLoadTables = `
+CREATE TABLE load_transactions (
+	seq BIGINT, line INTEGER, action VARCHAR, account_id VARCHAR, transaction_id VARCHAR,
+	transaction_type VARCHAR, posted_at TIMESTAMPTZ, posted_on DATE, originated_at TIMESTAMPTZ, originated_on DATE,
+	amount DECIMAL(18,2), memo VARCHAR, original_name VARCHAR, check_number VARCHAR);
+CREATE TABLE load_suspects (account_id VARCHAR, transaction_id VARCHAR)`
+
+const stageTransactions = `
+INSERT INTO load_transactions
+SELECT seq, line, 'upsert', account_id, transaction_id, transaction_type, posted_at, posted_on,
+  originated_at, originated_on, amount, memo, original_name, check_number
+FROM v_transactions`
+
+const stageTransactionDeletes = `
+INSERT INTO load_transactions (seq, action, account_id, transaction_id)
+SELECT seq, 'delete', account_id, transaction_id FROM v_transaction_deletes`
+
+// Applying the staged transactions: for each key, the last event in file
+// order wins, and stored rows with a staged key are replaced.
+const (
+	// Only suspects can occur twice; they are few, so this is one scan.
+	dedupeSuspects = `
+DELETE FROM load_transactions s USING (
+  SELECT l.account_id, l.transaction_id, max(l.seq) AS last
+  FROM load_transactions l SEMI JOIN load_suspects x USING (account_id, transaction_id)
+  GROUP BY ALL) d
+WHERE s.account_id = d.account_id AND s.transaction_id = d.transaction_id AND s.seq < d.last`
+	replaceStored = `
+DELETE FROM transactions t USING load_transactions s
+WHERE t.partner_id = {P} AND t.account_id = s.account_id AND t.transaction_id = s.transaction_id`
+	insertStaged = `
 INSERT INTO transactions (partner_id, account_id, transaction_id, transaction_type, posted_at, posted_on,
   originated_at, originated_on, amount, memo, original_name, check_number, source_file, source_line, updated_at)
-SELECT {P}, s.account_id, s.transaction_id, s.transaction_type, s.posted_at, s.posted_on,
-  s.originated_at, s.originated_on, s.amount, s.memo, s.original_name, s.check_number, {SRC}, s.line, {NOW}
-FROM v_transactions s`}
+SELECT {P}, account_id, transaction_id, transaction_type, posted_at, posted_on,
+  originated_at, originated_on, amount, memo, original_name, check_number, {SRC}, line, {NOW}
+FROM load_transactions WHERE action = 'upsert'`
+	dropLoadTables = `DROP TABLE load_transactions; DROP TABLE load_suspects`
+)
+
+func (l *Load) mergeTransactions(ctx context.Context) error {
+	var stmts []string
+	if l.suspectsStaged {
+		stmts = append(stmts, dedupeSuspects)
+	}
+	if l.hadTransactions {
+		stmts = append(stmts, replaceStored)
+	}
+	stmts = append(stmts, insertStaged, dropLoadTables)
+	for _, stmt := range stmts {
+		if err := l.exec(ctx, stmt); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 // IngestRecord is the audit row written with the file's data.
 type IngestRecord struct {
@@ -452,6 +549,10 @@ func (l *Load) Commit(ctx context.Context, rec IngestRecord) error {
 	}
 	l.done = true
 	defer l.conn.Close()
+	if err := l.mergeTransactions(ctx); err != nil {
+		l.rollback()
+		return err
+	}
 	report, err := json.Marshal(rec.Report)
 	if err != nil {
 		l.rollback()
