@@ -18,7 +18,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -56,7 +55,7 @@ func main() {
 
 func run(bin, dir, size string) (result, error) {
 	r := result{size: size}
-	n, err := parseSize(size)
+	n, err := gen.ParseSize(size)
 	if err != nil {
 		return r, err
 	}
@@ -136,25 +135,6 @@ func report(results []result) {
 			r.size, r.status, mb, mb/r.md5Seconds, r.ingestSec, mb/r.ingestSec,
 			float64(r.records)/r.ingestSec, r.ingestSec/r.md5Seconds, float64(r.peakRSS)/1e6)
 	}
-}
-
-func parseSize(s string) (int64, error) {
-	upper := strings.ToUpper(s)
-	mult := int64(1)
-	for _, u := range []struct {
-		suffix string
-		mult   int64
-	}{{"GIB", 1 << 30}, {"MIB", 1 << 20}, {"GB", 1e9}, {"MB", 1e6}} {
-		if strings.HasSuffix(upper, u.suffix) {
-			upper, mult = strings.TrimSuffix(upper, u.suffix), u.mult
-			break
-		}
-	}
-	v, err := strconv.ParseFloat(upper, 64)
-	if err != nil {
-		return 0, fmt.Errorf("size %q: want e.g. 1GiB or 500MB", s)
-	}
-	return int64(v * float64(mult)), nil
 }
 
 func fail(err error) {

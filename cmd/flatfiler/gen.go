@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
-	"strings"
 
 	"github.com/flatfiler/flatfiler/fixtures/gen"
 )
@@ -33,7 +31,7 @@ func genCmd(_ context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	opts := gen.Options{Users: *users, Seed: *seed, BadRate: *badRate}
 	if *size != "" {
-		n, err := parseSize(*size)
+		n, err := gen.ParseSize(*size)
 		if err != nil {
 			fmt.Fprintf(stderr, "flatfiler gen: --size: %v\n", err)
 			return 2
@@ -58,25 +56,4 @@ func genCmd(_ context.Context, args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stderr, "wrote %s: %d bytes, %d users, %d accounts, %d transactions, %d invalid\n",
 		*out, st.Bytes, st.Users, st.Accounts, st.Transactions, st.Bad)
 	return 0
-}
-
-// parseSize reads sizes such as 4096, 500MB, 1GiB.
-func parseSize(s string) (int64, error) {
-	units := []struct {
-		suffix string
-		mult   int64
-	}{{"KIB", 1 << 10}, {"MIB", 1 << 20}, {"GIB", 1 << 30}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"B", 1}}
-	upper := strings.ToUpper(strings.TrimSpace(s))
-	mult := int64(1)
-	for _, u := range units {
-		if strings.HasSuffix(upper, u.suffix) {
-			upper, mult = strings.TrimSuffix(upper, u.suffix), u.mult
-			break
-		}
-	}
-	n, err := strconv.ParseFloat(strings.TrimSpace(upper), 64)
-	if err != nil || n <= 0 {
-		return 0, fmt.Errorf("%q is not a size such as 1GiB or 500MB", s)
-	}
-	return int64(n * float64(mult)), nil
 }
