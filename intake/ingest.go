@@ -177,11 +177,11 @@ func (p *Pipeline) run(ctx context.Context, name string, in *countingReader, opt
 		loaded <- loadErr
 	}()
 
-	dec := parse.NewDecoder(in, parse.Options{Workers: opts.Workers})
+	dec := parse.NewDecoder(in, parse.Options{Workers: opts.Workers, Type: opts.Type})
 	validator := stages.Validator{Type: opts.Type}
 	var base stages.Seq
 	nested := false
-	cur := &stages.Batch{}
+	cur, curRows := &stages.Batch{}, 0
 	work := func(recs []parse.Record) stages.Validated {
 		t := time.Now()
 		v := validator.Validate(recs)
@@ -189,23 +189,21 @@ func (p *Pipeline) run(ctx context.Context, name string, in *countingReader, opt
 		return v
 	}
 	deliver := func(v stages.Validated) error {
-		if err := checkType(dec, opts.Type); err != nil {
-			return err
-		}
 		nested = nested || v.Nested
 		n := shiftSeq(&v.Batch, base)
 		base += n
 		cur.Users = append(cur.Users, v.Batch.Users...)
 		cur.Accounts = append(cur.Accounts, v.Batch.Accounts...)
 		cur.Transactions = append(cur.Transactions, v.Batch.Transactions...)
+		curRows += v.Batch.Rows()
 		rep.addValidated(v, opts.MaxErrors)
-		if cur.Rows() >= opts.BatchRows {
+		if curRows >= opts.BatchRows {
 			select {
 			case batches <- cur:
 			case <-ctx.Done():
 				return ctx.Err()
 			}
-			cur = &stages.Batch{}
+			cur, curRows = &stages.Batch{}, 0
 		}
 		if opts.OnProgress != nil {
 			opts.OnProgress(in.n.Load(), rep.Records())
@@ -213,7 +211,7 @@ func (p *Pipeline) run(ctx context.Context, name string, in *countingReader, opt
 		return nil
 	}
 	parseErr := parse.Each(ctx, dec, work, deliver)
-	if parseErr == nil && cur.Rows() > 0 {
+	if parseErr == nil && curRows > 0 {
 		batches <- cur
 	}
 	close(batches)
@@ -223,9 +221,6 @@ func (p *Pipeline) run(ctx context.Context, name string, in *countingReader, opt
 	}
 	if parseErr != nil {
 		return parseErr
-	}
-	if err := checkType(dec, opts.Type); err != nil {
-		return err
 	}
 	if rep.Type == "" {
 		rep.Type, _ = dec.Root()
@@ -243,26 +238,6 @@ func (p *Pipeline) run(ctx context.Context, name string, in *countingReader, opt
 	committed = true
 	rep.Applied = true
 	return nil
-}
-
-// checkType refuses a declared type the file cannot hold, e.g. a
-// Transactions file declared as accounts: nothing would be imported.
-func checkType(dec *parse.Decoder, declared parse.FileType) error {
-	root, ok := dec.Root()
-	if !ok || declared == "" || declared == parse.Combined {
-		return nil
-	}
-	compatible := map[parse.FileType][]parse.FileType{
-		parse.Combined:     {parse.Users, parse.Accounts, parse.Transactions},
-		parse.Accounts:     {parse.Accounts, parse.Transactions},
-		parse.Transactions: {parse.Transactions},
-	}
-	for _, t := range compatible[root] {
-		if t == declared {
-			return nil
-		}
-	}
-	return &parse.SyntaxError{Line: 1, Msg: fmt.Sprintf("the file is declared as %s but its root element holds %s records", declared, root)}
 }
 
 // shiftSeq moves a chunk's local sequence numbers into file order and returns

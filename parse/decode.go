@@ -16,6 +16,9 @@ import (
 
 // Options tune a Decoder. Zero values take defaults.
 type Options struct {
+	// Type is what the file was declared as, if anything: a root element
+	// that cannot hold it (a <Transactions> file declared as users) fails the file.
+	Type       FileType
 	Workers    int // goroutines decoding chunks; default GOMAXPROCS
 	ChunkBytes int // whole records per chunk handed to a worker; default 256 KiB
 	Limits     Limits
@@ -25,10 +28,9 @@ type Options struct {
 // holds more than a bounded window of the input: at most Workers+2 chunks are
 // in flight at once.
 type Decoder struct {
-	in       io.Reader
-	opts     Options
-	split    *splitter
-	encoding string
+	in    io.Reader
+	opts  Options
+	split *splitter
 }
 
 // NewDecoder returns a Decoder reading from r.
@@ -62,9 +64,6 @@ func (d *Decoder) Root() (FileType, bool) {
 	return "", false
 }
 
-// Encoding is the input's character encoding, once decoding has begun.
-func (d *Decoder) Encoding() string { return d.encoding }
-
 type chunk struct {
 	data []byte
 	recs []chunkRecord
@@ -80,11 +79,10 @@ type chunkRecord struct {
 // pool (so per-record work such as validation is parallel too), then calls
 // deliver with each result in file order. The first error stops everything.
 func Each[T any](ctx context.Context, d *Decoder, work func([]Record) T, deliver func(T) error) error {
-	in, enc, err := utf8Reader(d.in)
+	in, _, err := utf8Reader(d.in)
 	if err != nil {
 		return err
 	}
-	d.encoding = enc
 	d.split = newSplitter(in, d.opts.Limits)
 
 	s := stream.New().WithMaxGoroutines(d.opts.Workers)
@@ -132,6 +130,7 @@ func Each[T any](ctx context.Context, d *Decoder, work func([]Record) T, deliver
 	}
 
 	cur := &chunk{}
+	rootChecked := false
 	for !failed.Load() {
 		if err := ctx.Err(); err != nil {
 			submitErr(err)
@@ -143,8 +142,8 @@ func Each[T any](ctx context.Context, d *Decoder, work func([]Record) T, deliver
 				submit(cur)
 			}
 			if d.split.root != "" {
-				if _, ok := d.Root(); !ok {
-					submitErr(d.unknownRoot())
+				if err := d.checkRoot(); err != nil {
+					submitErr(err)
 				}
 			}
 			break
@@ -156,9 +155,12 @@ func Each[T any](ctx context.Context, d *Decoder, work func([]Record) T, deliver
 			submitErr(err)
 			break
 		}
-		if _, ok := d.Root(); !ok {
-			submitErr(d.unknownRoot())
-			break
+		if !rootChecked {
+			if err := d.checkRoot(); err != nil {
+				submitErr(err)
+				break
+			}
+			rootChecked = true
 		}
 		relLine := 1
 		if len(cur.recs) > 0 {
@@ -176,8 +178,17 @@ func Each[T any](ctx context.Context, d *Decoder, work func([]Record) T, deliver
 	return firstErr
 }
 
-func (d *Decoder) unknownRoot() error {
-	return &SyntaxError{Line: d.split.rootLine, Msg: fmt.Sprintf("unknown root element <%s>: want <Users>, <Accounts> or <Transactions>", d.split.root)}
+// checkRoot refuses a root element the format does not define, or one that
+// cannot hold the declared type.
+func (d *Decoder) checkRoot() error {
+	root, ok := d.Root()
+	if !ok {
+		return &SyntaxError{Line: d.split.rootLine, Msg: fmt.Sprintf("unknown root element <%s>: want <Users>, <Accounts> or <Transactions>", d.split.root)}
+	}
+	if !root.Holds(d.opts.Type) {
+		return &SyntaxError{Line: d.split.rootLine, Msg: fmt.Sprintf("the file is declared as %s but its root element <%s> holds no %s records", d.opts.Type, d.split.root, d.opts.Type)}
+	}
+	return nil
 }
 
 // decodeChunk decodes the records of one chunk with encoding/xml.

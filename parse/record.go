@@ -37,6 +37,17 @@ func ParseFileType(s string) (FileType, error) {
 	return "", fmt.Errorf("unknown file type %q: want combined, users, accounts or transactions", s)
 }
 
+// Holds reports whether a file with this root type can carry records of the
+// declared type: a Users file nests accounts and transactions, an Accounts
+// file may nest transactions. Combined and empty declarations are always held.
+func (root FileType) Holds(declared FileType) bool {
+	switch declared {
+	case Users, Accounts:
+		return root == declared || root == Combined
+	}
+	return true
+}
+
 // Location places a record in its file: the line of its start tag (1-based) and
 // the byte offset of its '<' in the UTF-8 stream the parser read. For files
 // declared in another encoding the offset is in the transcoded stream.

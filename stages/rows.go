@@ -18,13 +18,6 @@ const (
 	Delete
 )
 
-func (a Action) String() string {
-	if a == Delete {
-		return "delete"
-	}
-	return "upsert"
-}
-
 // Seq orders every row of a file: when a key occurs more than once, the row
 // with the highest Seq wins, and a Delete cascades only to rows before it.
 type Seq = int64
@@ -111,13 +104,6 @@ func (b *Batch) Rows() int {
 		n += 1 + len(a.Balances)
 	}
 	return n
-}
-
-// Reset empties the batch, keeping its capacity.
-func (b *Batch) Reset() {
-	b.Users = b.Users[:0]
-	b.Accounts = b.Accounts[:0]
-	b.Transactions = b.Transactions[:0]
 }
 
 // Rejection says why a record was not applied, in the vocabulary of the

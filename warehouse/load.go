@@ -45,6 +45,7 @@ type Load struct {
 	// hadTransactions: the partner had stored transactions before this file;
 	// if not, the final merge need not look for rows to replace.
 	hadTransactions bool
+	trace           bool // FLATFILER_TRACE_SQL: print each statement's duration
 }
 
 // Applied is what the warehouse decided about a batch beyond validation.
@@ -60,7 +61,7 @@ func (s *Store) Begin(ctx context.Context, opts LoadOptions) (*Load, error) {
 	if err != nil {
 		return nil, fmt.Errorf("begin load: %w", err)
 	}
-	l := &Load{conn: conn, opts: opts, started: time.Now().UTC()}
+	l := &Load{conn: conn, opts: opts, started: time.Now().UTC(), trace: os.Getenv("FLATFILER_TRACE_SQL") != ""}
 	err = conn.Raw(func(dc any) error {
 		a, err := duckdb.NewArrowFromConn(dc.(driver.Conn))
 		l.arrow = a
@@ -96,18 +97,13 @@ func (l *Load) exec(ctx context.Context, stmt string) error {
 	for k, v := range l.lit {
 		stmt = strings.ReplaceAll(stmt, k, v)
 	}
-	if os.Getenv("FLATFILER_TRACE_SQL") != "" {
-		fmt.Fprintf(os.Stderr, "start %.60s\n", strings.TrimSpace(stmt))
-	}
 	t0 := time.Now()
-	defer func() {
-		if os.Getenv("FLATFILER_TRACE_SQL") != "" {
-			first, _, _ := strings.Cut(strings.TrimSpace(stmt), "\n")
-			fmt.Fprintf(os.Stderr, "%8.1fms %s\n", float64(time.Since(t0).Microseconds())/1000, first[:min(len(first), 90)])
-		}
-	}()
-	if _, err := l.conn.ExecContext(ctx, stmt); err != nil {
-		first, _, _ := strings.Cut(strings.TrimSpace(stmt), "\n")
+	_, err := l.conn.ExecContext(ctx, stmt)
+	first, _, _ := strings.Cut(strings.TrimSpace(stmt), "\n")
+	if l.trace {
+		fmt.Fprintf(os.Stderr, "%8.1fms %.90s\n", float64(time.Since(t0).Microseconds())/1000, first)
+	}
+	if err != nil {
 		return fmt.Errorf("warehouse: %s: %w", first, err)
 	}
 	return nil
@@ -138,13 +134,18 @@ func (l *Load) execWith(ctx context.Context, stmt string, views ...staged) error
 // Arrow stream registered through the C API; a MATERIALIZED CTE reads the
 // whole stream once and lives only as long as the statement.
 func readAll(stmt string, views []staged) string {
-	for _, v := range views {
-		pattern := regexp.MustCompile(`\b` + v.name + `\b`)
-		stmt = pattern.ReplaceAllLiteralString(stmt,
-			fmt.Sprintf("(WITH m_%[1]s AS MATERIALIZED (SELECT * FROM arrow_%[1]s) SELECT * FROM m_%[1]s)", v.name))
-	}
-	return stmt
+	return viewName.ReplaceAllStringFunc(stmt, func(name string) string {
+		for _, v := range views {
+			if v.name == name {
+				return fmt.Sprintf("(WITH m_%[1]s AS MATERIALIZED (SELECT * FROM arrow_%[1]s) SELECT * FROM m_%[1]s)", name)
+			}
+		}
+		return name
+	})
 }
+
+// viewName matches the names statements give staged batches (v_users, ...).
+var viewName = regexp.MustCompile(`\bv_[a-z_]+\b`)
 
 // queryWith runs a query with fresh views and calls scan for each row.
 func (l *Load) queryWith(ctx context.Context, query string, scan func(*sql.Rows) error, views ...staged) error {
@@ -202,14 +203,6 @@ func (l *Load) views(views []staged) (func(), error) {
 func (l *Load) Apply(ctx context.Context, r *stages.Resolved) (Applied, error) {
 	var out Applied
 	b := r.Batch
-	if err := l.checkParents(ctx, r, &out); err != nil {
-		return out, err
-	}
-	if len(r.UserDeletes) > 0 {
-		if err := l.dropOrphanedByStoredOwner(ctx, r); err != nil {
-			return out, err
-		}
-	}
 	var recs []arrow.RecordBatch
 	record := func(rec arrow.RecordBatch) arrow.RecordBatch { recs = append(recs, rec); return rec }
 	defer func() {
@@ -217,6 +210,23 @@ func (l *Load) Apply(ctx context.Context, r *stages.Resolved) (Applied, error) {
 			rec.Release()
 		}
 	}()
+	// Transactions are most of the rows: their record is built once, and
+	// again only if the checks against stored state drop some.
+	txns := record(transactionsRecord(b.Transactions, r.Transactions, r.OwnerKnown))
+	dropped, err := l.checkParents(ctx, r, txns, &out)
+	if err != nil {
+		return out, err
+	}
+	if len(r.UserDeletes) > 0 {
+		orphans, err := l.dropOrphanedByStoredOwner(ctx, r, txns)
+		if err != nil {
+			return out, err
+		}
+		dropped = dropped || orphans
+	}
+	if dropped {
+		txns = record(transactionsRecord(b.Transactions, r.Transactions, r.OwnerKnown))
+	}
 
 	if r.HasDeletes() {
 		gone, err := l.goneAccounts(ctx, r)
@@ -272,7 +282,7 @@ func (l *Load) Apply(ctx context.Context, r *stages.Resolved) (Applied, error) {
 		}
 	}
 	if len(r.Transactions) > 0 {
-		v := staged{"v_transactions", record(transactionsRecord(b.Transactions, r.Transactions, r.OwnerKnown))}
+		v := staged{"v_transactions", txns}
 		if err := l.execWith(ctx, stageTransactions, v); err != nil {
 			return out, err
 		}
@@ -282,8 +292,9 @@ func (l *Load) Apply(ctx context.Context, r *stages.Resolved) (Applied, error) {
 
 // checkParents rejects accounts whose user and transactions whose account the
 // warehouse does not know (accounts and transactions files), and skips
-// transactions of investment accounts; it drops them from r.
-func (l *Load) checkParents(ctx context.Context, r *stages.Resolved, out *Applied) error {
+// transactions of investment accounts; it drops them from r and reports
+// whether it dropped transactions (txns, their staged record, is then stale).
+func (l *Load) checkParents(ctx context.Context, r *stages.Resolved, txns arrow.RecordBatch, out *Applied) (bool, error) {
 	b := r.Batch
 	needsUser, needsAccount := false, false
 	for _, i := range r.Accounts {
@@ -319,13 +330,11 @@ ORDER BY a.seq`, func(rows *sql.Rows) error {
 			return nil
 		}, staged{"v_accounts", rec})
 		if err != nil {
-			return err
+			return false, err
 		}
 		r.Accounts = keep(r.Accounts, nil, func(i int) bool { return !drop[b.Accounts[i].Seq] })
 	}
 	if needsAccount {
-		rec := transactionsRecord(b.Transactions, r.Transactions, r.OwnerKnown)
-		defer rec.Release()
 		err := l.queryWith(ctx, `
 SELECT t.seq, t.line, t.transaction_id, t.account_id, a.account_type
 FROM v_transactions t LEFT JOIN (SELECT account_id, account_type FROM accounts WHERE partner_id = {P}) a
@@ -347,13 +356,23 @@ ORDER BY t.seq`, func(rows *sql.Rows) error {
 			rej.Message = "unknown account " + account + ": no such account for partner " + l.opts.Partner
 			reject(rej, seq, &out.Rejected.Transactions.Error)
 			return nil
-		}, staged{"v_transactions", rec})
+		}, staged{"v_transactions", txns})
 		if err != nil {
-			return err
+			return false, err
 		}
-		r.Transactions = keep(r.Transactions, &r.OwnerKnown, func(i int) bool { return !drop[b.Transactions[i].Seq] })
 	}
-	return nil
+	return keepTransactions(r, drop), nil
+}
+
+// keepTransactions drops the transactions whose seq is in drop from r and
+// reports whether there were any.
+func keepTransactions(r *stages.Resolved, drop map[stages.Seq]bool) bool {
+	if len(drop) == 0 {
+		return false
+	}
+	before := len(r.Transactions)
+	r.Transactions = keep(r.Transactions, &r.OwnerKnown, func(i int) bool { return !drop[r.Batch.Transactions[i].Seq] })
+	return len(r.Transactions) < before
 }
 
 // suspects returns the keys of the batch that an earlier batch of the file
@@ -398,10 +417,7 @@ func keep(pick []int, parallel *[]bool, ok func(int) bool) []int {
 // dropOrphanedByStoredOwner: a user deleted in the batch takes with it the
 // transactions that came before the delete on the accounts it owns; when the
 // batch does not name such an account, its owner is the stored one.
-func (l *Load) dropOrphanedByStoredOwner(ctx context.Context, r *stages.Resolved) error {
-	b := r.Batch
-	txns := transactionsRecord(b.Transactions, r.Transactions, r.OwnerKnown)
-	defer txns.Release()
+func (l *Load) dropOrphanedByStoredOwner(ctx context.Context, r *stages.Resolved, txns arrow.RecordBatch) (bool, error) {
 	deletes := deletesRecord(r.UserDeletes)
 	defer deletes.Release()
 	drop := map[stages.Seq]bool{}
@@ -416,10 +432,9 @@ WHERE NOT t.owner_known AND t.seq < d.seq`, func(rows *sql.Rows) error {
 		return err
 	}, staged{"v_transactions", txns}, staged{"v_user_deletes", deletes})
 	if err != nil {
-		return err
+		return false, err
 	}
-	r.Transactions = keep(r.Transactions, &r.OwnerKnown, func(i int) bool { return !drop[b.Transactions[i].Seq] })
-	return nil
+	return keepTransactions(r, drop), nil
 }
 
 // goneAccounts lists the accounts whose stored rows a batch deletes: those

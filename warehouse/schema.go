@@ -79,6 +79,3 @@ CREATE TABLE IF NOT EXISTS ingests (
 	report      JSON NOT NULL
 );
 `
-
-// Tables lists the warehouse's tables, for tests and documentation.
-var Tables = []string{"users", "accounts", "balances", "account_properties", "transactions", "ingests"}
