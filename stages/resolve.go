@@ -44,16 +44,7 @@ type TransactionDelete struct {
 // a Delete removes its record and everything under it that came before it.
 func Resolve(b *Batch) *Resolved {
 	r := &Resolved{Batch: b}
-	userDel := map[string]Seq{}
-	lastUser := map[string]int{}
-	for i, u := range b.Users {
-		if u.Action == Delete {
-			userDel[u.PartnerCustomerID] = max(userDel[u.PartnerCustomerID], u.Seq)
-		}
-		if j, ok := lastUser[u.PartnerCustomerID]; !ok || b.Users[j].Seq < u.Seq {
-			lastUser[u.PartnerCustomerID] = i
-		}
-	}
+	lastUser, userDel := lastEvents(b.Users, func(u *User) (string, Seq, Action) { return u.PartnerCustomerID, u.Seq, u.Action })
 	// Output follows file order, so that loads are reproducible.
 	for i, u := range b.Users {
 		if lastUser[u.PartnerCustomerID] == i {
@@ -68,16 +59,7 @@ func Resolve(b *Batch) *Resolved {
 		}
 	}
 
-	accountDel := map[string]Seq{}
-	lastAccount := map[string]int{}
-	for i, a := range b.Accounts {
-		if a.Action == Delete {
-			accountDel[a.AccountID] = max(accountDel[a.AccountID], a.Seq)
-		}
-		if j, ok := lastAccount[a.AccountID]; !ok || b.Accounts[j].Seq < a.Seq {
-			lastAccount[a.AccountID] = i
-		}
-	}
+	lastAccount, accountDel := lastEvents(b.Accounts, func(a *Account) (string, Seq, Action) { return a.AccountID, a.Seq, a.Action })
 	owner := make(map[string]string, len(lastAccount))
 	for i, a := range b.Accounts {
 		if a.Action == Delete && accountDel[a.AccountID] == a.Seq {
@@ -93,14 +75,9 @@ func Resolve(b *Batch) *Resolved {
 		r.Accounts = append(r.Accounts, i)
 	}
 
-	lastTxn := make(map[TransactionKey]int, len(b.Transactions))
-	for i := range b.Transactions {
-		t := &b.Transactions[i]
-		k := TransactionKey{t.AccountID, t.TransactionID}
-		if j, ok := lastTxn[k]; !ok || b.Transactions[j].Seq < t.Seq {
-			lastTxn[k] = i
-		}
-	}
+	lastTxn, _ := lastEvents(b.Transactions, func(t *Transaction) (TransactionKey, Seq, Action) {
+		return TransactionKey{t.AccountID, t.TransactionID}, t.Seq, t.Action
+	})
 	// Keep file order: it is the order analysts will find the rows in.
 	for i := range b.Transactions {
 		t := &b.Transactions[i]
@@ -126,6 +103,26 @@ func Resolve(b *Batch) *Resolved {
 		r.OwnerKnown = append(r.OwnerKnown, known)
 	}
 	return r
+}
+
+// lastEvents finds, for each key of rows, the index of its last event and the
+// seq of its last Delete.
+func lastEvents[R any, K comparable](rows []R, event func(*R) (K, Seq, Action)) (last map[K]int, lastDelete map[K]Seq) {
+	last = make(map[K]int, len(rows))
+	lastDelete = map[K]Seq{}
+	for i := range rows {
+		k, seq, action := event(&rows[i])
+		if action == Delete {
+			lastDelete[k] = max(lastDelete[k], seq)
+		}
+		j, seen := last[k]
+		if !seen {
+			last[k] = i
+		} else if _, prev, _ := event(&rows[j]); prev < seq {
+			last[k] = i
+		}
+	}
+	return last, lastDelete
 }
 
 // HasDeletes reports whether the batch deletes users or accounts, whose

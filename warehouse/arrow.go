@@ -158,51 +158,46 @@ func accountsRecord(rows []stages.Account, pick []int) arrow.RecordBatch {
 	})
 }
 
-type balanceRow struct {
-	seq       int64
-	accountID string
-	stages.Balance
+// childRecord flattens the balances or properties of the picked accounts:
+// each row starts with its account's seq and id, then fill adds its own columns.
+func childRecord[T any](schema *arrow.Schema, accounts []stages.Account, pick []int,
+	children func(*stages.Account) []T, fill func(c *columns, child *T)) arrow.RecordBatch {
+	type ref struct {
+		account *stages.Account
+		child   *T
+	}
+	var refs []ref
+	for _, i := range pick {
+		a := &accounts[i]
+		kids := children(a)
+		for j := range kids {
+			refs = append(refs, ref{a, &kids[j]})
+		}
+	}
+	return build(schema, len(refs), func(c *columns, i int) {
+		c.i64(refs[i].account.Seq)
+		c.str(refs[i].account.AccountID)
+		fill(c, refs[i].child)
+	})
 }
 
 func balancesRecord(rows []stages.Account, pick []int) arrow.RecordBatch {
-	var flat []balanceRow
-	for _, i := range pick {
-		a := &rows[i]
-		for _, b := range a.Balances {
-			flat = append(flat, balanceRow{a.Seq, a.AccountID, b})
-		}
-	}
-	return build(balancesSchema, len(flat), func(c *columns, i int) {
-		b := &flat[i]
-		c.i64(b.seq)
-		c.str(b.accountID)
-		c.str(b.BalanceType)
-		c.cents(b.Cents)
-		c.str(b.CurrencyCode)
-	})
-}
-
-type propertyRow struct {
-	seq       int64
-	accountID string
-	stages.Property
+	return childRecord(balancesSchema, rows, pick,
+		func(a *stages.Account) []stages.Balance { return a.Balances },
+		func(c *columns, b *stages.Balance) {
+			c.str(b.BalanceType)
+			c.cents(b.Cents)
+			c.str(b.CurrencyCode)
+		})
 }
 
 func propertiesRecord(rows []stages.Account, pick []int) arrow.RecordBatch {
-	var flat []propertyRow
-	for _, i := range pick {
-		a := &rows[i]
-		for _, p := range a.Properties {
-			flat = append(flat, propertyRow{a.Seq, a.AccountID, p})
-		}
-	}
-	return build(propertiesSchema, len(flat), func(c *columns, i int) {
-		p := &flat[i]
-		c.i64(p.seq)
-		c.str(p.accountID)
-		c.str(p.Type)
-		c.str(p.Value)
-	})
+	return childRecord(propertiesSchema, rows, pick,
+		func(a *stages.Account) []stages.Property { return a.Properties },
+		func(c *columns, p *stages.Property) {
+			c.str(p.Type)
+			c.str(p.Value)
+		})
 }
 
 func deletesRecord(rows []stages.KeyDelete) arrow.RecordBatch {
