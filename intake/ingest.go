@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sync/atomic"
 	"time"
 
@@ -154,9 +155,9 @@ func (p *Pipeline) run(ctx context.Context, name string, in *countingReader, opt
 		}
 	}()
 
-	// The loader merges batches while the parser reads on; the channel's
-	// capacity bounds how many batches are in memory.
-	batches := make(chan *stages.Batch, 1)
+	// The loader stages a batch while the parser fills the next; the
+	// handoff is unbuffered, so at most two batches are in memory.
+	batches := make(chan *stages.Batch)
 	loaded := make(chan error, 1)
 	go func() {
 		var loadErr error
@@ -165,7 +166,7 @@ func (p *Pipeline) run(ctx context.Context, name string, in *countingReader, opt
 				continue
 			}
 			t := time.Now()
-			applied, err := load.Apply(ctx, stages.Resolve(b))
+			applied, err := load.Apply(ctx, b)
 			p.Metrics.Stage.WithLabelValues("load").Observe(time.Since(t).Seconds())
 			if err != nil {
 				loadErr = err
@@ -229,6 +230,9 @@ func (p *Pipeline) run(ctx context.Context, name string, in *countingReader, opt
 		}
 	}
 	rep.finish()
+	// Parsing is over and its buffers are garbage: hand their pages back
+	// before the warehouse's heaviest phase, so peak memory is one or the other.
+	debug.FreeOSMemory()
 	t := time.Now()
 	err = load.Commit(ctx, warehouse.IngestRecord{FileType: string(rep.Type), Status: rep.Status, Bytes: in.n.Load(), Report: rep})
 	p.Metrics.Stage.WithLabelValues("commit").Observe(time.Since(t).Seconds())

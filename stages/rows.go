@@ -1,10 +1,11 @@
 // Package stages turns parsed records into validated, typed rows ready for the
-// warehouse: validation against the spec's tag tables, then action resolution.
+// warehouse: validation against the spec's tag tables, and the terms of
+// action resolution (Action, Seq).
 //
 // Validation is per record and runs on the parser's worker pool. Resolution of
-// actions against what is already stored (last occurrence wins, Delete
-// cascades) is set-based and runs in the warehouse, so memory stays flat
-// whatever the file's size; this package defines its rules (Action, Seq).
+// actions over the whole file and against what is already stored (last
+// occurrence wins, Delete cascades) is set-based and runs in the warehouse, so
+// memory stays flat whatever the file's size.
 package stages
 
 import "time"

@@ -31,14 +31,16 @@ var (
 	bl  = arrow.FixedWidthTypes.Boolean
 )
 
+// Every staged row carries its seq (file order) and, for records that can be
+// deleted, its action: the load resolves actions set-based from them.
 var (
 	usersSchema = arrow.NewSchema([]arrow.Field{
-		field("seq", i64), field("line", i32),
+		field("seq", i64), field("line", i32), field("action", str),
 		field("partner_customer_id", str), field("first_name", str), field("last_name", str),
 		field("email", str), field("zip_code", str), field("user_experience", str),
 	}, nil)
 	accountsSchema = arrow.NewSchema([]arrow.Field{
-		field("seq", i64), field("line", i32),
+		field("seq", i64), field("line", i32), field("action", str),
 		field("partner_customer_id", str), field("account_id", str), field("account_number", str),
 		field("fi_name", str), field("nickname", str), field("account_type", str),
 		field("account_class", str), field("account_experience", str), field("needs_user", bl),
@@ -51,19 +53,18 @@ var (
 		field("account_seq", i64), field("account_id", str), field("property_type", str), field("property_value", str),
 	}, nil)
 	transactionsSchema = arrow.NewSchema([]arrow.Field{
-		field("seq", i64), field("line", i32),
+		field("seq", i64), field("line", i32), field("action", str),
 		field("account_id", str), field("transaction_id", str), field("transaction_type", str),
 		field("posted_at", tsUTC), field("posted_on", dt), field("originated_at", tsUTC), field("originated_on", dt),
 		field("amount", amount), field("memo", str), field("original_name", str), field("check_number", str),
-		field("needs_account", bl), field("owner_known", bl),
+		field("needs_account", bl),
 	}, nil)
-	deletesSchema = arrow.NewSchema([]arrow.Field{
-		field("key", str), field("seq", i64),
-	}, nil)
-	transactionDeletesSchema = arrow.NewSchema([]arrow.Field{
-		field("account_id", str), field("transaction_id", str), field("seq", i64),
+	keysSchema = arrow.NewSchema([]arrow.Field{
+		field("account_id", str), field("transaction_id", str),
 	}, nil)
 )
+
+var actionNames = [...]string{stages.Upsert: "upsert", stages.Delete: "delete"}
 
 // columns appends Go values to the fields of a record builder in order.
 type columns struct {
@@ -91,10 +92,11 @@ func (c *columns) opt(s string) {
 	b.Append(s)
 }
 
-func (c *columns) i64(v int64)   { c.next().(*array.Int64Builder).Append(v) }
-func (c *columns) i32(v int)     { c.next().(*array.Int32Builder).Append(int32(v)) }
-func (c *columns) bool(v bool)   { c.next().(*array.BooleanBuilder).Append(v) }
-func (c *columns) cents(v int64) { c.next().(*array.Decimal128Builder).Append(decimal128.FromI64(v)) }
+func (c *columns) action(a stages.Action) { c.str(actionNames[a]) }
+func (c *columns) i64(v int64)            { c.next().(*array.Int64Builder).Append(v) }
+func (c *columns) i32(v int)              { c.next().(*array.Int32Builder).Append(int32(v)) }
+func (c *columns) bool(v bool)            { c.next().(*array.BooleanBuilder).Append(v) }
+func (c *columns) cents(v int64)          { c.next().(*array.Decimal128Builder).Append(decimal128.FromI64(v)) }
 
 func (c *columns) ts(t time.Time) {
 	b := c.next().(*array.TimestampBuilder)
@@ -127,11 +129,12 @@ func build(schema *arrow.Schema, n int, fill func(c *columns, i int)) arrow.Reco
 	return b.NewRecordBatch()
 }
 
-func usersRecord(rows []stages.User, pick []int) arrow.RecordBatch {
-	return build(usersSchema, len(pick), func(c *columns, i int) {
-		u := &rows[pick[i]]
+func usersRecord(rows []stages.User) arrow.RecordBatch {
+	return build(usersSchema, len(rows), func(c *columns, i int) {
+		u := &rows[i]
 		c.i64(u.Seq)
 		c.i32(u.Line)
+		c.action(u.Action)
 		c.str(u.PartnerCustomerID)
 		c.opt(u.FirstName)
 		c.opt(u.LastName)
@@ -141,11 +144,12 @@ func usersRecord(rows []stages.User, pick []int) arrow.RecordBatch {
 	})
 }
 
-func accountsRecord(rows []stages.Account, pick []int) arrow.RecordBatch {
-	return build(accountsSchema, len(pick), func(c *columns, i int) {
-		a := &rows[pick[i]]
+func accountsRecord(rows []stages.Account) arrow.RecordBatch {
+	return build(accountsSchema, len(rows), func(c *columns, i int) {
+		a := &rows[i]
 		c.i64(a.Seq)
 		c.i32(a.Line)
+		c.action(a.Action)
 		c.opt(a.PartnerCustomerID)
 		c.str(a.AccountID)
 		c.opt(a.AccountNumber)
@@ -158,16 +162,16 @@ func accountsRecord(rows []stages.Account, pick []int) arrow.RecordBatch {
 	})
 }
 
-// childRecord flattens the balances or properties of the picked accounts:
-// each row starts with its account's seq and id, then fill adds its own columns.
-func childRecord[T any](schema *arrow.Schema, accounts []stages.Account, pick []int,
+// childRecord flattens the balances or properties of accounts: each row
+// starts with its account's seq and id, then fill adds its own columns.
+func childRecord[T any](schema *arrow.Schema, accounts []stages.Account,
 	children func(*stages.Account) []T, fill func(c *columns, child *T)) arrow.RecordBatch {
 	type ref struct {
 		account *stages.Account
 		child   *T
 	}
 	var refs []ref
-	for _, i := range pick {
+	for i := range accounts {
 		a := &accounts[i]
 		kids := children(a)
 		for j := range kids {
@@ -181,8 +185,8 @@ func childRecord[T any](schema *arrow.Schema, accounts []stages.Account, pick []
 	})
 }
 
-func balancesRecord(rows []stages.Account, pick []int) arrow.RecordBatch {
-	return childRecord(balancesSchema, rows, pick,
+func balancesRecord(rows []stages.Account) arrow.RecordBatch {
+	return childRecord(balancesSchema, rows,
 		func(a *stages.Account) []stages.Balance { return a.Balances },
 		func(c *columns, b *stages.Balance) {
 			c.str(b.BalanceType)
@@ -191,8 +195,8 @@ func balancesRecord(rows []stages.Account, pick []int) arrow.RecordBatch {
 		})
 }
 
-func propertiesRecord(rows []stages.Account, pick []int) arrow.RecordBatch {
-	return childRecord(propertiesSchema, rows, pick,
+func propertiesRecord(rows []stages.Account) arrow.RecordBatch {
+	return childRecord(propertiesSchema, rows,
 		func(a *stages.Account) []stages.Property { return a.Properties },
 		func(c *columns, p *stages.Property) {
 			c.str(p.Type)
@@ -200,26 +204,19 @@ func propertiesRecord(rows []stages.Account, pick []int) arrow.RecordBatch {
 		})
 }
 
-func deletesRecord(rows []stages.KeyDelete) arrow.RecordBatch {
-	return build(deletesSchema, len(rows), func(c *columns, i int) {
-		c.str(rows[i].Key)
-		c.i64(rows[i].Seq)
+func keysRecord(keys [][2]string) arrow.RecordBatch {
+	return build(keysSchema, len(keys), func(c *columns, i int) {
+		c.str(keys[i][0])
+		c.str(keys[i][1])
 	})
 }
 
-func transactionDeletesRecord(rows []stages.TransactionDelete) arrow.RecordBatch {
-	return build(transactionDeletesSchema, len(rows), func(c *columns, i int) {
-		c.str(rows[i].AccountID)
-		c.str(rows[i].TransactionID)
-		c.i64(rows[i].Seq)
-	})
-}
-
-func transactionsRecord(rows []stages.Transaction, pick []int, ownerKnown []bool) arrow.RecordBatch {
-	return build(transactionsSchema, len(pick), func(c *columns, i int) {
-		t := &rows[pick[i]]
+func transactionsRecord(rows []stages.Transaction) arrow.RecordBatch {
+	return build(transactionsSchema, len(rows), func(c *columns, i int) {
+		t := &rows[i]
 		c.i64(t.Seq)
 		c.i32(t.Line)
+		c.action(t.Action)
 		c.str(t.AccountID)
 		c.str(t.TransactionID)
 		c.opt(t.TransactionType)
@@ -232,6 +229,5 @@ func transactionsRecord(rows []stages.Transaction, pick []int, ownerKnown []bool
 		c.str(t.OriginalName)
 		c.opt(t.CheckNumber)
 		c.bool(t.NeedsAccount)
-		c.bool(ownerKnown[i])
 	})
 }

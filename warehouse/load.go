@@ -9,6 +9,7 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -28,8 +29,19 @@ type LoadOptions struct {
 	MaxRejections int
 }
 
-// Load applies one file: every batch goes into one DuckDB transaction, so the
-// file is applied whole by Commit or not at all.
+// Load applies one file in two phases, so that memory stays flat whatever
+// the file's size and the file is applied whole or not at all:
+//
+//   - Apply stages each batch's events (upserts and deletes, each with its seq)
+//     in an in-memory database private to the load, every batch committed on
+//     its own. Nothing the warehouse's readers see changes.
+//   - Commit resolves the file's actions set-based over everything staged
+//     (last event per key wins; a delete takes what came before it) and
+//     applies the result to the warehouse in one transaction.
+//
+// One transaction over the whole file would be simpler, but DuckDB 1.4 keeps a
+// transaction's appends to tables in its buffer pool until commit; a 4 GiB
+// file failed with "failed to pin block" at a 128 MB limit.
 type Load struct {
 	conn    *sql.Conn
 	arrow   *duckdb.Arrow
@@ -38,12 +50,14 @@ type Load struct {
 	lit     map[string]string
 	done    bool
 	// seen holds the transaction keys staged so far. A key it may have seen
-	// is a suspect: the file may hold it twice across batches, which the
-	// final merge resolves for suspects only.
-	seen           *bloom.BloomFilter
-	suspectsStaged bool
+	// is a suspect: the file may hold it twice, which Commit resolves for
+	// suspects only instead of grouping every staged transaction.
+	seen     *bloom.BloomFilter
+	suspects bool
+	// What the file staged, to skip statements with nothing to do.
+	users, accounts, deletes bool
 	// hadTransactions: the partner had stored transactions before this file;
-	// if not, the final merge need not look for rows to replace.
+	// if not, Commit need not look for rows to replace.
 	hadTransactions bool
 	trace           bool // FLATFILER_TRACE_SQL: print each statement's duration
 }
@@ -55,48 +69,80 @@ type Applied struct {
 	Skipped    int64              // transactions of investment accounts
 }
 
+var loadCounter atomic.Int64
+
 // Begin starts loading a file.
 func (s *Store) Begin(ctx context.Context, opts LoadOptions) (*Load, error) {
 	conn, err := s.db.Conn(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("begin load: %w", err)
 	}
-	l := &Load{conn: conn, opts: opts, started: time.Now().UTC(), trace: os.Getenv("FLATFILER_TRACE_SQL") != ""}
+	n := loadCounter.Add(1)
+	l := &Load{
+		conn: conn, opts: opts, started: time.Now().UTC(),
+		trace: os.Getenv("FLATFILER_TRACE_SQL") != "",
+		// 8M keys at 0.1% false positives: 14 MB whatever the file's size; a
+		// larger file only makes more suspects.
+		seen: bloom.NewWithEstimates(8_000_000, 0.001),
+	}
+	l.lit = map[string]string{
+		"{S}":   fmt.Sprintf("load_%d", n),
+		"{P}":   quote(opts.Partner),
+		"{D}":   "DATE " + quote(opts.AsOf.Format(time.DateOnly)),
+		"{NOW}": "TIMESTAMPTZ " + quote(l.started.Format("2006-01-02 15:04:05.999999Z07:00")),
+		"{SRC}": quote(opts.Source),
+	}
 	err = conn.Raw(func(dc any) error {
 		a, err := duckdb.NewArrowFromConn(dc.(driver.Conn))
 		l.arrow = a
 		return err
 	})
 	if err == nil {
-		_, err = conn.ExecContext(ctx, "BEGIN TRANSACTION")
+		// In memory: no log to write and sync, and past the memory limit
+		// DuckDB spills it to its temp directory.
+		err = l.exec(ctx, "ATTACH ':memory:' AS {S}")
 	}
 	if err == nil {
-		// Created and dropped inside the file's transaction: nobody else sees them.
-		_, err = conn.ExecContext(ctx, createLoadTables)
+		err = l.exec(ctx, createStaging)
 	}
 	if err == nil {
 		err = conn.QueryRowContext(ctx, "SELECT EXISTS (SELECT 1 FROM transactions WHERE partner_id = ?)", opts.Partner).Scan(&l.hadTransactions)
 	}
-	// 8M keys at 0.1% false positives: 14 MB whatever the file's size; a
-	// larger file only makes more suspects.
-	l.seen = bloom.NewWithEstimates(8_000_000, 0.001)
 	if err != nil {
-		conn.Close()
+		l.discard()
 		return nil, fmt.Errorf("begin load: %w", err)
-	}
-	l.lit = map[string]string{
-		"{P}":   quote(opts.Partner),
-		"{D}":   "DATE " + quote(opts.AsOf.Format(time.DateOnly)),
-		"{NOW}": "TIMESTAMPTZ " + quote(l.started.Format("2006-01-02 15:04:05.999999Z07:00")),
-		"{SRC}": quote(opts.Source),
 	}
 	return l, nil
 }
 
-func (l *Load) exec(ctx context.Context, stmt string) error {
+// The staging tables hold every event of the file as sent, with its seq.
+const createStaging = `
+CREATE TABLE {S}.users (
+	seq BIGINT, line INTEGER, action VARCHAR, partner_customer_id VARCHAR, first_name VARCHAR,
+	last_name VARCHAR, email VARCHAR, zip_code VARCHAR, user_experience VARCHAR);
+CREATE TABLE {S}.accounts (
+	seq BIGINT, line INTEGER, action VARCHAR, partner_customer_id VARCHAR, account_id VARCHAR,
+	account_number VARCHAR, fi_name VARCHAR, nickname VARCHAR, account_type VARCHAR,
+	account_class VARCHAR, account_experience VARCHAR);
+CREATE TABLE {S}.balances (
+	account_seq BIGINT, account_id VARCHAR, balance_type VARCHAR, amount DECIMAL(18,2), currency_code VARCHAR);
+CREATE TABLE {S}.properties (
+	account_seq BIGINT, account_id VARCHAR, property_type VARCHAR, property_value VARCHAR);
+CREATE TABLE {S}.transactions (
+	seq BIGINT, line INTEGER, action VARCHAR, account_id VARCHAR, transaction_id VARCHAR,
+	transaction_type VARCHAR, posted_at TIMESTAMPTZ, posted_on DATE, originated_at TIMESTAMPTZ, originated_on DATE,
+	amount DECIMAL(18,2), memo VARCHAR, original_name VARCHAR, check_number VARCHAR);
+CREATE TABLE {S}.suspects (account_id VARCHAR, transaction_id VARCHAR)`
+
+func (l *Load) expand(stmt string) string {
 	for k, v := range l.lit {
 		stmt = strings.ReplaceAll(stmt, k, v)
 	}
+	return stmt
+}
+
+func (l *Load) exec(ctx context.Context, stmt string) error {
+	stmt = l.expand(stmt)
 	t0 := time.Now()
 	_, err := l.conn.ExecContext(ctx, stmt)
 	first, _, _ := strings.Cut(strings.TrimSpace(stmt), "\n")
@@ -109,11 +155,8 @@ func (l *Load) exec(ctx context.Context, stmt string) error {
 	return nil
 }
 
-// Staging. Each statement reads the batch through its own one-shot Arrow
-// view of the same record batch. No staging table: DuckDB keeps every table
-// created or filled inside a transaction until it ends, so staging tables
-// would make memory grow with the file (measured: 266 MB against 38 MB for
-// 3M rows).
+// A staged batch is read through one-shot Arrow views of its record
+// batches, one view per statement.
 type staged struct {
 	name string
 	rec  arrow.RecordBatch
@@ -154,11 +197,7 @@ func (l *Load) queryWith(ctx context.Context, query string, scan func(*sql.Rows)
 		return err
 	}
 	defer release()
-	query = readAll(query, views)
-	for k, v := range l.lit {
-		query = strings.ReplaceAll(query, k, v)
-	}
-	rows, err := l.conn.QueryContext(ctx, query)
+	rows, err := l.conn.QueryContext(ctx, l.expand(readAll(query, views)))
 	if err != nil {
 		return fmt.Errorf("warehouse: %w", err)
 	}
@@ -196,112 +235,104 @@ func (l *Load) views(views []staged) (func(), error) {
 	return releaseAll, nil
 }
 
-// Apply merges a resolved batch into the warehouse inside the file's
-// transaction. Cascades of deletes are decided against the stored state by
-// sequence number, so that the result equals applying the file's rows one by
-// one in file order.
-func (l *Load) Apply(ctx context.Context, r *stages.Resolved) (Applied, error) {
+// Apply stages a batch of validated rows. Accounts and transactions whose
+// user or account the warehouse does not know are rejected here, and
+// transactions of investment accounts skipped; the warehouse is not changed
+// until Commit.
+func (l *Load) Apply(ctx context.Context, b *stages.Batch) (Applied, error) {
 	var out Applied
-	b := r.Batch
-	var recs []arrow.RecordBatch
-	record := func(rec arrow.RecordBatch) arrow.RecordBatch { recs = append(recs, rec); return rec }
-	defer func() {
-		for _, rec := range recs {
-			rec.Release()
-		}
-	}()
-	// Transactions are most of the rows: their record is built once, and
-	// again only if the checks against stored state drop some.
-	txns := record(transactionsRecord(b.Transactions, r.Transactions, r.OwnerKnown))
-	dropped, err := l.checkParents(ctx, r, txns, &out)
+	txns := transactionsRecord(b.Transactions)
+	defer func() { txns.Release() }()
+	dropped, err := l.checkParents(ctx, b, txns, &out)
 	if err != nil {
 		return out, err
 	}
-	if len(r.UserDeletes) > 0 {
-		orphans, err := l.dropOrphanedByStoredOwner(ctx, r, txns)
-		if err != nil {
-			return out, err
-		}
-		dropped = dropped || orphans
-	}
 	if dropped {
-		txns = record(transactionsRecord(b.Transactions, r.Transactions, r.OwnerKnown))
+		txns.Release()
+		txns = transactionsRecord(b.Transactions)
 	}
-
-	if r.HasDeletes() {
-		gone, err := l.goneAccounts(ctx, r)
-		if err != nil {
+	for _, u := range b.Users {
+		l.users = true
+		l.deletes = l.deletes || u.Action == stages.Delete
+	}
+	for _, a := range b.Accounts {
+		l.accounts = true
+		l.deletes = l.deletes || a.Action == stages.Delete
+	}
+	var steps []struct {
+		stmt  string
+		views []staged
+	}
+	step := func(stmt string, views ...staged) {
+		steps = append(steps, struct {
+			stmt  string
+			views []staged
+		}{stmt, views})
+	}
+	if len(b.Users) > 0 {
+		rec := usersRecord(b.Users)
+		defer rec.Release()
+		step("INSERT INTO {S}.users SELECT * FROM v_users", staged{"v_users", rec})
+	}
+	if len(b.Accounts) > 0 {
+		accounts, balances, properties := accountsRecord(b.Accounts), balancesRecord(b.Accounts), propertiesRecord(b.Accounts)
+		defer accounts.Release()
+		defer balances.Release()
+		defer properties.Release()
+		step("INSERT INTO {S}.accounts SELECT * EXCLUDE (needs_user) FROM v_accounts", staged{"v_accounts", accounts})
+		if balances.NumRows() > 0 {
+			step("INSERT INTO {S}.balances SELECT * FROM v_balances", staged{"v_balances", balances})
+		}
+		if properties.NumRows() > 0 {
+			step("INSERT INTO {S}.properties SELECT * FROM v_properties", staged{"v_properties", properties})
+		}
+	}
+	if len(b.Transactions) > 0 {
+		step("INSERT INTO {S}.transactions SELECT * EXCLUDE (needs_account) FROM v_transactions", staged{"v_transactions", txns})
+		if suspects := l.suspectsOf(b.Transactions); len(suspects) > 0 {
+			l.suspects = true
+			rec := keysRecord(suspects)
+			defer rec.Release()
+			step("INSERT INTO {S}.suspects SELECT * FROM v_suspects", staged{"v_suspects", rec})
+		}
+	}
+	// One commit per batch: DuckDB syncs its log at each, and holds a
+	// transaction's appends in memory until it ends. The views are
+	// registered first: registering one inside the transaction would count
+	// as writing to the warehouse, and a transaction writes one database.
+	var all []staged
+	for _, s := range steps {
+		all = append(all, s.views...)
+	}
+	release, err := l.views(all)
+	if err != nil {
+		return out, err
+	}
+	defer release()
+	if err := l.exec(ctx, "BEGIN TRANSACTION"); err != nil {
+		return out, err
+	}
+	for _, s := range steps {
+		if err := l.exec(ctx, readAll(s.stmt, s.views)); err != nil {
+			_, _ = l.conn.ExecContext(context.Background(), "ROLLBACK")
 			return out, err
 		}
-		goneView := staged{"v_gone", record(deletesRecord(gone))}
-		userDeletes := staged{"v_user_deletes", record(deletesRecord(r.UserDeletes))}
-		for _, table := range []string{"transactions", "balances", "account_properties", "accounts"} {
-			stmt := "DELETE FROM " + table + " WHERE partner_id = {P} AND account_id IN (SELECT key FROM v_gone)"
-			if err := l.execWith(ctx, stmt, goneView); err != nil {
-				return out, err
-			}
-		}
-		// Transactions of this file staged before the delete go with it.
-		stmt := "DELETE FROM load_transactions s USING v_gone g WHERE s.account_id = g.key AND s.seq < g.seq"
-		if err := l.execWith(ctx, stmt, goneView); err != nil {
-			return out, err
-		}
-		if err := l.execWith(ctx, deleteUsers, userDeletes); err != nil {
-			return out, err
-		}
 	}
-	if suspects := l.suspects(r); len(suspects) > 0 {
-		l.suspectsStaged = true
-		v := staged{"v_suspects", record(transactionDeletesRecord(suspects))}
-		if err := l.execWith(ctx, "INSERT INTO load_suspects SELECT account_id, transaction_id FROM v_suspects", v); err != nil {
-			return out, err
-		}
-	}
-	if len(r.TransactionDeletes) > 0 {
-		v := staged{"v_transaction_deletes", record(transactionDeletesRecord(r.TransactionDeletes))}
-		if err := l.execWith(ctx, stageTransactionDeletes, v); err != nil {
-			return out, err
-		}
-	}
-	if len(r.Users) > 0 {
-		for _, stmt := range mergeUsers {
-			v := staged{"v_users", record(usersRecord(b.Users, r.Users))}
-			if err := l.execWith(ctx, stmt, v); err != nil {
-				return out, err
-			}
-		}
-	}
-	if len(r.Accounts) > 0 {
-		accounts := staged{"v_accounts", record(accountsRecord(b.Accounts, r.Accounts))}
-		balances := staged{"v_balances", record(balancesRecord(b.Accounts, r.Accounts))}
-		properties := staged{"v_properties", record(propertiesRecord(b.Accounts, r.Accounts))}
-		for _, stmt := range mergeAccounts {
-			if err := l.execWith(ctx, stmt, accounts, balances, properties); err != nil {
-				return out, err
-			}
-		}
-	}
-	if len(r.Transactions) > 0 {
-		v := staged{"v_transactions", txns}
-		if err := l.execWith(ctx, stageTransactions, v); err != nil {
-			return out, err
-		}
-	}
-	return out, nil
+	return out, l.exec(ctx, "COMMIT")
 }
 
 // checkParents rejects accounts whose user and transactions whose account the
 // warehouse does not know (accounts and transactions files), and skips
-// transactions of investment accounts; it drops them from r and reports
+// transactions of investment accounts; it drops them from b and reports
 // whether it dropped transactions (txns, their staged record, is then stale).
-func (l *Load) checkParents(ctx context.Context, r *stages.Resolved, txns arrow.RecordBatch, out *Applied) (bool, error) {
-	b := r.Batch
+// Only upserts are checked: deleting what does not exist is a no-op.
+func (l *Load) checkParents(ctx context.Context, b *stages.Batch, txns arrow.RecordBatch, out *Applied) (bool, error) {
 	needsUser, needsAccount := false, false
-	for _, i := range r.Accounts {
-		needsUser = needsUser || b.Accounts[i].NeedsUser
+	for _, a := range b.Accounts {
+		needsUser = needsUser || a.NeedsUser
 	}
-	for _, i := range r.Transactions {
-		needsAccount = needsAccount || b.Transactions[i].NeedsAccount
+	for _, t := range b.Transactions {
+		needsAccount = needsAccount || t.NeedsAccount
 	}
 	drop := map[stages.Seq]bool{}
 	reject := func(rej stages.Rejection, seq stages.Seq, count *int64) {
@@ -312,11 +343,11 @@ func (l *Load) checkParents(ctx context.Context, r *stages.Resolved, txns arrow.
 		}
 	}
 	if needsUser {
-		rec := accountsRecord(b.Accounts, r.Accounts)
+		rec := accountsRecord(b.Accounts)
 		defer rec.Release()
 		err := l.queryWith(ctx, `
 SELECT a.seq, a.line, a.account_id, a.partner_customer_id FROM v_accounts a
-WHERE a.needs_user AND NOT EXISTS (
+WHERE a.needs_user AND a.action = 'upsert' AND NOT EXISTS (
   SELECT 1 FROM users u WHERE u.partner_id = {P} AND u.partner_customer_id = a.partner_customer_id)
 ORDER BY a.seq`, func(rows *sql.Rows) error {
 			var seq stages.Seq
@@ -332,14 +363,14 @@ ORDER BY a.seq`, func(rows *sql.Rows) error {
 		if err != nil {
 			return false, err
 		}
-		r.Accounts = keep(r.Accounts, nil, func(i int) bool { return !drop[b.Accounts[i].Seq] })
+		b.Accounts = keep(b.Accounts, func(a *stages.Account) bool { return !drop[a.Seq] })
 	}
 	if needsAccount {
 		err := l.queryWith(ctx, `
 SELECT t.seq, t.line, t.transaction_id, t.account_id, a.account_type
 FROM v_transactions t LEFT JOIN (SELECT account_id, account_type FROM accounts WHERE partner_id = {P}) a
   ON a.account_id = t.account_id
-WHERE t.needs_account AND (a.account_id IS NULL OR a.account_type = 'investment')
+WHERE t.needs_account AND t.action = 'upsert' AND (a.account_id IS NULL OR a.account_type = 'investment')
 ORDER BY t.seq`, func(rows *sql.Rows) error {
 			var seq stages.Seq
 			var rej = stages.Rejection{Context: "transaction", Field: "AccountId"}
@@ -361,192 +392,155 @@ ORDER BY t.seq`, func(rows *sql.Rows) error {
 			return false, err
 		}
 	}
-	return keepTransactions(r, drop), nil
-}
-
-// keepTransactions drops the transactions whose seq is in drop from r and
-// reports whether there were any.
-func keepTransactions(r *stages.Resolved, drop map[stages.Seq]bool) bool {
 	if len(drop) == 0 {
-		return false
+		return false, nil
 	}
-	before := len(r.Transactions)
-	r.Transactions = keep(r.Transactions, &r.OwnerKnown, func(i int) bool { return !drop[r.Batch.Transactions[i].Seq] })
-	return len(r.Transactions) < before
+	before := len(b.Transactions)
+	b.Transactions = keep(b.Transactions, func(t *stages.Transaction) bool { return !drop[t.Seq] })
+	return len(b.Transactions) < before, nil
 }
 
-// suspects returns the keys of the batch that an earlier batch of the file
-// may have staged too, and records the batch's keys as seen.
-func (l *Load) suspects(r *stages.Resolved) []stages.TransactionDelete {
-	var out []stages.TransactionDelete
+// keep filters rows in place.
+func keep[R any](rows []R, ok func(*R) bool) []R {
+	out := rows[:0]
+	for i := range rows {
+		if ok(&rows[i]) {
+			out = append(out, rows[i])
+		}
+	}
+	return out
+}
+
+// suspectsOf returns the transaction keys of rows that this file may have
+// staged before (in an earlier batch or earlier in this one), and records
+// the keys as seen.
+func (l *Load) suspectsOf(rows []stages.Transaction) [][2]string {
+	var out [][2]string
 	var key []byte
-	check := func(account, id string) {
-		key = append(append(append(key[:0], account...), 0), id...)
+	for i := range rows {
+		t := &rows[i]
+		key = append(append(append(key[:0], t.AccountID...), 0), t.TransactionID...)
 		if l.seen.TestAndAdd(key) {
-			out = append(out, stages.TransactionDelete{TransactionKey: stages.TransactionKey{AccountID: account, TransactionID: id}})
+			out = append(out, [2]string{t.AccountID, t.TransactionID})
 		}
-	}
-	for _, d := range r.TransactionDeletes {
-		check(d.AccountID, d.TransactionID)
-	}
-	for _, i := range r.Transactions {
-		t := &r.Batch.Transactions[i]
-		check(t.AccountID, t.TransactionID)
 	}
 	return out
 }
 
-// keep filters the indexes in pick (and the flags parallel to them).
-func keep(pick []int, parallel *[]bool, ok func(int) bool) []int {
-	out := pick[:0]
-	var flags []bool
-	for n, i := range pick {
-		if ok(i) {
-			out = append(out, i)
-			if parallel != nil {
-				flags = append(flags, (*parallel)[n])
-			}
-		}
-	}
-	if parallel != nil {
-		*parallel = flags
-	}
-	return out
-}
-
-// dropOrphanedByStoredOwner: a user deleted in the batch takes with it the
-// transactions that came before the delete on the accounts it owns; when the
-// batch does not name such an account, its owner is the stored one.
-func (l *Load) dropOrphanedByStoredOwner(ctx context.Context, r *stages.Resolved, txns arrow.RecordBatch) (bool, error) {
-	deletes := deletesRecord(r.UserDeletes)
-	defer deletes.Release()
-	drop := map[stages.Seq]bool{}
-	err := l.queryWith(ctx, `
-SELECT t.seq FROM v_transactions t
-JOIN accounts a ON a.partner_id = {P} AND a.account_id = t.account_id
-JOIN v_user_deletes d ON d.key = a.partner_customer_id
-WHERE NOT t.owner_known AND t.seq < d.seq`, func(rows *sql.Rows) error {
-		var seq stages.Seq
-		err := rows.Scan(&seq)
-		drop[seq] = true
-		return err
-	}, staged{"v_transactions", txns}, staged{"v_user_deletes", deletes})
-	if err != nil {
-		return false, err
-	}
-	return keepTransactions(r, drop), nil
-}
-
-// goneAccounts lists the accounts whose stored rows a batch deletes: those
-// deleted, and those stored under a deleted user.
-func (l *Load) goneAccounts(ctx context.Context, r *stages.Resolved) ([]stages.KeyDelete, error) {
-	gone := append([]stages.KeyDelete(nil), r.AccountDeletes...)
-	if len(r.UserDeletes) == 0 {
-		return gone, nil
-	}
-	deletes := deletesRecord(r.UserDeletes)
-	defer deletes.Release()
-	err := l.queryWith(ctx, `
-SELECT a.account_id, d.seq FROM accounts a JOIN v_user_deletes d ON d.key = a.partner_customer_id
-WHERE a.partner_id = {P}`, func(rows *sql.Rows) error {
-		var k stages.KeyDelete
-		err := rows.Scan(&k.Key, &k.Seq)
-		gone = append(gone, k)
-		return err
-	}, staged{"v_user_deletes", deletes})
-	return gone, err
-}
-
-const deleteUsers = `
-DELETE FROM users WHERE partner_id = {P} AND partner_customer_id IN (SELECT key FROM v_user_deletes)`
-
-// Merges are a DELETE of the batch's keys then an INSERT, in the file's
-// transaction. MERGE INTO would read its source twice, which a one-shot
-// Arrow view cannot serve (DuckDB 1.4 crashes on it).
-var mergeUsers = []string{`
-DELETE FROM users t USING v_users s
-WHERE t.partner_id = {P} AND t.partner_customer_id = s.partner_customer_id`, `
-INSERT INTO users (partner_id, partner_customer_id, first_name, last_name, email, zip_code,
-  user_experience, source_file, source_line, updated_at)
-SELECT {P}, s.partner_customer_id, s.first_name, s.last_name, s.email, s.zip_code,
-  s.user_experience, {SRC}, s.line, {NOW}
-FROM v_users s`}
-
-var mergeAccounts = []string{`
-DELETE FROM accounts t USING v_accounts s
-WHERE t.partner_id = {P} AND t.account_id = s.account_id`, `
-INSERT INTO accounts (partner_id, partner_customer_id, account_id, account_number, fi_name, nickname,
-  account_type, account_class, state, account_experience, source_file, source_line, updated_at)
-SELECT {P}, s.partner_customer_id, s.account_id, s.account_number, s.fi_name, s.nickname,
-  s.account_type, s.account_class, 'open', s.account_experience, {SRC}, s.line, {NOW}
-FROM v_accounts s`,
-	// A snapshot is keyed by (account, as_of): the same key again replaces it.
-	`DELETE FROM balances t USING v_accounts s WHERE t.partner_id = {P} AND t.as_of = {D} AND t.account_id = s.account_id`,
-	`INSERT INTO balances (partner_id, account_id, balance_type, amount, currency_code, as_of, updated_at)
-	 SELECT {P}, b.account_id, b.balance_type, b.amount, b.currency_code, {D}, {NOW} FROM v_balances b`,
-	`DELETE FROM account_properties t USING v_accounts s WHERE t.partner_id = {P} AND t.account_id = s.account_id`,
-	`INSERT INTO account_properties (partner_id, account_id, property_type, property_value, updated_at)
-	 SELECT {P}, p.account_id, p.property_type, p.property_value, {NOW} FROM v_properties p`,
-}
-
-// Transactions, most of the rows, are staged in a table private to the load
-// with inserts only, and merged once per file (mergeTransactions). Deleting a
-// batch's keys from the stored table batch after batch would rescan the rows
-// the file already added every time: quadratic in the file's size.
-const createLoadTables = `
-CREATE TABLE load_transactions (
-	seq BIGINT, line INTEGER, action VARCHAR, account_id VARCHAR, transaction_id VARCHAR,
-	transaction_type VARCHAR, posted_at TIMESTAMPTZ, posted_on DATE, originated_at TIMESTAMPTZ, originated_on DATE,
-	amount DECIMAL(18,2), memo VARCHAR, original_name VARCHAR, check_number VARCHAR);
-CREATE TABLE load_suspects (account_id VARCHAR, transaction_id VARCHAR)`
-
-const stageTransactions = `
-INSERT INTO load_transactions
-SELECT seq, line, 'upsert', account_id, transaction_id, transaction_type, posted_at, posted_on,
-  originated_at, originated_on, amount, memo, original_name, check_number
-FROM v_transactions`
-
-const stageTransactionDeletes = `
-INSERT INTO load_transactions (seq, action, account_id, transaction_id)
-SELECT seq, 'delete', account_id, transaction_id FROM v_transaction_deletes`
-
-// Applying the staged transactions: for each key, the last event in file
-// order wins, and stored rows with a staged key are replaced.
-const (
+// Resolving the file's actions, set-based over the staged events. The
+// result equals applying the file's records one by one in file order:
+//
+//   - For each user, account and transaction key, the event with the highest
+//     seq wins: an upsert replaces the stored record, a delete removes it.
+//   - A user delete kills, at its seq, the accounts the user owned just
+//     before it: the owner named by the account's last upsert before the
+//     delete, or else the stored owner.
+//   - An account killed (deleted, or by its user's delete) loses its stored
+//     balances, properties and transactions, and the file's transactions of
+//     that account that came before the kill.
+var resolveStaged = []string{
 	// Only suspects can occur twice; they are few, so this is one scan.
-	dedupeSuspects = `
-DELETE FROM load_transactions s USING (
+	`DELETE FROM {S}.transactions s USING (
   SELECT l.account_id, l.transaction_id, max(l.seq) AS last
-  FROM load_transactions l SEMI JOIN load_suspects x USING (account_id, transaction_id)
+  FROM {S}.transactions l SEMI JOIN {S}.suspects x USING (account_id, transaction_id)
   GROUP BY ALL) d
-WHERE s.account_id = d.account_id AND s.transaction_id = d.transaction_id AND s.seq < d.last`
-	replaceStored = `
-DELETE FROM transactions t USING load_transactions s
+WHERE s.account_id = d.account_id AND s.transaction_id = d.transaction_id AND s.seq < d.last`,
+	`CREATE TABLE {S}.last_users AS
+SELECT * FROM {S}.users QUALIFY row_number() OVER (PARTITION BY partner_customer_id ORDER BY seq DESC) = 1`,
+	`CREATE TABLE {S}.account_kills AS
+WITH user_deletes AS (
+  SELECT partner_customer_id, seq FROM {S}.users WHERE action = 'delete'),
+upserts AS (
+  SELECT account_id, partner_customer_id, seq FROM {S}.accounts WHERE action = 'upsert'),
+stored AS (
+  SELECT account_id, partner_customer_id FROM accounts WHERE partner_id = {P}),
+candidates AS (
+  SELECT s.account_id, d.partner_customer_id, d.seq FROM user_deletes d JOIN stored s USING (partner_customer_id)
+  UNION
+  SELECT u.account_id, d.partner_customer_id, d.seq FROM user_deletes d JOIN upserts u USING (partner_customer_id)
+  WHERE u.seq < d.seq)
+SELECT c.account_id, c.seq FROM candidates c
+  ASOF LEFT JOIN upserts u ON u.account_id = c.account_id AND c.seq > u.seq
+  LEFT JOIN stored s ON s.account_id = c.account_id
+WHERE coalesce(u.partner_customer_id, s.partner_customer_id) = c.partner_customer_id
+UNION ALL
+SELECT account_id, seq FROM {S}.accounts WHERE action = 'delete'`,
+	`CREATE TABLE {S}.last_kills AS SELECT account_id, max(seq) AS seq FROM {S}.account_kills GROUP BY ALL`,
+	`CREATE TABLE {S}.last_accounts AS
+SELECT a.* FROM {S}.accounts a LEFT JOIN {S}.last_kills k USING (account_id)
+WHERE a.action = 'upsert' AND a.seq > coalesce(k.seq, -1)
+QUALIFY row_number() OVER (PARTITION BY a.account_id ORDER BY a.seq DESC) = 1`,
+}
+
+// applyResolved changes the warehouse, in one transaction.
+var applyResolved = []string{
+	`DELETE FROM users WHERE partner_id = {P} AND partner_customer_id IN (SELECT partner_customer_id FROM {S}.last_users)`,
+	`INSERT INTO users (partner_id, partner_customer_id, first_name, last_name, email, zip_code,
+  user_experience, source_file, source_line, updated_at)
+SELECT {P}, partner_customer_id, first_name, last_name, email, zip_code, user_experience, {SRC}, line, {NOW}
+FROM {S}.last_users WHERE action = 'upsert'`,
+	`DELETE FROM accounts WHERE partner_id = {P} AND account_id IN (
+  SELECT account_id FROM {S}.last_accounts UNION ALL SELECT account_id FROM {S}.last_kills)`,
+	`INSERT INTO accounts (partner_id, partner_customer_id, account_id, account_number, fi_name, nickname,
+  account_type, account_class, state, account_experience, source_file, source_line, updated_at)
+SELECT {P}, partner_customer_id, account_id, account_number, fi_name, nickname,
+  account_type, account_class, 'open', account_experience, {SRC}, line, {NOW}
+FROM {S}.last_accounts`,
+	// A snapshot is keyed by (account, as_of): the same key again replaces it;
+	// a killed account loses its history.
+	`DELETE FROM balances WHERE partner_id = {P} AND (
+  account_id IN (SELECT account_id FROM {S}.last_kills) OR
+  (as_of = {D} AND account_id IN (SELECT account_id FROM {S}.last_accounts)))`,
+	`INSERT INTO balances (partner_id, account_id, balance_type, amount, currency_code, as_of, updated_at)
+SELECT {P}, b.account_id, b.balance_type, b.amount, b.currency_code, {D}, {NOW}
+FROM {S}.balances b SEMI JOIN {S}.last_accounts a ON a.seq = b.account_seq`,
+	`DELETE FROM account_properties WHERE partner_id = {P} AND account_id IN (
+  SELECT account_id FROM {S}.last_accounts UNION ALL SELECT account_id FROM {S}.last_kills)`,
+	`INSERT INTO account_properties (partner_id, account_id, property_type, property_value, updated_at)
+SELECT {P}, p.account_id, p.property_type, p.property_value, {NOW}
+FROM {S}.properties p SEMI JOIN {S}.last_accounts a ON a.seq = p.account_seq`,
+}
+
+const (
+	deleteKilledTransactions = `
+DELETE FROM transactions WHERE partner_id = {P} AND account_id IN (SELECT account_id FROM {S}.last_kills)`
+	replaceStoredTransactions = `
+DELETE FROM transactions t USING {S}.transactions s
 WHERE t.partner_id = {P} AND t.account_id = s.account_id AND t.transaction_id = s.transaction_id`
-	insertStaged = `
+	insertTransactions = `
 INSERT INTO transactions (partner_id, account_id, transaction_id, transaction_type, posted_at, posted_on,
   originated_at, originated_on, amount, memo, original_name, check_number, source_file, source_line, updated_at)
-SELECT {P}, account_id, transaction_id, transaction_type, posted_at, posted_on,
-  originated_at, originated_on, amount, memo, original_name, check_number, {SRC}, line, {NOW}
-FROM load_transactions WHERE action = 'upsert'`
-	dropLoadTables = `DROP TABLE load_transactions; DROP TABLE load_suspects`
+SELECT {P}, t.account_id, t.transaction_id, t.transaction_type, t.posted_at, t.posted_on,
+  t.originated_at, t.originated_on, t.amount, t.memo, t.original_name, t.check_number, {SRC}, t.line, {NOW}
+FROM {S}.transactions t`
+	// Without kills, the insert need not join: most files.
+	survivingKills = ` LEFT JOIN {S}.last_kills k USING (account_id)
+WHERE t.action = 'upsert' AND t.seq > coalesce(k.seq, -1)`
+	upsertsOnly = ` WHERE t.action = 'upsert'`
 )
 
-func (l *Load) mergeTransactions(ctx context.Context) error {
-	var stmts []string
-	if l.suspectsStaged {
-		stmts = append(stmts, dedupeSuspects)
+// plan lists Commit's statements: resolution in the staging database, then
+// the warehouse's transaction.
+func (l *Load) plan() (resolve, apply []string) {
+	if l.suspects {
+		resolve = append(resolve, resolveStaged[0])
+	}
+	if l.users || l.accounts {
+		resolve = append(resolve, resolveStaged[1:]...)
+		apply = append(apply, applyResolved...)
+	}
+	if l.deletes {
+		apply = append(apply, deleteKilledTransactions)
 	}
 	if l.hadTransactions {
-		stmts = append(stmts, replaceStored)
+		apply = append(apply, replaceStoredTransactions)
 	}
-	stmts = append(stmts, insertStaged, dropLoadTables)
-	for _, stmt := range stmts {
-		if err := l.exec(ctx, stmt); err != nil {
-			return err
-		}
+	if l.users || l.accounts {
+		apply = append(apply, insertTransactions+survivingKills)
+	} else {
+		apply = append(apply, insertTransactions+upsertsOnly)
 	}
-	return nil
+	return resolve, apply
 }
 
 // IngestRecord is the audit row written with the file's data.
@@ -557,30 +551,43 @@ type IngestRecord struct {
 	Report   any // marshalled to JSON
 }
 
-// Commit records the ingest and makes the file's changes visible at once.
+// Commit resolves the staged file and applies it to the warehouse at once,
+// with its audit row.
 func (l *Load) Commit(ctx context.Context, rec IngestRecord) error {
 	if l.done {
 		return fmt.Errorf("warehouse: load already finished")
 	}
 	l.done = true
-	defer l.conn.Close()
-	if err := l.mergeTransactions(ctx); err != nil {
-		l.rollback()
-		return err
-	}
+	defer l.discard()
 	report, err := json.Marshal(rec.Report)
 	if err != nil {
-		l.rollback()
 		return err
 	}
-	_, err = l.conn.ExecContext(ctx, `INSERT INTO ingests VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		l.opts.Partner, l.opts.Source, rec.FileType, l.opts.AsOf.Format(time.DateOnly), l.started, time.Now().UTC(),
-		rec.Status, rec.Bytes, string(report))
+	resolve, apply := l.plan()
+	for _, stmt := range resolve {
+		if err := l.exec(ctx, stmt); err != nil {
+			return err
+		}
+	}
+	if err := l.exec(ctx, "BEGIN TRANSACTION"); err != nil {
+		return err
+	}
+	for _, stmt := range apply {
+		if err = l.exec(ctx, stmt); err != nil {
+			break
+		}
+	}
 	if err == nil {
-		_, err = l.conn.ExecContext(ctx, "COMMIT")
+		_, err = l.conn.ExecContext(ctx, `INSERT INTO ingests VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			l.opts.Partner, l.opts.Source, rec.FileType, l.opts.AsOf.Format(time.DateOnly), l.started, time.Now().UTC(),
+			rec.Status, rec.Bytes, string(report))
+	}
+	if err == nil {
+		err = l.exec(ctx, "COMMIT")
 	}
 	if err != nil {
-		l.rollback()
+		// A fresh context: the caller's may be cancelled, and the rollback must still run.
+		_, _ = l.conn.ExecContext(context.Background(), "ROLLBACK")
 		return fmt.Errorf("warehouse: commit: %w", err)
 	}
 	return nil
@@ -592,11 +599,11 @@ func (l *Load) Rollback() {
 		return
 	}
 	l.done = true
-	l.rollback()
-	l.conn.Close()
+	l.discard()
 }
 
-func (l *Load) rollback() {
-	// A fresh context: the caller's may be cancelled, and the rollback must still run.
-	_, _ = l.conn.ExecContext(context.Background(), "ROLLBACK")
+// discard drops the staging database and frees the connection.
+func (l *Load) discard() {
+	_, _ = l.conn.ExecContext(context.Background(), l.expand("DETACH DATABASE IF EXISTS {S}"))
+	l.conn.Close()
 }

@@ -56,6 +56,10 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 			// File order is kept through seq columns, not through insertion order.
 			"SET preserve_insertion_order = false",
 			"SET TimeZone = 'UTC'",
+			// Hand freed memory back to the system soon, so the process's
+			// footprint stays near the limit rather than the limit plus caches.
+			"SET allocator_flush_threshold = '16MB'",
+			"SET allocator_background_threads = true",
 		}
 		if opts.Threads > 0 {
 			stmts = append(stmts, fmt.Sprintf("SET threads = %d", opts.Threads))
