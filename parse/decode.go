@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -31,6 +32,10 @@ type Decoder struct {
 	in    io.Reader
 	opts  Options
 	split *splitter
+	// xmlOnly turns the fast path off: tests compare both ways.
+	xmlOnly bool
+	// fallbacks counts chunks the fast path left to encoding/xml.
+	fallbacks atomic.Int64
 }
 
 // NewDecoder returns a Decoder reading from r.
@@ -191,14 +196,26 @@ func (d *Decoder) checkRoot() error {
 	return nil
 }
 
-// decodeChunk decodes the records of one chunk with encoding/xml.
+// decodeChunk decodes the records of one chunk: on the fast path if the
+// chunk is plain XML, else (or to report an error) with encoding/xml.
 func (d *Decoder) decodeChunk(c *chunk) ([]Record, error) {
-	x := &xmlReader{
-		dec:   xml.NewDecoder(bytes.NewReader(c.data)),
-		lim:   d.opts.Limits,
-		chunk: c,
+	s := string(c.data)
+	if !d.xmlOnly {
+		if recs, err := d.walkChunk(c, newPlainTokens(s, d.opts.Limits.MaxDepth)); err == nil {
+			return recs, nil
+		}
+		d.fallbacks.Add(1)
 	}
+	x := &xmlTokens{dec: xml.NewDecoder(strings.NewReader(s)), maxDepth: d.opts.Limits.MaxDepth}
 	x.dec.Strict = true
+	return d.walkChunk(c, x)
+}
+
+func (d *Decoder) walkChunk(c *chunk, src tokenSource) ([]Record, error) {
+	x := &xmlReader{src: src, lim: d.opts.Limits, chunk: c}
+	if xt, ok := src.(*xmlTokens); ok {
+		xt.errorf = x.errorf
+	}
 	recs := make([]Record, 0, len(c.recs))
 	for i := range c.recs {
 		x.rec = i
@@ -210,18 +227,18 @@ func (d *Decoder) decodeChunk(c *chunk) ([]Record, error) {
 		var rec Record
 		switch d.split.root {
 		case "Users":
-			if start.Name.Local != "User" {
-				return nil, x.errorf("unexpected element <%s> in <Users>: want <User>", start.Name.Local)
+			if start != "User" {
+				return nil, x.errorf("unexpected element <%s> in <Users>: want <User>", start)
 			}
 			rec.User, err = x.user(loc)
 		case "Accounts":
-			if start.Name.Local != "Account" {
-				return nil, x.errorf("unexpected element <%s> in <Accounts>: want <Account>", start.Name.Local)
+			if start != "Account" {
+				return nil, x.errorf("unexpected element <%s> in <Accounts>: want <Account>", start)
 			}
 			rec.Account, err = x.account(loc)
 		case "Transactions":
-			if start.Name.Local != "Transaction" {
-				return nil, x.errorf("unexpected element <%s> in <Transactions>: want <Transaction>", start.Name.Local)
+			if start != "Transaction" {
+				return nil, x.errorf("unexpected element <%s> in <Transactions>: want <Transaction>", start)
 			}
 			rec.Transaction, err = x.transaction(loc)
 		}
@@ -233,20 +250,17 @@ func (d *Decoder) decodeChunk(c *chunk) ([]Record, error) {
 	return recs, nil
 }
 
-// xmlReader walks the tokens of one chunk, checking what RawToken does not:
-// that end tags match start tags, and the depth and text limits.
+// xmlReader walks the tokens of one chunk into records, checking the text limit.
 type xmlReader struct {
-	dec   *xml.Decoder
+	src   tokenSource
 	lim   Limits
 	chunk *chunk
 	rec   int
-	stack []xml.Name
-	text  []byte
 }
 
-// line maps the decoder's chunk-relative line to the file's.
+// line maps the source's chunk-relative line to the file's.
 func (x *xmlReader) line() (line, col int) {
-	l, c := x.dec.InputPos()
+	l, c, _ := x.src.pos()
 	r := x.chunk.recs[x.rec]
 	return r.loc.Line + l - r.relLine, c
 }
@@ -256,121 +270,90 @@ func (x *xmlReader) errorf(format string, args ...any) error {
 	return &SyntaxError{Line: line, Column: col, Msg: fmt.Sprintf(format, args...)}
 }
 
-func (x *xmlReader) token() (xml.Token, error) {
-	tok, err := x.dec.RawToken()
-	if err != nil {
-		var se *xml.SyntaxError
-		if errors.As(err, &se) {
-			return nil, x.errorf("%s", se.Msg)
-		}
-		if errors.Is(err, io.EOF) {
-			return nil, x.errorf("unexpected end of record")
-		}
-		return nil, x.errorf("%v", err)
-	}
-	switch t := tok.(type) {
-	case xml.StartElement:
-		x.stack = append(x.stack, t.Name)
-		if len(x.stack)+1 > x.lim.MaxDepth {
-			return nil, x.errorf("elements nested deeper than %d levels", x.lim.MaxDepth)
-		}
-	case xml.EndElement:
-		top := x.stack[len(x.stack)-1]
-		if top != t.Name {
-			return nil, x.errorf("element <%s> closed by </%s>", qname(top), qname(t.Name))
-		}
-		x.stack = x.stack[:len(x.stack)-1]
-	case xml.Directive:
-		return nil, x.errorf("DOCTYPE and entity declarations are not allowed")
-	}
-	return tok, nil
-}
-
-func qname(n xml.Name) string {
-	if n.Space != "" {
-		return n.Space + ":" + n.Local
-	}
-	return n.Local
-}
-
-func (x *xmlReader) startOfRecord() (xml.StartElement, error) {
+// startOfRecord returns the name of the record's element.
+func (x *xmlReader) startOfRecord() (string, error) {
 	for {
-		tok, err := x.token()
+		tok, err := x.src.next()
 		if err != nil {
-			return xml.StartElement{}, err
+			return "", err
 		}
-		if se, ok := tok.(xml.StartElement); ok {
-			return se, nil
+		if tok.kind == tokStart {
+			return tok.name, nil
 		}
 	}
 }
 
-// children calls fn for each child element of the element just opened, until its end tag.
-func (x *xmlReader) children(fn func(xml.StartElement) error) error {
-	depth := len(x.stack)
+// children calls fn with the name of each child element of the element just
+// opened, until its end tag; fn consumes the child.
+func (x *xmlReader) children(fn func(name string) error) error {
 	for {
-		tok, err := x.token()
+		tok, err := x.src.next()
 		if err != nil {
 			return err
 		}
-		switch t := tok.(type) {
-		case xml.StartElement:
-			if err := fn(t); err != nil {
+		switch tok.kind {
+		case tokStart:
+			if err := fn(tok.name); err != nil {
 				return err
 			}
-		case xml.EndElement:
-			if len(x.stack) < depth {
-				return nil
-			}
+		case tokEnd:
+			return nil
 		}
 	}
 }
 
 // skip consumes the rest of an element the format does not define.
 func (x *xmlReader) skip() error {
-	return x.children(func(xml.StartElement) error { return x.skip() })
+	return x.children(func(string) error { return x.skip() })
 }
 
 // textOf reads the text content of a field element.
-func (x *xmlReader) textOf(field xml.StartElement) (string, error) {
-	x.text = x.text[:0]
+func (x *xmlReader) textOf(field string) (string, error) {
+	var out string
+	pieces := 0
 	for {
-		tok, err := x.token()
+		tok, err := x.src.next()
 		if err != nil {
 			return "", err
 		}
-		switch t := tok.(type) {
-		case xml.CharData:
-			x.text = append(x.text, t...)
-			if len(x.text) > x.lim.MaxTextBytes {
-				return "", x.errorf("text of <%s> is longer than the limit of %d bytes", field.Name.Local, x.lim.MaxTextBytes)
+		switch tok.kind {
+		case tokText:
+			// One piece is the usual case: kept as the source made it.
+			if pieces++; pieces == 1 {
+				out = strings.Clone(tok.text)
+			} else {
+				out += tok.text
 			}
-		case xml.StartElement:
-			return "", x.errorf("unexpected element <%s> inside field <%s>", t.Name.Local, field.Name.Local)
-		case xml.EndElement:
-			return string(x.text), nil
+			if len(out) > x.lim.MaxTextBytes {
+				return "", x.errorf("text of <%s> is longer than the limit of %d bytes", field, x.lim.MaxTextBytes)
+			}
+		case tokStart:
+			return "", x.errorf("unexpected element <%s> inside field <%s>", tok.name, field)
+		case tokEnd:
+			return out, nil
 		}
 	}
 }
 
 // setField stores the text of a field element in dst.
-func (x *xmlReader) setField(dst *string, el xml.StartElement) error {
-	s, err := x.textOf(el)
+func (x *xmlReader) setField(dst *string, field string) error {
+	s, err := x.textOf(field)
 	*dst = s
 	return err
 }
 
 func (x *xmlReader) here() Location {
 	line, _ := x.line()
+	_, _, off := x.src.pos()
 	r := x.chunk.recs[x.rec]
-	return Location{Line: line, Offset: r.loc.Offset + x.dec.InputOffset() - int64(r.start)}
+	return Location{Line: line, Offset: r.loc.Offset + off - int64(r.start)}
 }
 
 func (x *xmlReader) user(loc Location) (*User, error) {
 	u := &User{Location: loc}
-	var onChild func(el xml.StartElement) error
-	onChild = func(el xml.StartElement) error {
-		switch el.Name.Local {
+	var onChild func(name string) error
+	onChild = func(name string) error {
+		switch name {
 		case "Details":
 			return x.children(onChild)
 		case "Account":
@@ -381,8 +364,8 @@ func (x *xmlReader) user(loc Location) (*User, error) {
 			u.Accounts = append(u.Accounts, *a)
 			return nil
 		}
-		if dst := userField(u, el.Name.Local); dst != nil {
-			return x.setField(dst, el)
+		if dst := userField(u, name); dst != nil {
+			return x.setField(dst, name)
 		}
 		return x.skip()
 	}
@@ -411,20 +394,20 @@ func userField(u *User, name string) *string {
 
 func (x *xmlReader) account(loc Location) (*Account, error) {
 	a := &Account{Location: loc}
-	var onChild func(el xml.StartElement) error
-	onChild = func(el xml.StartElement) error {
-		switch el.Name.Local {
+	var onChild func(name string) error
+	onChild = func(name string) error {
+		switch name {
 		case "Details":
 			return x.children(onChild)
 		case "AccountBalances":
 			a.HasBalances = true
-			return x.children(func(el xml.StartElement) error {
-				if el.Name.Local != "AccountBalance" {
+			return x.children(func(name string) error {
+				if name != "AccountBalance" {
 					return x.skip()
 				}
 				b := Balance{Line: x.here().Line}
-				err := x.children(func(f xml.StartElement) error {
-					switch f.Name.Local {
+				err := x.children(func(f string) error {
+					switch f {
 					case "BalanceType":
 						return x.setField(&b.BalanceType, f)
 					case "BalanceAmount":
@@ -438,13 +421,13 @@ func (x *xmlReader) account(loc Location) (*Account, error) {
 				return err
 			})
 		case "Properties":
-			return x.children(func(el xml.StartElement) error {
-				if el.Name.Local != "Property" {
+			return x.children(func(name string) error {
+				if name != "Property" {
 					return x.skip()
 				}
 				p := Property{Line: x.here().Line}
-				err := x.children(func(f xml.StartElement) error {
-					switch f.Name.Local {
+				err := x.children(func(f string) error {
+					switch f {
 					case "PropertyType":
 						return x.setField(&p.Type, f)
 					case "PropertyValue":
@@ -463,8 +446,8 @@ func (x *xmlReader) account(loc Location) (*Account, error) {
 			a.Transactions = append(a.Transactions, *t)
 			return nil
 		}
-		if dst := accountField(a, el.Name.Local); dst != nil {
-			return x.setField(dst, el)
+		if dst := accountField(a, name); dst != nil {
+			return x.setField(dst, name)
 		}
 		return x.skip()
 	}
@@ -495,9 +478,9 @@ func accountField(a *Account, name string) *string {
 
 func (x *xmlReader) transaction(loc Location) (*Transaction, error) {
 	t := &Transaction{Location: loc}
-	return t, x.children(func(el xml.StartElement) error {
-		if dst := transactionField(t, el.Name.Local); dst != nil {
-			return x.setField(dst, el)
+	return t, x.children(func(name string) error {
+		if dst := transactionField(t, name); dst != nil {
+			return x.setField(dst, name)
 		}
 		return x.skip()
 	})

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -253,4 +254,87 @@ func FuzzDecode(f *testing.F) {
 			}
 		}
 	})
+}
+
+// FuzzPlainTokens: the fast path never changes the outcome. Whatever the
+// input, decoding with it and with encoding/xml alone gives the same records
+// or the same error.
+func FuzzPlainTokens(f *testing.F) {
+	for _, name := range []string{"combined", "users", "accounts", "transactions"} {
+		data, err := os.ReadFile("../fixtures/spec/" + name + ".xml")
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+	}
+	for _, s := range []string{
+		"<Transactions><Transaction><Memo>AT&amp;T &#65;&#x42; &lt;&gt;&apos;&quot;</Memo></Transaction></Transactions>",
+		"<Transactions>\r\n<Transaction>\r\n<Memo>two\r\nlines\rhere</Memo>\r\n</Transaction>\r\n</Transactions>",
+		"<Transactions><Transaction><Memo/><Amount >1.00</Amount ><CheckNumber\n/></Transaction></Transactions>",
+		"<Transactions><Transaction><Memo>bad &foo; &#0; &#xD800; &#; ]]></Memo></Transaction></Transactions>",
+		"<Transactions><Transaction><Memo>caf\u00e9 \xff</Memo><x:Amount>1</x:Amount></Transaction></Transactions>",
+		"<Users><User><Details><PartnerCustomerId a=\"1\">1</PartnerCustomerId></Details></User></Users>",
+		"<Users><User><Details><1Bad>1</1Bad><Good>\x01</Good></Details></User></Users>",
+		"<Accounts><Account><Details><AccountId>1</AccountId></Detail></Account></Accounts>",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		opts := Options{ChunkBytes: 64, Workers: 1, Limits: Limits{MaxDepth: 8, MaxRecordBytes: 4096, MaxTextBytes: 64}}
+		decode := func(xmlOnly bool) ([]Record, error) {
+			d := NewDecoder(bytes.NewReader(data), opts)
+			d.xmlOnly = xmlOnly
+			var all []Record
+			err := Each(context.Background(), d, func(recs []Record) []Record { return recs }, func(recs []Record) error {
+				all = append(all, recs...)
+				return nil
+			})
+			return all, err
+		}
+		fast, fastErr := decode(false)
+		ref, refErr := decode(true)
+		if fmt.Sprint(fastErr) != fmt.Sprint(refErr) {
+			t.Fatalf("errors differ:\nfast path:    %v\nencoding/xml: %v", fastErr, refErr)
+		}
+		if !reflect.DeepEqual(fast, ref) {
+			t.Fatalf("records differ:\nfast path:    %+v\nencoding/xml: %+v", fast, ref)
+		}
+	})
+}
+
+// The fast path must take what bank exports look like, or FuzzPlainTokens
+// proves nothing about it.
+func TestFastPathTakesPlainFiles(t *testing.T) {
+	tests := []struct {
+		name      string
+		data      string
+		fallbacks bool
+	}{
+		{"combined example", "../fixtures/spec/combined.xml", false},
+		{"users example", "../fixtures/spec/users.xml", false},
+		{"accounts example", "../fixtures/spec/accounts.xml", false},
+		{"transactions example", "../fixtures/spec/transactions.xml", false},
+		{"entities and CRLF", "<Transactions>\r\n<Transaction><Memo>AT&amp;T\r\n</Memo></Transaction>\r\n</Transactions>", false},
+		{"an attribute", `<Transactions><Transaction><Memo lang="en">x</Memo></Transaction></Transactions>`, true},
+		{"a comment inside a record", `<Transactions><Transaction><!-- x --><Memo>x</Memo></Transaction></Transactions>`, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			data := []byte(tt.data)
+			if strings.HasSuffix(tt.data, ".xml") {
+				var err error
+				if data, err = os.ReadFile(tt.data); err != nil {
+					t.Fatal(err)
+				}
+			}
+			d := NewDecoder(bytes.NewReader(data), Options{})
+			err := Each(context.Background(), d, func(r []Record) int { return len(r) }, func(int) error { return nil })
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := d.fallbacks.Load() > 0; got != tt.fallbacks {
+				t.Errorf("fell back to encoding/xml: %v, want %v", got, tt.fallbacks)
+			}
+		})
+	}
 }
