@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 )
 
@@ -23,7 +24,15 @@ Usage:
 Run 'flatfiler COMMAND --help' for a command's flags.
 `
 
+// goMemoryLimit is the Go heap's share of the process's memory budget
+// (DuckDB's is --memory-limit): past it the collector works harder rather
+// than let the heap double. GOMEMLIMIT overrides it.
+const goMemoryLimit = 256 << 20
+
 func main() {
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(goMemoryLimit)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
