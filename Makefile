@@ -28,11 +28,12 @@ run: $(BIN)
 vet:
 	$(GO) vet $(GOTAGS) ./...
 
-# The whole suite, then the parser fuzz test briefly.
+# The whole suite, then the parser fuzz tests briefly.
 test: vet
 	$(GO) test $(GOTAGS) -count=1 ./...
 	$(GO) test $(GOTAGS) -count=1 -race ./parse ./stages
-	$(GO) test $(GOTAGS) -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 20s ./parse
+	$(GO) test $(GOTAGS) -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 15s ./parse
+	$(GO) test $(GOTAGS) -run '^$$' -fuzz '^FuzzPlainTokens$$' -fuzztime 15s ./parse
 
 # Speed and memory on generated 1 GiB and 4 GiB files (not in CI; several minutes).
 bench: $(BIN)
