@@ -226,7 +226,8 @@ func TestFirstErrorInFileOrder(t *testing.T) {
 	}
 }
 
-func FuzzDecode(f *testing.F) {
+// addSpecExamples seeds a fuzz test with the spec's four example files.
+func addSpecExamples(f *testing.F) {
 	for _, name := range []string{"combined", "users", "accounts", "transactions"} {
 		data, err := os.ReadFile("../fixtures/spec/" + name + ".xml")
 		if err != nil {
@@ -234,6 +235,10 @@ func FuzzDecode(f *testing.F) {
 		}
 		f.Add(data)
 	}
+}
+
+func FuzzDecode(f *testing.F) {
+	addSpecExamples(f)
 	f.Add([]byte("<Users><User a='>'><!-- <x> --><![CDATA[</User>]]></User></Users>"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		opts := Options{ChunkBytes: 64, Workers: 2, Limits: Limits{MaxDepth: 16, MaxRecordBytes: 4096, MaxTextBytes: 1024}}
@@ -260,13 +265,7 @@ func FuzzDecode(f *testing.F) {
 // input, decoding with it and with encoding/xml alone gives the same records
 // or the same error.
 func FuzzPlainTokens(f *testing.F) {
-	for _, name := range []string{"combined", "users", "accounts", "transactions"} {
-		data, err := os.ReadFile("../fixtures/spec/" + name + ".xml")
-		if err != nil {
-			f.Fatal(err)
-		}
-		f.Add(data)
-	}
+	addSpecExamples(f)
 	for _, s := range []string{
 		"<Transactions><Transaction><Memo>AT&amp;T &#65;&#x42; &lt;&gt;&apos;&quot;</Memo></Transaction></Transactions>",
 		"<Transactions>\r\n<Transaction>\r\n<Memo>two\r\nlines\rhere</Memo>\r\n</Transaction>\r\n</Transactions>",
