@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/flatfiler/flatfiler/fixtures/gen"
 	"github.com/flatfiler/flatfiler/parse"
@@ -311,5 +312,38 @@ func TestFatalErrorLeavesNothing(t *testing.T) {
 	}
 	if n := h.count("SELECT count(*) FROM ingests"); n != 1 {
 		t.Errorf("%d ingests recorded, want only the applied one", n)
+	}
+}
+
+// Operators read the outcome of every file from the registry passed in.
+func TestMetricsCountRecordsBytesAndFiles(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	h := newHarness(t)
+	h.pipeline.Metrics = NewMetrics(reg)
+	rep := h.ingest(spec+"combined.xml", Options{})
+	truncated := "<Users><User>"
+	if _, err := h.pipeline.Ingest(context.Background(), "truncated.xml", strings.NewReader(truncated), Options{Partner: "demo"}); err == nil {
+		t.Fatal("a truncated file must not be applied")
+	}
+
+	tests := []struct {
+		name string
+		got  float64
+		want float64
+	}{
+		{"accounts applied", testutil.ToFloat64(h.pipeline.Metrics.Records.WithLabelValues("account", "success")), 12},
+		{"accounts rejected", testutil.ToFloat64(h.pipeline.Metrics.Records.WithLabelValues("account", "error")), 1},
+		{"transactions skipped", testutil.ToFloat64(h.pipeline.Metrics.Records.WithLabelValues("transaction", "skipped")), 8},
+		{"partial-success files", testutil.ToFloat64(h.pipeline.Metrics.Files.WithLabelValues(StatusPartialSuccess)), 1},
+		{"files not applied", testutil.ToFloat64(h.pipeline.Metrics.Files.WithLabelValues(StatusError)), 1},
+		{"bytes of both files", testutil.ToFloat64(h.pipeline.Metrics.Bytes), float64(rep.Bytes + int64(len(truncated)))},
+	}
+	for _, tt := range tests {
+		if tt.got != tt.want {
+			t.Errorf("%s: %v, want %v", tt.name, tt.got, tt.want)
+		}
+	}
+	if n := testutil.CollectAndCount(reg, "flatfiler_ingest_stage_duration_seconds"); n < 4 {
+		t.Errorf("%d stage series, want validate, load, commit and file at least", n)
 	}
 }
