@@ -318,7 +318,9 @@ func (x *xmlReader) textOf(field string) (string, error) {
 		}
 		switch tok.kind {
 		case tokText:
-			// One piece is the usual case: kept as the source made it.
+			// One piece is the usual case. It is copied out of the chunk so
+			// that rows kept until their batch is loaded do not pin whole
+			// chunks in memory.
 			if pieces++; pieces == 1 {
 				out = strings.Clone(tok.text)
 			} else {

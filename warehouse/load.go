@@ -241,13 +241,19 @@ func (l *Load) views(views []staged) (func(), error) {
 // until Commit.
 func (l *Load) Apply(ctx context.Context, b *stages.Batch) (Applied, error) {
 	var out Applied
-	txns := transactionsRecord(b.Transactions)
-	defer func() { txns.Release() }()
-	dropped, err := l.checkParents(ctx, b, txns, &out)
+	// Each kind's record is built once, and again only if the checks against
+	// stored state drop some of its rows.
+	accounts, txns := accountsRecord(b.Accounts), transactionsRecord(b.Transactions)
+	defer func() { accounts.Release(); txns.Release() }()
+	accountsDropped, txnsDropped, err := l.checkParents(ctx, b, accounts, txns, &out)
 	if err != nil {
 		return out, err
 	}
-	if dropped {
+	if accountsDropped {
+		accounts.Release()
+		accounts = accountsRecord(b.Accounts)
+	}
+	if txnsDropped {
 		txns.Release()
 		txns = transactionsRecord(b.Transactions)
 	}
@@ -275,8 +281,7 @@ func (l *Load) Apply(ctx context.Context, b *stages.Batch) (Applied, error) {
 		step("INSERT INTO {S}.users SELECT * FROM v_users", staged{"v_users", rec})
 	}
 	if len(b.Accounts) > 0 {
-		accounts, balances, properties := accountsRecord(b.Accounts), balancesRecord(b.Accounts), propertiesRecord(b.Accounts)
-		defer accounts.Release()
+		balances, properties := balancesRecord(b.Accounts), propertiesRecord(b.Accounts)
 		defer balances.Release()
 		defer properties.Release()
 		step("INSERT INTO {S}.accounts SELECT * EXCLUDE (needs_user) FROM v_accounts", staged{"v_accounts", accounts})
@@ -324,9 +329,9 @@ func (l *Load) Apply(ctx context.Context, b *stages.Batch) (Applied, error) {
 // checkParents rejects accounts whose user and transactions whose account the
 // warehouse does not know (accounts and transactions files), and skips
 // transactions of investment accounts; it drops them from b and reports
-// whether it dropped transactions (txns, their staged record, is then stale).
+// which kinds it dropped rows of (their records are then stale).
 // Only upserts are checked: deleting what does not exist is a no-op.
-func (l *Load) checkParents(ctx context.Context, b *stages.Batch, txns arrow.RecordBatch, out *Applied) (bool, error) {
+func (l *Load) checkParents(ctx context.Context, b *stages.Batch, accounts, txns arrow.RecordBatch, out *Applied) (accountsDropped, txnsDropped bool, err error) {
 	needsUser, needsAccount := false, false
 	for _, a := range b.Accounts {
 		needsUser = needsUser || a.NeedsUser
@@ -343,8 +348,6 @@ func (l *Load) checkParents(ctx context.Context, b *stages.Batch, txns arrow.Rec
 		}
 	}
 	if needsUser {
-		rec := accountsRecord(b.Accounts)
-		defer rec.Release()
 		err := l.queryWith(ctx, `
 SELECT a.seq, a.line, a.account_id, a.partner_customer_id FROM v_accounts a
 WHERE a.needs_user AND a.action = 'upsert' AND NOT EXISTS (
@@ -359,11 +362,13 @@ ORDER BY a.seq`, func(rows *sql.Rows) error {
 			rej.Message = "unknown user " + user + ": no such user for partner " + l.opts.Partner
 			reject(rej, seq, &out.Rejected.Accounts.Error)
 			return nil
-		}, staged{"v_accounts", rec})
+		}, staged{"v_accounts", accounts})
 		if err != nil {
-			return false, err
+			return false, false, err
 		}
+		before := len(b.Accounts)
 		b.Accounts = keep(b.Accounts, func(a *stages.Account) bool { return !drop[a.Seq] })
+		accountsDropped = len(b.Accounts) < before
 	}
 	if needsAccount {
 		err := l.queryWith(ctx, `
@@ -389,15 +394,13 @@ ORDER BY t.seq`, func(rows *sql.Rows) error {
 			return nil
 		}, staged{"v_transactions", txns})
 		if err != nil {
-			return false, err
+			return false, false, err
 		}
+		before := len(b.Transactions)
+		b.Transactions = keep(b.Transactions, func(t *stages.Transaction) bool { return !drop[t.Seq] })
+		txnsDropped = len(b.Transactions) < before
 	}
-	if len(drop) == 0 {
-		return false, nil
-	}
-	before := len(b.Transactions)
-	b.Transactions = keep(b.Transactions, func(t *stages.Transaction) bool { return !drop[t.Seq] })
-	return len(b.Transactions) < before, nil
+	return accountsDropped, txnsDropped, nil
 }
 
 // keep filters rows in place.
@@ -438,13 +441,15 @@ func (l *Load) suspectsOf(rows []stages.Transaction) [][2]string {
 //   - An account killed (deleted, or by its user's delete) loses its stored
 //     balances, properties and transactions, and the file's transactions of
 //     that account that came before the kill.
-var resolveStaged = []string{
-	// Only suspects can occur twice; they are few, so this is one scan.
-	`DELETE FROM {S}.transactions s USING (
+//
+// Only suspects can occur twice; they are few, so this is one scan.
+const dedupeSuspects = `DELETE FROM {S}.transactions s USING (
   SELECT l.account_id, l.transaction_id, max(l.seq) AS last
   FROM {S}.transactions l SEMI JOIN {S}.suspects x USING (account_id, transaction_id)
   GROUP BY ALL) d
-WHERE s.account_id = d.account_id AND s.transaction_id = d.transaction_id AND s.seq < d.last`,
+WHERE s.account_id = d.account_id AND s.transaction_id = d.transaction_id AND s.seq < d.last`
+
+var resolveUsersAndAccounts = []string{
 	`CREATE TABLE {S}.last_users AS
 SELECT * FROM {S}.users QUALIFY row_number() OVER (PARTITION BY partner_customer_id ORDER BY seq DESC) = 1`,
 	`CREATE TABLE {S}.account_kills AS
@@ -523,10 +528,10 @@ WHERE t.action = 'upsert' AND t.seq > coalesce(k.seq, -1)`
 // the warehouse's transaction.
 func (l *Load) plan() (resolve, apply []string) {
 	if l.suspects {
-		resolve = append(resolve, resolveStaged[0])
+		resolve = append(resolve, dedupeSuspects)
 	}
 	if l.users || l.accounts {
-		resolve = append(resolve, resolveStaged[1:]...)
+		resolve = append(resolve, resolveUsersAndAccounts...)
 		apply = append(apply, applyResolved...)
 	}
 	if l.deletes {
