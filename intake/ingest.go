@@ -33,6 +33,8 @@ type Options struct {
 	// records seen so far.
 	OnProgress func(bytes, records int64)
 	Logger     *slog.Logger
+	// JobID is stored with the file's audit row (ingests.job_id).
+	JobID string
 }
 
 // Status values, as the spec's push batch callbacks use them.
@@ -234,7 +236,7 @@ func (p *Pipeline) run(ctx context.Context, name string, in *countingReader, opt
 	// before the warehouse's heaviest phase, so peak memory is one or the other.
 	debug.FreeOSMemory()
 	t := time.Now()
-	err = load.Commit(ctx, warehouse.IngestRecord{FileType: string(rep.Type), Status: rep.Status, Bytes: in.n.Load(), Report: rep})
+	err = load.Commit(ctx, warehouse.IngestRecord{FileType: string(rep.Type), Status: rep.Status, Bytes: in.n.Load(), Report: rep, JobID: opts.JobID})
 	p.Metrics.Stage.WithLabelValues("commit").Observe(time.Since(t).Seconds())
 	if err != nil {
 		return err

@@ -554,6 +554,9 @@ type IngestRecord struct {
 	Status   string
 	Bytes    int64
 	Report   any // marshalled to JSON
+	// JobID links the row to the upload job that applied the file, so a
+	// job interrupted after its commit is known to be done.
+	JobID string
 }
 
 // Commit resolves the staged file and applies it to the warehouse at once,
@@ -583,9 +586,15 @@ func (l *Load) Commit(ctx context.Context, rec IngestRecord) error {
 		}
 	}
 	if err == nil {
-		_, err = l.conn.ExecContext(ctx, `INSERT INTO ingests VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		var jobID any
+		if rec.JobID != "" {
+			jobID = rec.JobID
+		}
+		_, err = l.conn.ExecContext(ctx, `INSERT INTO ingests
+			(partner_id, file, file_type, as_of, started_at, finished_at, status, bytes, report, job_id)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			l.opts.Partner, l.opts.Source, rec.FileType, l.opts.AsOf.Format(time.DateOnly), l.started, time.Now().UTC(),
-			rec.Status, rec.Bytes, string(report))
+			rec.Status, rec.Bytes, string(report), jobID)
 	}
 	if err == nil {
 		err = l.exec(ctx, "COMMIT")

@@ -2,6 +2,7 @@ package warehouse
 
 import (
 	"context"
+	"database/sql"
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
@@ -15,9 +16,30 @@ import (
 )
 
 // Query runs one read-only SQL statement and writes its rows to w as an aligned
-// table, CSV or JSON (an array of objects).
+// table, CSV or JSON (an array of objects). On a writable warehouse (the
+// running server's) only SELECT and EXPLAIN are allowed, and they run in a
+// transaction that is rolled back.
 func (s *Store) Query(ctx context.Context, query, format string, w io.Writer) error {
-	rows, err := s.db.QueryContext(ctx, query)
+	var q interface {
+		QueryContext(context.Context, string, ...any) (*sql.Rows, error)
+	} = s.db
+	if !s.readOnly {
+		conn, err := s.db.Conn(ctx)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		if err := readOnlyStatement(ctx, conn, query); err != nil {
+			return err
+		}
+		tx, err := conn.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		defer tx.Rollback()
+		q = tx
+	}
+	rows, err := q.QueryContext(ctx, query)
 	if err != nil {
 		return err
 	}
@@ -107,6 +129,30 @@ func (s *Store) Query(ctx context.Context, query, format string, w io.Writer) er
 		return err
 	}
 	return flush()
+}
+
+// readOnlyStatement refuses anything but one SELECT or EXPLAIN, as DuckDB
+// classifies the statement when preparing it.
+func readOnlyStatement(ctx context.Context, conn *sql.Conn, query string) error {
+	return conn.Raw(func(driverConn any) error {
+		c, ok := driverConn.(*duckdb.Conn)
+		if !ok {
+			return fmt.Errorf("warehouse: unexpected driver connection %T", driverConn)
+		}
+		stmt, err := c.PrepareContext(ctx, query)
+		if err != nil {
+			return err
+		}
+		defer stmt.Close()
+		typ, err := stmt.(*duckdb.Stmt).StatementType()
+		if err != nil {
+			return err
+		}
+		if typ != duckdb.STATEMENT_TYPE_SELECT && typ != duckdb.STATEMENT_TYPE_EXPLAIN {
+			return fmt.Errorf("the warehouse is read-only here: only SELECT and EXPLAIN statements")
+		}
+		return nil
+	})
 }
 
 // display renders a DuckDB value as an analyst expects to read it: decimals

@@ -78,4 +78,6 @@ CREATE TABLE IF NOT EXISTS ingests (
 	bytes       BIGINT NOT NULL,
 	report      JSON NOT NULL
 );
+-- Added with upload jobs; the ALTER upgrades warehouses created before.
+ALTER TABLE ingests ADD COLUMN IF NOT EXISTS job_id VARCHAR;
 `

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -26,8 +27,9 @@ type Options struct {
 
 // Store is an open warehouse.
 type Store struct {
-	db   *sql.DB
-	path string
+	db       *sql.DB
+	path     string
+	readOnly bool
 }
 
 // Open opens (and if writable, creates and migrates) the warehouse at path.
@@ -82,7 +84,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 			return nil, fmt.Errorf("migrate warehouse %s: %w", path, err)
 		}
 	}
-	return &Store{db: db, path: path}, nil
+	return &Store{db: db, path: path, readOnly: opts.ReadOnly}, nil
 }
 
 // DB exposes the database for queries (the sql command, tests, the API).
@@ -94,6 +96,20 @@ func (s *Store) Path() string { return s.path }
 // Close checkpoints and closes the warehouse.
 func (s *Store) Close() error {
 	return s.db.Close()
+}
+
+// IngestReport returns the report stored with the file a job applied, if
+// the job's file was committed.
+func (s *Store) IngestReport(ctx context.Context, jobID string) ([]byte, bool, error) {
+	var report string
+	err := s.db.QueryRowContext(ctx, "SELECT report FROM ingests WHERE job_id = ?", jobID).Scan(&report)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("warehouse: ingest of job %s: %w", jobID, err)
+	}
+	return []byte(report), true, nil
 }
 
 // quote makes a SQL string literal.

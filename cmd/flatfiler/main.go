@@ -1,4 +1,5 @@
-// Command flatfiler ingests partner flat files into the DuckDB warehouse.
+// Command flatfiler ingests partner flat files into the DuckDB warehouse:
+// as a server (SFTP, upload notifications, jobs) or one file at a time.
 //
 // It only wires packages together: parse, stages, warehouse and intake do the work.
 package main
@@ -16,6 +17,8 @@ import (
 const usage = `flatfiler: bulk ingest of personal-finance flat files into a DuckDB warehouse
 
 Usage:
+  flatfiler serve   [--data DIR] [--sftp-addr ADDR] [--http-addr ADDR] ...
+  flatfiler partner add ID [--data DIR] [--domain D] [--ssh-key FILE.pub] [--json]
   flatfiler ingest [--db PATH] [--partner ID] [--type combined|users|accounts|transactions]
                    [--as-of YYYY-MM-DD] [--json] [--workers N] FILE...
   flatfiler sql    [--db PATH] [--format table|csv|json] QUERY
@@ -46,9 +49,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	cmds := map[string]func(context.Context, []string, io.Writer, io.Writer) int{
-		"ingest": ingestCmd,
-		"sql":    sqlCmd,
-		"gen":    genCmd,
+		"serve":   serveCmd,
+		"partner": partnerCmd,
+		"ingest":  ingestCmd,
+		"sql":     sqlCmd,
+		"gen":     genCmd,
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {

@@ -1,10 +1,16 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/flatfiler/flatfiler/warehouse"
@@ -27,15 +33,57 @@ func sqlCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fs.Usage()
 		return 2
 	}
+	query := strings.Join(rest, " ")
 	store, err := warehouse.Open(ctx, *db, warehouse.Options{ReadOnly: true})
 	if err != nil {
+		// A running server holds the warehouse; ask it.
+		if admin, ok := readAdmin(filepath.Dir(*db)); ok {
+			if err := remoteQuery(ctx, admin, query, *format, stdout); err != nil {
+				fmt.Fprintf(stderr, "flatfiler sql: %v\n", err)
+				return 1
+			}
+			return 0
+		}
 		fmt.Fprintf(stderr, "flatfiler sql: %v\n", err)
 		return 1
 	}
 	defer store.Close()
-	if err := store.Query(ctx, strings.Join(rest, " "), *format, stdout); err != nil {
+	if err := store.Query(ctx, query, *format, stdout); err != nil {
 		fmt.Fprintf(stderr, "flatfiler sql: %v\n", err)
 		return 1
 	}
 	return 0
+}
+
+func readAdmin(dataDir string) (adminInfo, bool) {
+	var a adminInfo
+	data, err := os.ReadFile(filepath.Join(dataDir, adminFile))
+	if err != nil || json.Unmarshal(data, &a) != nil || a.Token == "" {
+		return adminInfo{}, false
+	}
+	return a, true
+}
+
+// remoteQuery runs the query on the server that holds the warehouse.
+func remoteQuery(ctx context.Context, a adminInfo, query, format string, w io.Writer) error {
+	body, _ := json.Marshal(map[string]string{"query": query, "format": format})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+a.HTTPAddr+"/admin/sql", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+a.Token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("the warehouse is held by a server at %s that does not answer: %w", a.HTTPAddr, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		var e struct {
+			Error struct{ Message string } `json:"error"`
+		}
+		_ = json.NewDecoder(resp.Body).Decode(&e)
+		return errors.New(e.Error.Message)
+	}
+	_, err = io.Copy(w, resp.Body)
+	return err
 }

@@ -1,0 +1,156 @@
+// Package api is flatfiler's HTTP surface: upload notifications and jobs
+// (the spec's /api/v2/uploads), Prometheus metrics, and SQL for operators
+// of the running server. Errors have the spec's shape:
+// {"error": {"message": ..., "data": [...]}}.
+package api
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/flatfiler/flatfiler/intake/jobs"
+	"github.com/flatfiler/flatfiler/intake/partner"
+	"github.com/flatfiler/flatfiler/warehouse"
+)
+
+// Server holds what the handlers need.
+type Server struct {
+	Partners *partner.Registry
+	Jobs     *jobs.Manager
+	Store    *warehouse.Store
+	Gatherer prometheus.Gatherer
+	// AdminToken guards /admin/sql; empty disables it.
+	AdminToken string
+	Logger     *slog.Logger
+	Metrics    *Metrics
+}
+
+// Handler routes requests.
+func (s *Server) Handler() http.Handler {
+	if s.Logger == nil {
+		s.Logger = slog.Default()
+	}
+	if s.Metrics == nil {
+		s.Metrics = NewMetrics(nil)
+	}
+	mux := http.NewServeMux()
+	route := func(pattern, name string, h http.HandlerFunc) {
+		mux.Handle(pattern, s.Metrics.instrument(name, h))
+	}
+	route("POST /api/v2/uploads/received", "uploads_received", s.partnerOnly(s.uploadsReceived))
+	route("GET /api/v2/uploads/{job_id}", "upload", s.partnerOnly(s.upload))
+	route("GET /api/v2/uploads", "uploads", s.partnerOnly(s.uploads))
+	route("POST /admin/sql", "admin_sql", s.adminSQL)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.Gatherer, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(s.Logger.Handler(), slog.LevelError)}))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path, nil)
+	})
+	return mux
+}
+
+// errorBody is the spec's error response.
+type errorBody struct {
+	Error struct {
+		Message string `json:"message"`
+		Data    any    `json:"data,omitempty"`
+	} `json:"error"`
+}
+
+func writeError(w http.ResponseWriter, status int, message string, data any) {
+	var body errorBody
+	body.Error.Message = message
+	body.Error.Data = data
+	writeJSON(w, status, body)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// partnerHandler is a handler for an authenticated partner.
+type partnerHandler func(w http.ResponseWriter, r *http.Request, p *partner.Partner)
+
+// partnerOnly authenticates the partner by API key: the api_key query
+// parameter, as the spec's examples send it, or HTTP Basic with the key as
+// the user name, as its curl examples do.
+func (s *Server) partnerOnly(h partnerHandler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		key := r.URL.Query().Get("api_key")
+		if user, _, ok := r.BasicAuth(); ok && key == "" {
+			key = user
+		}
+		p, ok := s.Partners.ByAPIKey(key)
+		if !ok {
+			if r.URL.Path == "/api/v2/uploads/received" {
+				s.Metrics.Notifications.WithLabelValues("unauthorized").Inc()
+			}
+			s.Logger.Info("api request refused: bad API key", "path", r.URL.Path, "remote", r.RemoteAddr, "key_given", key != "")
+			w.Header().Set("WWW-Authenticate", `Basic realm="flatfiler"`)
+			writeError(w, http.StatusUnauthorized, "invalid or missing API key (api_key query parameter or HTTP Basic user name)", nil)
+			return
+		}
+		h(w, r, p)
+	}
+}
+
+func (s *Server) upload(w http.ResponseWriter, r *http.Request, p *partner.Partner) {
+	j, ok := s.Jobs.Get(p.ID, r.PathValue("job_id"))
+	if !ok {
+		writeError(w, http.StatusNotFound, "no upload job "+r.PathValue("job_id"), nil)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"upload": j})
+}
+
+func (s *Server) uploads(w http.ResponseWriter, r *http.Request, p *partner.Partner) {
+	writeJSON(w, http.StatusOK, map[string]any{"uploads": s.Jobs.List(p.ID, 100)})
+}
+
+// adminSQL runs a query for `flatfiler sql` while the server holds the
+// warehouse open. The token is in the data directory: whoever can read it
+// can read the warehouse file anyway.
+func (s *Server) adminSQL(w http.ResponseWriter, r *http.Request) {
+	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if s.AdminToken == "" || !ok || subtle.ConstantTimeCompare([]byte(token), []byte(s.AdminToken)) != 1 {
+		writeError(w, http.StatusUnauthorized, "admin token required", nil)
+		return
+	}
+	var req struct {
+		Query  string `json:"query"`
+		Format string `json:"format"`
+	}
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&req); err != nil {
+		writeError(w, http.StatusBadRequest, "body: "+err.Error(), nil)
+		return
+	}
+	// Rows are written as they come; an error midway can only be appended.
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	rw := &trackingWriter{w: w}
+	if err := s.Store.Query(r.Context(), req.Query, req.Format, rw); err != nil {
+		if !rw.wrote {
+			writeError(w, http.StatusBadRequest, err.Error(), nil)
+			return
+		}
+		_, _ = w.Write([]byte("\nerror: " + err.Error() + "\n"))
+	}
+}
+
+type trackingWriter struct {
+	w     http.ResponseWriter
+	wrote bool
+}
+
+func (t *trackingWriter) Write(p []byte) (int, error) {
+	t.wrote = true
+	return t.w.Write(p)
+}

@@ -1,0 +1,308 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/sourcegraph/conc"
+
+	"github.com/flatfiler/flatfiler/api"
+	"github.com/flatfiler/flatfiler/fixtures/gen"
+	"github.com/flatfiler/flatfiler/intake"
+	"github.com/flatfiler/flatfiler/intake/inbox"
+	"github.com/flatfiler/flatfiler/intake/jobs"
+	"github.com/flatfiler/flatfiler/intake/partner"
+	"github.com/flatfiler/flatfiler/intake/sftpd"
+	"github.com/flatfiler/flatfiler/warehouse"
+)
+
+// serveConfig is what `flatfiler serve` is told.
+type serveConfig struct {
+	Data         string
+	SFTPAddr     string
+	HTTPAddr     string
+	MemoryLimit  string
+	Workers      int
+	MaxFileSize  int64
+	Quota        int64
+	IdleTimeout  time.Duration
+	Retention    time.Duration
+	Grace        time.Duration
+	FailureDelay time.Duration
+	Logger       *slog.Logger
+}
+
+// service is a running server: SFTP, HTTP, job workers, one warehouse.
+type service struct {
+	cfg      serveConfig
+	store    *warehouse.Store
+	partners *partner.Registry
+	inbox    *inbox.Inbox
+	sftp     *sftpd.Server
+	jobs     *jobs.Manager
+	http     *http.Server
+	sftpLn   net.Listener
+	httpLn   net.Listener
+	demo     *partner.Credentials // set when this start created the demo partner
+	cancel   context.CancelFunc
+	wg       conc.WaitGroup
+	done     chan struct{}
+}
+
+// adminFile tells `flatfiler sql` how to reach a server that holds the
+// warehouse open.
+const adminFile = "admin.json"
+
+type adminInfo struct {
+	HTTPAddr string `json:"http_addr"`
+	Token    string `json:"token"`
+}
+
+// startService opens everything under cfg.Data and starts serving.
+func startService(ctx context.Context, cfg serveConfig) (_ *service, err error) {
+	log := cfg.Logger
+	s := &service{cfg: cfg, done: make(chan struct{})}
+	closers := []func(){}
+	defer func() {
+		if err != nil {
+			for i := len(closers) - 1; i >= 0; i-- {
+				closers[i]()
+			}
+		}
+	}()
+	if err := os.MkdirAll(cfg.Data, 0o700); err != nil {
+		return nil, err
+	}
+	if s.partners, err = partner.Open(filepath.Join(cfg.Data, "partners")); err != nil {
+		return nil, err
+	}
+	if s.partners.Len() == 0 {
+		creds, err := s.partners.Add("demo", partner.NewOptions{Domain: "demo.flatfiler.local"})
+		if err != nil {
+			return nil, err
+		}
+		s.demo = &creds
+	}
+	if s.inbox, err = inbox.Open(filepath.Join(cfg.Data, "sftp")); err != nil {
+		return nil, err
+	}
+	closers = append(closers, func() { s.inbox.Close() })
+	if s.store, err = warehouse.Open(ctx, filepath.Join(cfg.Data, "warehouse.duckdb"), warehouse.Options{MemoryLimit: cfg.MemoryLimit}); err != nil {
+		return nil, err
+	}
+	closers = append(closers, func() { s.store.Close() })
+
+	// One registry for everything, as Prometheus itself does: no globals.
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	limits := inbox.Limits{MaxFileSize: cfg.MaxFileSize, Quota: cfg.Quota}
+	box := func(id string) (*inbox.Box, error) {
+		lim := limits
+		if p, ok := s.partners.Get(id); ok {
+			if p.MaxFileSize > 0 {
+				lim.MaxFileSize = p.MaxFileSize
+			}
+			if p.QuotaBytes > 0 {
+				lim.Quota = p.QuotaBytes
+			}
+		}
+		return s.inbox.Box(id, lim)
+	}
+	pipeline := &intake.Pipeline{Store: s.store, Metrics: intake.NewMetrics(reg)}
+	if s.jobs, err = jobs.Open(ctx, jobs.Config{
+		Dir: filepath.Join(cfg.Data, "jobs"), Box: box, Pipeline: pipeline, Workers: cfg.Workers,
+		Retention: cfg.Retention, Grace: cfg.Grace, Logger: log, Metrics: jobs.NewMetrics(reg),
+	}); err != nil {
+		return nil, err
+	}
+	if s.sftp, err = sftpd.New(s.partners, s.inbox, sftpd.Options{
+		HostKeyDir: filepath.Join(cfg.Data, "host_keys"), IdleTimeout: cfg.IdleTimeout, Limits: limits,
+		FailureDelay: cfg.FailureDelay, Logger: log, Metrics: sftpd.NewMetrics(reg),
+	}); err != nil {
+		return nil, err
+	}
+	token := make([]byte, 32)
+	_, _ = rand.Read(token)
+	apiServer := &api.Server{
+		Partners: s.partners, Jobs: s.jobs, Store: s.store, Gatherer: reg,
+		AdminToken: hex.EncodeToString(token), Logger: log, Metrics: api.NewMetrics(reg),
+	}
+	if s.sftpLn, err = net.Listen("tcp", cfg.SFTPAddr); err != nil {
+		return nil, fmt.Errorf("sftp: %w", err)
+	}
+	closers = append(closers, func() { s.sftpLn.Close() })
+	if s.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+		return nil, fmt.Errorf("http: %w", err)
+	}
+	closers = append(closers, func() { s.httpLn.Close() })
+	admin, _ := json.Marshal(adminInfo{HTTPAddr: s.httpLn.Addr().String(), Token: apiServer.AdminToken})
+	if err := os.WriteFile(filepath.Join(cfg.Data, adminFile), admin, 0o600); err != nil {
+		return nil, err
+	}
+
+	s.http = &http.Server{Handler: apiServer.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.cancel = cancel
+	s.wg.Go(func() {
+		if err := s.http.Serve(s.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("http server", "err", err)
+		}
+	})
+	s.wg.Go(func() {
+		if err := s.sftp.Serve(runCtx, s.sftpLn); err != nil {
+			log.Error("sftp server", "err", err)
+		}
+	})
+	s.wg.Go(func() { s.jobs.Run(runCtx) })
+	go func() {
+		select {
+		case <-ctx.Done():
+			s.stop()
+		case <-s.done:
+		}
+	}()
+	return s, nil
+}
+
+// stop shuts down in the order that loses nothing: no new notifications or
+// uploads, then the running job finishes or goes back to the queue, then
+// the warehouse closes cleanly.
+func (s *service) stop() {
+	select {
+	case <-s.done:
+		return
+	default:
+	}
+	log := s.cfg.Logger
+	log.Info("shutting down: no new uploads or notifications")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = s.http.Shutdown(ctx)
+	s.sftp.Shutdown(ctx)
+	s.cancel() // jobs: the running one has its grace period
+	s.wg.Wait()
+	_ = os.Remove(filepath.Join(s.cfg.Data, adminFile))
+	s.inbox.Close()
+	if err := s.store.Close(); err != nil {
+		log.Error("closing the warehouse", "err", err)
+	}
+	log.Info("stopped")
+	close(s.done)
+}
+
+func (s *service) Done() <-chan struct{} { return s.done }
+
+// envName is the environment variable that sets a flag.
+func envName(flagName string) string {
+	return "FLATFILER_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// applyEnv sets flags from FLATFILER_* variables; the command line, parsed
+// after, wins.
+func applyEnv(fs *flag.FlagSet) error {
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if v, ok := os.LookupEnv(envName(f.Name)); ok && err == nil {
+			if e := fs.Set(f.Name, v); e != nil {
+				err = fmt.Errorf("%s=%q: %w", envName(f.Name), v, e)
+			}
+		}
+	})
+	return err
+}
+
+// sizeFlag is a byte size flag that accepts 10GiB, 500MB or plain bytes.
+type sizeFlag struct{ n *int64 }
+
+func (f sizeFlag) String() string {
+	if f.n == nil {
+		return "0"
+	}
+	return fmt.Sprint(*f.n)
+}
+
+func (f sizeFlag) Set(s string) error {
+	n, err := gen.ParseSize(s)
+	if err != nil {
+		return err
+	}
+	*f.n = n
+	return nil
+}
+
+func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfg := serveConfig{MaxFileSize: 16 << 30, Quota: 64 << 30}
+	fs.StringVar(&cfg.Data, "data", "./data", "data directory: warehouse, SFTP folders, jobs, host keys, partners")
+	fs.StringVar(&cfg.SFTPAddr, "sftp-addr", "127.0.0.1:2022", "SFTP listen address")
+	fs.StringVar(&cfg.HTTPAddr, "http-addr", "127.0.0.1:8080", "HTTP listen address (API and /metrics)")
+	fs.StringVar(&cfg.MemoryLimit, "memory-limit", "128MB", "DuckDB memory limit; past it DuckDB spills to disk")
+	fs.IntVar(&cfg.Workers, "workers", 1, "jobs run at once (one partner's jobs always run in order, one at a time)")
+	fs.Var(sizeFlag{&cfg.MaxFileSize}, "max-file-size", "largest file a partner may upload, unless the partner sets its own")
+	fs.Var(sizeFlag{&cfg.Quota}, "quota", "bytes a partner's SFTP folder may hold, unless the partner sets its own")
+	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", 10*time.Minute, "close SFTP sessions with no request for this long (transfers count as activity)")
+	fs.DurationVar(&cfg.Retention, "archive-retention", 30*24*time.Hour, "keep processed files and finished jobs this long")
+	fs.DurationVar(&cfg.Grace, "shutdown-grace", 10*time.Second, "at shutdown, let a running job finish for this long before it is stopped and queued again")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: flatfiler serve [flags]\n\nRuns the SFTP server, the HTTP API and the job workers. Every flag can also be set\nas an environment variable: --sftp-addr as %s.\n\n", envName("sftp-addr"))
+		fs.PrintDefaults()
+	}
+	if err := applyEnv(fs); err != nil {
+		fmt.Fprintf(stderr, "flatfiler serve: %v\n", err)
+		return 2
+	}
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		fmt.Fprintf(stderr, "flatfiler serve: --log-level: %v\n", err)
+		return 2
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	s, err := startService(ctx, cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "flatfiler serve: %v\n", err)
+		return 1
+	}
+	s.printBanner(stdout)
+	<-s.Done()
+	return 0
+}
+
+func (s *service) printBanner(w io.Writer) {
+	sftpHost, sftpPort, _ := net.SplitHostPort(s.sftpLn.Addr().String())
+	fmt.Fprintf(w, "flatfiler serve: data in %s\n", s.cfg.Data)
+	fmt.Fprintf(w, "  SFTP  %s\n", s.sftpLn.Addr())
+	for _, fp := range s.sftp.Fingerprints() {
+		fmt.Fprintf(w, "        host key %s\n", fp)
+	}
+	fmt.Fprintf(w, "  HTTP  http://%s  (POST /api/v2/uploads/received, GET /api/v2/uploads, GET /metrics)\n", s.httpLn.Addr())
+	fmt.Fprintf(w, "  partners: %s\n", strings.Join(s.partners.IDs(), ", "))
+	if c := s.demo; c != nil {
+		fmt.Fprintf(w, "\nFirst start: created partner %q. Its secrets are shown this once and stored only hashed:\n", c.PartnerID)
+		fmt.Fprintf(w, "  API key        %s\n  SFTP user      %s\n  SFTP password  %s\n", c.APIKey, c.SFTPUser, c.SFTPPassword)
+		fmt.Fprintf(w, "\nDeliver the spec's example (in another terminal):\n")
+		fmt.Fprintf(w, "  FLATFILER_API_KEY=%s FLATFILER_SFTP_PASSWORD=%s \\\n    scripts/deliver.sh fixtures/spec/combined.xml\n", c.APIKey, c.SFTPPassword)
+		fmt.Fprintf(w, "or by hand: sftp -P %s %s@%s, then curl -X POST 'http://%s/api/v2/uploads/received?api_key=...&filenames=...&hashes=...'\n",
+			sftpPort, c.SFTPUser, sftpHost, s.httpLn.Addr())
+	}
+}

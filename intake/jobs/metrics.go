@@ -1,0 +1,58 @@
+package jobs
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Metrics of the job queue. The per-state gauges are read from the
+// manager at scrape time, so they cannot drift from the jobs themselves.
+type Metrics struct {
+	Finished *prometheus.CounterVec // status
+	Duration prometheus.Histogram
+	Wait     prometheus.Histogram
+	manager  *Manager
+
+	states *prometheus.Desc
+	depth  *prometheus.Desc
+}
+
+// NewMetrics creates the job metrics and registers them on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	buckets := prometheus.ExponentialBuckets(0.05, 3, 12) // 50 ms to 2.5 h
+	m := &Metrics{
+		Finished: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flatfiler_jobs_finished_total", Help: "Upload jobs finished, by status (success, partial-success, error).",
+		}, []string{"status"}),
+		Duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "flatfiler_job_duration_seconds", Help: "Time from a job's start to its end.", Buckets: buckets,
+		}),
+		Wait: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "flatfiler_job_queue_wait_seconds", Help: "Time a job waited in the queue before it started.", Buckets: buckets,
+		}),
+		states: prometheus.NewDesc("flatfiler_jobs", "Upload jobs kept (within retention), by state.", []string{"state"}, nil),
+		depth:  prometheus.NewDesc("flatfiler_job_queue_depth", "Upload jobs waiting to run.", nil, nil),
+	}
+	for _, s := range []string{Success, PartialSuccess, Error} {
+		m.Finished.WithLabelValues(s)
+	}
+	if reg != nil {
+		reg.MustRegister(m.Finished, m.Duration, m.Wait, m)
+	}
+	return m
+}
+
+// Describe implements prometheus.Collector for the state gauges.
+func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
+	ch <- m.states
+	ch <- m.depth
+}
+
+// Collect implements prometheus.Collector for the state gauges.
+func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
+	counts := map[string]int{}
+	if m.manager != nil {
+		counts = m.manager.counts()
+	}
+	for _, s := range States {
+		ch <- prometheus.MustNewConstMetric(m.states, prometheus.GaugeValue, float64(counts[s]), s)
+	}
+	ch <- prometheus.MustNewConstMetric(m.depth, prometheus.GaugeValue, float64(counts[Queued]))
+}
