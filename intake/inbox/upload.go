@@ -177,6 +177,9 @@ func (u *Upload) Close() error {
 	u.mu.Unlock()
 	if failed != nil {
 		u.discard()
+		if errors.Is(failed, ErrAborted) {
+			return fmt.Errorf("%s: %w", u.name, failed)
+		}
 		return fmt.Errorf("%s: %w: %v", u.name, ErrAborted, failed)
 	}
 	sums, err := u.finishSums()

@@ -131,7 +131,7 @@ type Config struct {
 	// Retention keeps archived files and finished jobs; default 30 days.
 	Retention time.Duration
 	// Grace lets a running job finish at shutdown before it is stopped and
-	// queued again; default 10s.
+	// queued again; zero stops it at once.
 	Grace     time.Duration
 	MaxErrors int // errors kept per job; default 100
 	Logger    *slog.Logger
@@ -170,9 +170,6 @@ func Open(ctx context.Context, cfg Config) (*Manager, error) {
 	}
 	if cfg.Retention <= 0 {
 		cfg.Retention = 30 * 24 * time.Hour
-	}
-	if cfg.Grace <= 0 {
-		cfg.Grace = 10 * time.Second
 	}
 	if cfg.MaxErrors <= 0 {
 		cfg.MaxErrors = 100

@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/pkg/sftp"
@@ -185,7 +186,7 @@ type upload struct {
 	*inbox.Upload
 	h       *handlers
 	started time.Time
-	bytes   int64
+	refused atomic.Bool // a write failed: limits, quota or I/O
 }
 
 func (u *upload) WriteAt(p []byte, off int64) (int, error) {
@@ -193,6 +194,12 @@ func (u *upload) WriteAt(p []byte, off int64) (int, error) {
 	n, err := u.Upload.WriteAt(p, off)
 	u.h.ss.received.Add(int64(n))
 	u.h.server.metrics.BytesReceived.Add(float64(n))
+	if err != nil {
+		// A file with a failed write is incomplete whatever the client
+		// does next: it must not be published when the handle closes.
+		u.refused.Store(true)
+		u.Upload.TransferError(err)
+	}
 	return n, err
 }
 
@@ -202,7 +209,7 @@ func (u *upload) Close() error {
 	seconds := time.Since(u.started).Seconds()
 	if err != nil {
 		outcome := "refused"
-		if errors.Is(err, inbox.ErrAborted) {
+		if errors.Is(err, inbox.ErrAborted) && !u.refused.Load() {
 			outcome = "aborted"
 		}
 		m.Uploads.WithLabelValues(outcome).Inc()

@@ -1,0 +1,294 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/md5"
+	"encoding/hex"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pkg/sftp"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/flatfiler/flatfiler/fixtures/gen"
+	"github.com/flatfiler/flatfiler/intake/partner"
+	"github.com/flatfiler/flatfiler/warehouse"
+)
+
+// childEnv makes the test binary run flatfiler itself, so tests can kill a
+// real server process.
+const childEnv = "FLATFILER_TEST_CHILD_ARGS"
+
+func TestMain(m *testing.M) {
+	if args := os.Getenv(childEnv); args != "" {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		code := run(ctx, strings.Split(args, "\x1f"), os.Stdout, os.Stderr)
+		stop()
+		os.Exit(code)
+	}
+	os.Exit(m.Run())
+}
+
+// child is a flatfiler serve process.
+type child struct {
+	cmd    *exec.Cmd
+	sftp   string
+	http   string
+	creds  *partner.Credentials
+	stderr *syncWriter
+}
+
+func startChild(t *testing.T, dir string, extra ...string) *child {
+	t.Helper()
+	args := append([]string{"serve", "--data", dir, "--sftp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"}, extra...)
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), childEnv+"="+strings.Join(args, "\x1f"))
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &child{cmd: cmd, stderr: &syncWriter{w: &bytes.Buffer{}}}
+	cmd.Stderr = c.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("server %d log:\n%s", cmd.Process.Pid, c.stderr.String())
+		}
+	})
+	// The banner ends with the partners line, then on a first start the
+	// demo partner's secrets.
+	fresh := firstStart(dir)
+	ready := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		var creds partner.Credentials
+		signalled := false
+		for sc.Scan() {
+			f := strings.Fields(sc.Text())
+			switch {
+			case len(f) == 2 && f[0] == "SFTP":
+				c.sftp = f[1]
+			case len(f) >= 2 && f[0] == "HTTP":
+				c.http = f[1]
+			case len(f) == 3 && f[0] == "API" && f[1] == "key":
+				creds.APIKey = f[2]
+			case len(f) == 3 && f[0] == "SFTP" && f[1] == "user":
+				creds.SFTPUser = f[2]
+			case len(f) == 3 && f[0] == "SFTP" && f[1] == "password":
+				creds.SFTPPassword = f[2]
+				c.creds = &creds
+			}
+			done := c.creds != nil || !fresh && len(f) > 0 && f[0] == "partners:"
+			if done && !signalled {
+				signalled = true
+				close(ready)
+			}
+		}
+	}()
+	select {
+	case <-ready:
+	case <-time.After(60 * time.Second):
+		t.Fatalf("server did not start: %s", c.stderr.String())
+	}
+	return c
+}
+
+// firstStart: the demo partner is created, and its secrets printed, only
+// when the data directory has no partner yet.
+func firstStart(dir string) bool {
+	entries, _ := os.ReadDir(filepath.Join(dir, "partners"))
+	return len(entries) == 0
+}
+
+// client lets the in-process test helpers talk to a child over HTTP.
+func (c *child) client(t *testing.T, creds partner.Credentials) *testServer {
+	return &testServer{t: t, base: c.http, demo: creds}
+}
+
+func fingerprint(t *testing.T, db string) string {
+	t.Helper()
+	store, err := warehouse.Open(context.Background(), db, warehouse.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	var out bytes.Buffer
+	err = store.Query(context.Background(), `SELECT
+		(SELECT count(*) FROM users) AS users, (SELECT count(*) FROM accounts) AS accounts,
+		(SELECT count(*) FROM balances) AS balances, (SELECT count(*) FROM account_properties) AS properties,
+		(SELECT count(*) FROM transactions) AS transactions, (SELECT sum(amount) FROM transactions) AS total,
+		(SELECT count(DISTINCT (account_id, transaction_id)) FROM transactions) AS distinct_transactions`, "csv", &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out.String()
+}
+
+// TestRestartCompletesJobsExactlyOnce kills the server while one job runs
+// and another waits, restarts it, and checks the warehouse equals one clean
+// run of each file.
+func TestRestartCompletesJobsExactlyOnce(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts server processes")
+	}
+	work := t.TempDir()
+	var files [2][]byte
+	for i := range files {
+		var buf bytes.Buffer
+		if _, err := gen.Write(&buf, gen.Options{Bytes: 24 << 20, Seed: uint64(10 + i), BadRate: 0.001}); err != nil {
+			t.Fatal(err)
+		}
+		files[i] = buf.Bytes()
+	}
+	// What one clean run of the two files gives.
+	clean := filepath.Join(work, "clean.duckdb")
+	var paths []string
+	for i, data := range files {
+		p := filepath.Join(work, []string{"first.xml", "second.xml"}[i])
+		os.WriteFile(p, data, 0o644)
+		paths = append(paths, p)
+	}
+	if code, _, errOut := runCLI(t, append([]string{"ingest", "--db", clean, "--partner", "demo"}, paths...)...); code != 0 {
+		t.Fatalf("clean ingest: %s", errOut)
+	}
+	want := fingerprint(t, clean)
+
+	for _, how := range []struct {
+		name   string
+		signal os.Signal
+	}{{"kill -9", os.Kill}, {"SIGTERM", syscall.SIGTERM}} {
+		t.Run(how.name, func(t *testing.T) {
+			dir := t.TempDir()
+			first := startChild(t, dir, "--shutdown-grace", "0s")
+			creds := *first.creds
+			ts := first.client(t, creds)
+			c, conn, err := dialChildSFTP(first.sftp, creds)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var sums []string
+			for i, data := range files {
+				sums = append(sums, upload(t, c, []string{"first.xml", "second.xml"}[i], data))
+			}
+			c.Close()
+			conn.Close()
+			a := ts.notify(creds.APIKey, []string{"first.xml", "second.xml"}, sums)
+			if a.Status != http.StatusAccepted {
+				t.Fatalf("notify: %s", a.Raw)
+			}
+			ids := jobIDs(t, a)
+			// Wait until the first job is well into its file, the second queued.
+			deadline := time.Now().Add(time.Minute)
+			for {
+				j := ts.call(http.MethodGet, "/api/v2/uploads/"+ids[0], nil, creds.APIKey).Body["upload"].(map[string]any)
+				if j["status"] == "processing" && j["bytes_done"].(float64) > 0 {
+					break
+				}
+				if j["status"] != "queued" && j["status"] != "processing" || time.Now().After(deadline) {
+					t.Fatalf("first job ended before the signal: %v", j)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			if err := first.cmd.Process.Signal(how.signal); err != nil {
+				t.Fatal(err)
+			}
+			_ = first.cmd.Wait()
+			if how.signal == syscall.SIGTERM && !strings.Contains(first.stderr.String(), "queued again") {
+				t.Errorf("graceful stop did not return the running job to the queue")
+			}
+
+			second := startChild(t, dir)
+			ts = second.client(t, creds)
+			for _, id := range ids {
+				if j := ts.waitJob(creds.APIKey, id); j["status"] == "error" {
+					t.Errorf("job %s after restart: %v", id, j)
+				}
+			}
+			if a := ts.notify(creds.APIKey, []string{"first.xml", "second.xml"}, sums); a.Body["duplicate"] != true {
+				t.Errorf("notification after restart not recognised: %s", a.Raw)
+			}
+			_ = second.cmd.Process.Signal(syscall.SIGTERM)
+			if err := second.cmd.Wait(); err != nil {
+				t.Errorf("server exit after SIGTERM: %v", err)
+			}
+			db := filepath.Join(dir, "warehouse.duckdb")
+			if got := fingerprint(t, db); got != want {
+				t.Errorf("warehouse after restart:\n%s\nwant, as after one clean run:\n%s", got, want)
+			}
+			store, _ := warehouse.Open(context.Background(), db, warehouse.Options{ReadOnly: true})
+			var out bytes.Buffer
+			store.Query(context.Background(), "SELECT count(*) FROM ingests", "csv", &out)
+			store.Close()
+			if out.String() != "count_star()\n2\n" {
+				t.Errorf("ingests rows: %q, want one per job", out.String())
+			}
+		})
+	}
+}
+
+func dialChildSFTP(addr string, creds partner.Credentials) (*sftp.Client, *ssh.Client, error) {
+	conn, err := ssh.Dial("tcp", addr, &ssh.ClientConfig{
+		User: creds.SFTPUser, Auth: []ssh.AuthMethod{ssh.Password(creds.SFTPPassword)},
+		HostKeyCallback: ssh.InsecureIgnoreHostKey(), // the child's keys are fresh; other tests check them
+		Timeout:         10 * time.Second,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	c, err := sftp.NewClient(conn, sftp.UseConcurrentWrites(true))
+	if err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	return c, conn, nil
+}
+
+// TestDeliverScript walks the quickstart with the OpenSSH sftp client and
+// curl, as the README shows it.
+func TestDeliverScript(t *testing.T) {
+	for _, tool := range []string{"sftp", "curl", "md5sum"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s not installed (make test installs openssh-client and curl): %v", tool, err)
+		}
+	}
+	ts := startTestServer(t, t.TempDir())
+	_, port, _ := strings.Cut(ts.sftpLn.Addr().String(), ":")
+	cmd := exec.Command("../../scripts/deliver.sh", "../../fixtures/spec/combined.xml")
+	cmd.Env = append(os.Environ(),
+		"FLATFILER_API_KEY="+ts.demo.APIKey, "FLATFILER_SFTP_PASSWORD="+ts.demo.SFTPPassword,
+		"FLATFILER_SFTP_PORT="+port, "FLATFILER_URL="+ts.base,
+		"FLATFILER_KNOWN_HOSTS="+filepath.Join(t.TempDir(), "known_hosts"))
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("deliver.sh: %v\n%s\n%s", err, stdout.String(), stderr.String())
+	}
+	if !strings.Contains(stdout.String(), `"status": "partial-success"`) || !strings.Contains(stdout.String(), "AccountType") {
+		t.Errorf("deliver.sh printed:\n%s", stdout.String())
+	}
+	if got := ts.query("SELECT count(*) FROM accounts"); got != "count_star()\n12\n" {
+		t.Errorf("accounts: %q", got)
+	}
+	// A wrong MD5 is refused by name.
+	data := specFile(t, "users.xml")
+	sum := md5.Sum(append(data, 'x'))
+	c := ts.mustSFTP(ts.demo)
+	upload(t, c, "users.xml", data)
+	a := ts.notify(ts.demo.APIKey, []string{"users.xml"}, []string{hex.EncodeToString(sum[:])})
+	if a.Status != http.StatusUnprocessableEntity || !strings.Contains(a.Raw, "users.xml") {
+		t.Errorf("wrong MD5: %d %s", a.Status, a.Raw)
+	}
+}

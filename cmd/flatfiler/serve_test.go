@@ -1,0 +1,602 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/md5"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pkg/sftp"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/flatfiler/flatfiler/intake/partner"
+)
+
+// testServer is serve started in-process on random ports over a temporary
+// data directory.
+type testServer struct {
+	*service
+	t      *testing.T
+	demo   partner.Credentials
+	base   string // http://host:port
+	logBuf *syncWriter
+}
+
+func startTestServer(t *testing.T, dir string, tweak ...func(*serveConfig)) *testServer {
+	t.Helper()
+	logs := &syncWriter{w: &bytes.Buffer{}}
+	cfg := serveConfig{
+		Data: dir, SFTPAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", MemoryLimit: "128MB", Workers: 1,
+		MaxFileSize: 1 << 30, Quota: 4 << 30, IdleTimeout: time.Minute, Retention: time.Hour,
+		Grace: 50 * time.Millisecond, FailureDelay: time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	}
+	for _, f := range tweak {
+		f(&cfg)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s, err := startService(ctx, cfg)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		<-s.Done()
+		if t.Failed() {
+			t.Logf("server log:\n%s", logs.String())
+		}
+	})
+	ts := &testServer{service: s, t: t, base: "http://" + s.httpLn.Addr().String(), logBuf: logs}
+	if s.demo != nil {
+		ts.demo = *s.demo
+	}
+	return ts
+}
+
+func (ts *testServer) shutdown() {
+	ts.cancel()
+	ts.stop()
+}
+
+// syncWriter lets the server's goroutines share a log buffer.
+type syncWriter struct {
+	mu sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
+
+func (s *syncWriter) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.String()
+}
+
+// dialSFTP logs in with a password (or key) through a real SSH connection,
+// checking the server's host key against the fingerprints it printed.
+func (ts *testServer) dialSFTP(user string, auth ssh.AuthMethod) (*sftp.Client, *ssh.Client, error) {
+	fps := ts.sftp.Fingerprints()
+	cfg := &ssh.ClientConfig{
+		User: user, Auth: []ssh.AuthMethod{auth}, Timeout: 10 * time.Second,
+		HostKeyCallback: func(_ string, _ net.Addr, key ssh.PublicKey) error {
+			if slices.Contains(fps, key.Type()+" "+ssh.FingerprintSHA256(key)) {
+				return nil
+			}
+			return errors.New("unknown host key")
+		},
+	}
+	conn, err := ssh.Dial("tcp", ts.sftpLn.Addr().String(), cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	client, err := sftp.NewClient(conn, sftp.UseConcurrentWrites(true))
+	if err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	return client, conn, nil
+}
+
+func (ts *testServer) mustSFTP(creds partner.Credentials) *sftp.Client {
+	ts.t.Helper()
+	c, conn, err := ts.dialSFTP(creds.SFTPUser, ssh.Password(creds.SFTPPassword))
+	if err != nil {
+		ts.t.Fatal(err)
+	}
+	ts.t.Cleanup(func() { c.Close(); conn.Close() })
+	return c
+}
+
+func upload(t *testing.T, c *sftp.Client, name string, data []byte) string {
+	t.Helper()
+	f, err := c.Create(name)
+	if err != nil {
+		t.Fatalf("create %s: %v", name, err)
+	}
+	if _, err := f.ReadFrom(bytes.NewReader(data)); err != nil {
+		t.Fatalf("write %s: %v", name, err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatalf("close %s: %v", name, err)
+	}
+	sum := md5.Sum(data)
+	return hex.EncodeToString(sum[:])
+}
+
+type apiAnswer struct {
+	Status int
+	Body   map[string]any
+	Raw    string
+}
+
+func (ts *testServer) call(method, path string, params url.Values, key string) apiAnswer {
+	ts.t.Helper()
+	u := ts.base + path
+	if len(params) > 0 {
+		u += "?" + params.Encode()
+	}
+	req, _ := http.NewRequest(method, u, nil)
+	if key != "" {
+		req.SetBasicAuth(key, "")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		ts.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	a := apiAnswer{Status: resp.StatusCode, Raw: string(raw)}
+	_ = json.Unmarshal(raw, &a.Body)
+	return a
+}
+
+func (ts *testServer) notify(key string, names, hashes []string, extra ...string) apiAnswer {
+	ts.t.Helper()
+	q := url.Values{"api_key": {key}, "filenames": {strings.Join(names, ",")}, "hashes": {strings.Join(hashes, ",")}}
+	for i := 0; i+1 < len(extra); i += 2 {
+		q.Set(extra[i], extra[i+1])
+	}
+	return ts.call(http.MethodPost, "/api/v2/uploads/received", q, "")
+}
+
+func jobIDs(t *testing.T, a apiAnswer) []string {
+	t.Helper()
+	var ids []string
+	uploads, _ := a.Body["uploads"].([]any)
+	for _, u := range uploads {
+		ids = append(ids, u.(map[string]any)["job_id"].(string))
+	}
+	if len(ids) == 0 {
+		t.Fatalf("no jobs in answer %d: %s", a.Status, a.Raw)
+	}
+	return ids
+}
+
+// waitJob polls a job until it is final and returns it.
+func (ts *testServer) waitJob(key, id string) map[string]any {
+	ts.t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for time.Now().Before(deadline) {
+		a := ts.call(http.MethodGet, "/api/v2/uploads/"+id, nil, key)
+		if a.Status != http.StatusOK {
+			ts.t.Fatalf("job %s: %d %s", id, a.Status, a.Raw)
+		}
+		job := a.Body["upload"].(map[string]any)
+		if s := job["status"]; s != "queued" && s != "processing" {
+			return job
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	ts.t.Fatalf("job %s did not finish", id)
+	return nil
+}
+
+func (ts *testServer) query(q string) string {
+	ts.t.Helper()
+	var out bytes.Buffer
+	if err := ts.store.Query(context.Background(), q, "csv", &out); err != nil {
+		ts.t.Fatalf("%s: %v", q, err)
+	}
+	return out.String()
+}
+
+func specFile(t *testing.T, name string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("../../fixtures/spec", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+func TestUploadNotifyIngest(t *testing.T) {
+	ts := startTestServer(t, t.TempDir())
+	c := ts.mustSFTP(ts.demo)
+	h1 := upload(t, c, "combined.xml", specFile(t, "combined.xml"))
+	h2 := upload(t, c, "accounts.xml", specFile(t, "accounts.xml"))
+
+	// The spec's own example spells the parameter "hash" and the types
+	// singular; hex digits may come in either case.
+	q := url.Values{"filenames": {"combined.xml,accounts.xml"}, "hash": {strings.ToUpper(h1) + "," + h2}, "types": {"combined,account"}}
+	a := ts.call(http.MethodPost, "/api/v2/uploads/received", q, ts.demo.APIKey)
+	if a.Status != http.StatusAccepted {
+		t.Fatalf("notify: %d %s", a.Status, a.Raw)
+	}
+	ids := jobIDs(t, a)
+	if len(ids) != 2 {
+		t.Fatalf("want one job per file: %s", a.Raw)
+	}
+	// The accounts file is applied after the combined one, as listed: its
+	// account finds its user, created by the combined file.
+	for i, want := range []string{"partial-success", "success"} {
+		job := ts.waitJob(ts.demo.APIKey, ids[i])
+		if job["status"] != want || job["bytes_done"] != job["bytes_total"] {
+			t.Errorf("job %d: status %v, want %s: %v", i, job["status"], want, job)
+		}
+	}
+	if got := ts.query("SELECT count(*) FROM accounts"); got != "count_star()\n12\n" {
+		t.Errorf("accounts stored: %q", got)
+	}
+	if got := ts.query("SELECT count(*) FROM ingests WHERE job_id IS NOT NULL"); got != "count_star()\n2\n" {
+		t.Errorf("ingests rows: %q", got)
+	}
+	// Accepted files left the SFTP folder: an overwrite cannot change what was processed.
+	if entries, err := c.ReadDir("/"); err != nil || len(entries) != 0 {
+		t.Errorf("SFTP folder after notification: %v %v", entries, err)
+	}
+	archived, _ := filepath.Glob(filepath.Join(ts.cfg.Data, "jobs/archive/demo/*/*"))
+	if len(archived) != 2 {
+		t.Errorf("archived files: %v", archived)
+	}
+
+	// The same notification again returns the same jobs and ingests nothing.
+	again := ts.call(http.MethodPost, "/api/v2/uploads/received", q, ts.demo.APIKey)
+	if again.Status != http.StatusAccepted || !slices.Equal(jobIDs(t, again), ids) || again.Body["duplicate"] != true {
+		t.Errorf("repeated notification: %d %s", again.Status, again.Raw)
+	}
+	list := ts.call(http.MethodGet, "/api/v2/uploads", nil, ts.demo.APIKey)
+	if n := len(list.Body["uploads"].([]any)); n != 2 {
+		t.Errorf("GET /api/v2/uploads lists %d jobs, want 2", n)
+	}
+}
+
+func TestNotificationIsRefusedWhole(t *testing.T) {
+	ts := startTestServer(t, t.TempDir())
+	c := ts.mustSFTP(ts.demo)
+	good := upload(t, c, "users.xml", specFile(t, "users.xml"))
+	upload(t, c, "accounts.xml", specFile(t, "accounts.xml"))
+	wrong := strings.Repeat("0", 32)
+
+	tests := []struct {
+		name   string
+		key    string
+		params url.Values
+		status int
+		want   []string // in the error message
+	}{
+		{"wrong key", "nope", url.Values{"filenames": {"users.xml"}, "hashes": {good}}, 401, []string{"API key"}},
+		{"no key", "", url.Values{"filenames": {"users.xml"}, "hashes": {good}}, 401, []string{"API key"}},
+		{"MD5 mismatch on one file", ts.demo.APIKey, url.Values{"filenames": {"users.xml,accounts.xml"}, "hashes": {good + "," + wrong}}, 422,
+			[]string{"accounts.xml", "MD5 mismatch", wrong, "notified"}},
+		{"missing file", ts.demo.APIKey, url.Values{"filenames": {"users.xml,nothere.xml"}, "hashes": {good + "," + good}}, 404, []string{"nothere.xml"}},
+		{"parent directory", ts.demo.APIKey, url.Values{"filenames": {"../users.xml"}, "hashes": {good}}, 400, []string{"../users.xml", "not a path"}},
+		{"absolute path", ts.demo.APIKey, url.Values{"filenames": {"/etc/passwd"}, "hashes": {good}}, 400, []string{"/etc/passwd"}},
+		{"subdirectory", ts.demo.APIKey, url.Values{"filenames": {"in/users.xml"}, "hashes": {good}}, 400, []string{"in/users.xml"}},
+		{"backslash", ts.demo.APIKey, url.Values{"filenames": {`..\users.xml`}, "hashes": {good}}, 400, []string{`..\\users.xml`}},
+		{"lengths differ", ts.demo.APIKey, url.Values{"filenames": {"users.xml,accounts.xml"}, "hashes": {good}}, 400, []string{"2 filenames but 1 hashes"}},
+		{"not an MD5", ts.demo.APIKey, url.Values{"filenames": {"users.xml"}, "hashes": {"abc"}}, 400, []string{"not an MD5"}},
+		{"unknown type", ts.demo.APIKey, url.Values{"filenames": {"users.xml"}, "hashes": {good}, "types": {"balances"}}, 400, []string{"balances"}},
+		{"no files", ts.demo.APIKey, url.Values{}, 400, []string{"filenames is required"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			q := url.Values{"api_key": {tc.key}}
+			for k, v := range tc.params {
+				q[k] = v
+			}
+			a := ts.call(http.MethodPost, "/api/v2/uploads/received", q, "")
+			if a.Status != tc.status {
+				t.Errorf("status %d, want %d: %s", a.Status, tc.status, a.Raw)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(a.Raw, w) {
+					t.Errorf("error does not mention %q: %s", w, a.Raw)
+				}
+			}
+			if _, ok := a.Body["error"].(map[string]any)["message"]; !ok {
+				t.Errorf("not the spec's error shape: %s", a.Raw)
+			}
+		})
+	}
+	// Nothing was queued, and both files are still where they were uploaded.
+	if list := ts.call(http.MethodGet, "/api/v2/uploads", nil, ts.demo.APIKey); len(list.Body["uploads"].([]any)) != 0 {
+		t.Errorf("jobs after refused notifications: %s", list.Raw)
+	}
+	entries, _ := c.ReadDir("/")
+	if len(entries) != 2 {
+		t.Errorf("files after refused notifications: %d, want 2", len(entries))
+	}
+}
+
+func TestPartnersAreConfined(t *testing.T) {
+	ts := startTestServer(t, t.TempDir())
+	other, err := ts.partners.Add("otherbank", partner.NewOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	demo, theirs := ts.mustSFTP(ts.demo), ts.mustSFTP(other)
+	secret := upload(t, demo, "users.xml", specFile(t, "users.xml"))
+
+	// The other partner sees an empty folder and cannot reach demo's file
+	// by any path.
+	if entries, err := theirs.ReadDir("/"); err != nil || len(entries) != 0 {
+		t.Errorf("other partner lists %v (%v)", entries, err)
+	}
+	for _, path := range []string{"users.xml", "../demo/users.xml", "/../demo/users.xml", "/demo/users.xml", `..\demo\users.xml`, "/etc/passwd", "../../partners/demo.json"} {
+		if f, err := theirs.Open(path); err == nil {
+			f.Close()
+			t.Errorf("other partner opened %q", path)
+		}
+		if f, err := theirs.Create(path); err == nil {
+			f.Close()
+			if path != "users.xml" {
+				t.Errorf("other partner created %q", path)
+			}
+		}
+	}
+	// Its own users.xml (created above, empty) is its own: demo's is intact.
+	if fi, err := demo.Stat("users.xml"); err != nil || fi.Size() != int64(len(specFile(t, "users.xml"))) {
+		t.Errorf("demo's file changed: %v %v", fi, err)
+	}
+	// Links and directories are refused.
+	if err := theirs.Symlink("/etc/passwd", "link.xml"); err == nil {
+		t.Error("symlink created")
+	}
+	if err := theirs.Link("users.xml", "hard.xml"); err == nil {
+		t.Error("hard link created")
+	}
+	if err := theirs.Mkdir("sub"); err == nil {
+		t.Error("directory created")
+	}
+	// Notifying demo's file with the other partner's key finds nothing.
+	a := ts.notify(other.APIKey, []string{"users.xml"}, []string{secret})
+	if a.Status == http.StatusAccepted {
+		t.Errorf("other partner notified demo's file: %s", a.Raw)
+	}
+	// And demo's jobs are not the other partner's to see.
+	ok := ts.notify(ts.demo.APIKey, []string{"users.xml"}, []string{secret})
+	id := jobIDs(t, ok)[0]
+	if a := ts.call(http.MethodGet, "/api/v2/uploads/"+id, nil, other.APIKey); a.Status != http.StatusNotFound {
+		t.Errorf("other partner read demo's job: %d", a.Status)
+	}
+	ts.waitJob(ts.demo.APIKey, id)
+}
+
+func TestInterruptedUploadIsNeverPublished(t *testing.T) {
+	ts := startTestServer(t, t.TempDir())
+	c, conn, err := ts.dialSFTP(ts.demo.SFTPUser, ssh.Password(ts.demo.SFTPPassword))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := specFile(t, "combined.xml")
+	f, err := c.Create("combined.xml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(data[:len(data)/2]); err != nil {
+		t.Fatal(err)
+	}
+	// The connection drops with the file open: no close ever arrives.
+	conn.Close()
+	c.Close()
+
+	sum := md5.Sum(data[:len(data)/2])
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		a := ts.notify(ts.demo.APIKey, []string{"combined.xml"}, []string{hex.EncodeToString(sum[:])})
+		if a.Status != http.StatusNotFound {
+			t.Fatalf("notifying a broken upload: %d %s", a.Status, a.Raw)
+		}
+		if strings.Contains(ts.logBuf.String(), "outcome=aborted") || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !strings.Contains(ts.logBuf.String(), "outcome=aborted") {
+		t.Error("the server did not log the aborted upload")
+	}
+	leftovers, _ := os.ReadDir(filepath.Join(ts.cfg.Data, "sftp", "demo"))
+	if len(leftovers) != 0 {
+		t.Errorf("left in the folder: %v", leftovers)
+	}
+}
+
+func TestSFTPClientBehaviours(t *testing.T) {
+	ts := startTestServer(t, t.TempDir(), func(c *serveConfig) { c.MaxFileSize = 20_000; c.Quota = 30_000 })
+	c := ts.mustSFTP(ts.demo)
+	data := specFile(t, "combined.xml") // 13 KB
+
+	// WinSCP and others upload name.filepart, then rename: the notification
+	// finds the file under its final name, with the MD5 taken on arrival.
+	sum := upload(t, c, "combined.xml.filepart", data)
+	if err := c.PosixRename("combined.xml.filepart", "combined.xml"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.Open("combined.xml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, _ := io.ReadAll(got)
+	got.Close()
+	if !bytes.Equal(back, data) {
+		t.Error("download differs from upload")
+	}
+	// Limits: a file past the maximum size, then past the quota.
+	f, _ := c.Create("big.xml")
+	if _, err := f.Write(make([]byte, 20_001)); err == nil || !strings.Contains(err.Error(), "maximum file size") {
+		t.Errorf("write past max file size: %v", err)
+	}
+	f.Close()
+	f, _ = c.Create("second.xml")
+	if _, err := f.Write(make([]byte, 18_000)); err == nil || !strings.Contains(err.Error(), "quota") {
+		t.Errorf("write past quota: %v", err)
+	}
+	f.Close()
+	if _, err := c.Stat("big.xml"); err == nil {
+		t.Error("refused upload was published")
+	}
+	a := ts.notify(ts.demo.APIKey, []string{"combined.xml"}, []string{sum})
+	if job := ts.waitJob(ts.demo.APIKey, jobIDs(t, a)[0]); job["status"] != "partial-success" {
+		t.Errorf("job: %v", job)
+	}
+}
+
+func TestAuthFailuresSlowDownThenBan(t *testing.T) {
+	ts := startTestServer(t, t.TempDir())
+	for i := 0; i < 10; i++ {
+		if _, _, err := ts.dialSFTP("demo", ssh.Password("wrong")); err == nil {
+			t.Fatal("wrong password accepted")
+		}
+	}
+	// Banned now: even the right password is refused, before the handshake.
+	if _, _, err := ts.dialSFTP("demo", ssh.Password(ts.demo.SFTPPassword)); err == nil {
+		t.Error("banned address logged in")
+	}
+	if !strings.Contains(ts.logBuf.String(), "sftp address banned") {
+		t.Error("ban not logged")
+	}
+	metrics := ts.call(http.MethodGet, "/metrics", nil, "").Raw
+	for _, want := range []string{`flatfiler_sftp_auth_failures_total{method="password"} 10`, "flatfiler_sftp_bans_total 1", "flatfiler_sftp_refused_connections_total 1"} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+}
+
+func TestPublicKeyLogin(t *testing.T) {
+	dir := t.TempDir()
+	ts := startTestServer(t, dir)
+	signer, pub := newClientKey(t)
+	keyFile := filepath.Join(dir, "id.pub")
+	os.WriteFile(keyFile, pub, 0o644)
+	code, out, errOut := runCLI(t, "partner", "add", "keybank", "--data", dir, "--ssh-key", keyFile, "--json", "--domain", "fi.keybank.example")
+	if code != 0 {
+		t.Fatalf("partner add: %d %s", code, errOut)
+	}
+	var creds partner.Credentials
+	if err := json.Unmarshal([]byte(out), &creds); err != nil || creds.APIKey == "" || creds.SFTPUser != "keybank" || creds.SFTPPassword == "" {
+		t.Fatalf("partner add --json: %q %v", out, err)
+	}
+	// The running server sees the new partner without a restart.
+	c, conn, err := ts.dialSFTP("keybank", ssh.PublicKeys(signer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	defer c.Close()
+	sum := upload(t, c, "users.xml", specFile(t, "users.xml"))
+	a := ts.notify(creds.APIKey, []string{"users.xml"}, []string{sum})
+	if ts.waitJob(creds.APIKey, jobIDs(t, a)[0])["status"] != "success" {
+		t.Error("keybank's job failed")
+	}
+	// Stored secrets are hashes, in files only the owner reads.
+	info, _ := os.Stat(filepath.Join(dir, "partners", "keybank.json"))
+	stored, _ := os.ReadFile(filepath.Join(dir, "partners", "keybank.json"))
+	if info.Mode().Perm() != 0o600 || bytes.Contains(stored, []byte(creds.APIKey)) || bytes.Contains(stored, []byte(creds.SFTPPassword)) {
+		t.Errorf("partner file mode %v, holds secrets in the clear: %v", info.Mode(), bytes.Contains(stored, []byte(creds.APIKey)))
+	}
+	if code, _, _ := runCLI(t, "partner", "add", "keybank", "--data", dir); code == 0 {
+		t.Error("adding an existing partner succeeded")
+	}
+}
+
+func TestIdleSessionsAreClosedButTransfersAreActivity(t *testing.T) {
+	ts := startTestServer(t, t.TempDir(), func(c *serveConfig) { c.IdleTimeout = 300 * time.Millisecond })
+	c := ts.mustSFTP(ts.demo)
+	// A slow transfer: a write every 100 ms for 1 s, longer than the timeout.
+	f, err := c.Create("slow.xml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 10; i++ {
+		if _, err := f.Write([]byte("<users></users>\n")); err != nil {
+			t.Fatalf("write %d during an active transfer: %v", i, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	if _, err := c.ReadDir("/"); err == nil {
+		t.Error("idle session still open")
+	}
+}
+
+func TestMetricsPassPromtool(t *testing.T) {
+	ts := startTestServer(t, t.TempDir())
+	c := ts.mustSFTP(ts.demo)
+	sum := upload(t, c, "combined.xml", specFile(t, "combined.xml"))
+	ts.waitJob(ts.demo.APIKey, jobIDs(t, ts.notify(ts.demo.APIKey, []string{"combined.xml"}, []string{sum}))[0])
+	ts.notify("wrong", []string{"x.xml"}, []string{sum})
+
+	scrape := ts.call(http.MethodGet, "/metrics", nil, "").Raw
+	for _, want := range []string{
+		"flatfiler_sftp_sessions_total 1", "flatfiler_sftp_received_bytes_total 13393",
+		`flatfiler_sftp_uploads_total{outcome="published"} 1`,
+		`flatfiler_notifications_total{outcome="accepted"} 1`, `flatfiler_notifications_total{outcome="unauthorized"} 1`,
+		`flatfiler_jobs{state="partial-success"} 1`, "flatfiler_job_queue_depth 0",
+		`flatfiler_jobs_finished_total{status="partial-success"} 1`, "flatfiler_job_duration_seconds_count 1",
+		`flatfiler_ingest_records_total{kind="account",outcome="error"} 1`, "flatfiler_ingest_bytes_total 13393",
+		`flatfiler_ingest_stage_duration_seconds_count{stage="commit"} 1`,
+	} {
+		if !strings.Contains(scrape, want) {
+			t.Errorf("scrape lacks %q", want)
+		}
+	}
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Fatalf("promtool not installed (make test installs Debian's prometheus package): %v", err)
+	}
+	cmd := exec.Command(promtool, "check", "metrics")
+	cmd.Stdin = strings.NewReader(scrape)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Errorf("promtool check metrics: %v\n%s", err, out)
+	}
+}
+
+func newClientKey(t *testing.T) (ssh.Signer, []byte) {
+	t.Helper()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := ssh.NewSignerFromKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return signer, ssh.MarshalAuthorizedKey(signer.PublicKey())
+}
