@@ -7,37 +7,46 @@ BIN     := bin/flatfiler
 DB      ?= data/warehouse.duckdb
 SOURCES := $(shell find . -name '*.go' -not -path './bench/out/*') go.mod go.sum
 
-.PHONY: build run test fuzz vet bench clean
+.PHONY: build run test fuzz vet bench clean tools
+
+# System tools the tests and benchmarks drive: promtool (Debian's prometheus
+# package) checks /metrics, the OpenSSH sftp client and curl walk the
+# quickstart, OpenSSH's sftp-server is the benchmark's reference.
+TOOLS    := promtool:prometheus sftp:openssh-client curl:curl md5sum:coreutils /usr/lib/openssh/sftp-server:openssh-sftp-server /usr/sbin/sshd:openssh-server bc:bc
+SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 build: $(BIN)
 
 $(BIN): $(SOURCES)
 	$(GO) build $(GOTAGS) -o $(BIN) ./cmd/flatfiler
 
-# Until `serve` exists: ingest the spec's combined example and show the result.
+# The server on embedded defaults: data in ./data, SFTP on 127.0.0.1:2022,
+# HTTP on 127.0.0.1:8080. The first start creates partner demo and prints
+# its secrets.
 run: $(BIN)
-	$(BIN) ingest --db $(DB) fixtures/spec/combined.xml
-	$(BIN) sql --db $(DB) "SELECT u.partner_customer_id, u.first_name, u.last_name, a.account_id, a.account_type, \
-	  b.amount AS balance, count(t.transaction_id) AS transactions, coalesce(sum(t.amount), 0) AS net \
-	  FROM users u JOIN accounts a USING (partner_id, partner_customer_id) \
-	  LEFT JOIN balances b ON b.partner_id = a.partner_id AND b.account_id = a.account_id \
-	    AND b.as_of = (SELECT max(as_of) FROM balances WHERE account_id = a.account_id) \
-	  LEFT JOIN transactions t ON t.partner_id = a.partner_id AND t.account_id = a.account_id \
-	  GROUP BY ALL ORDER BY a.account_id"
+	$(BIN) serve
+
+tools:
+	@missing=""; for t in $(TOOLS); do cmd=$${t%%:*}; pkg=$${t#*:}; \
+	  command -v $$cmd >/dev/null 2>&1 || [ -x $$cmd ] || missing="$$missing $$pkg"; done; \
+	  if [ -n "$$missing" ]; then echo "installing$$missing"; \
+	    $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi
 
 vet:
 	$(GO) vet $(GOTAGS) ./...
 
 # The whole suite, then the parser fuzz tests briefly.
-test: vet
+test: vet tools
 	$(GO) test $(GOTAGS) -count=1 ./...
-	$(GO) test $(GOTAGS) -count=1 -race ./parse ./stages
+	$(GO) test $(GOTAGS) -count=1 -race ./parse ./stages ./intake/inbox ./intake/sftpd ./intake/jobs
 	$(GO) test $(GOTAGS) -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 15s ./parse
 	$(GO) test $(GOTAGS) -run '^$$' -fuzz '^FuzzPlainTokens$$' -fuzztime 15s ./parse
 
-# Speed and memory on generated 1 GiB and 4 GiB files (not in CI; several minutes).
-bench: $(BIN)
+# Speed and memory on generated 1 GiB and 4 GiB files, and SFTP upload speed
+# against OpenSSH's sftp-server (not in CI; several minutes).
+bench: $(BIN) tools
 	$(GO) run $(GOTAGS) ./bench --bin $(BIN) --sizes 1GiB,4GiB
+	bench/sftp.sh $(BIN) 1GiB
 
 clean:
 	rm -rf bin bench/out

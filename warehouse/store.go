@@ -102,7 +102,7 @@ func (s *Store) Close() error {
 // the job's file was committed.
 func (s *Store) IngestReport(ctx context.Context, jobID string) ([]byte, bool, error) {
 	var report string
-	err := s.db.QueryRowContext(ctx, "SELECT report FROM ingests WHERE job_id = ?", jobID).Scan(&report)
+	err := s.db.QueryRowContext(ctx, "SELECT report::VARCHAR FROM ingests WHERE job_id = ?", jobID).Scan(&report)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, false, nil
 	}

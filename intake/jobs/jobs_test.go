@@ -1,0 +1,212 @@
+package jobs
+
+import (
+	"context"
+	"crypto/md5"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/flatfiler/flatfiler/intake"
+	"github.com/flatfiler/flatfiler/intake/inbox"
+	"github.com/flatfiler/flatfiler/warehouse"
+)
+
+// rig is a manager over a real inbox and a real warehouse file.
+type rig struct {
+	t     *testing.T
+	dir   string
+	inbox *inbox.Inbox
+	store *warehouse.Store
+}
+
+func newRig(t *testing.T) *rig {
+	t.Helper()
+	dir := t.TempDir()
+	ib, err := inbox.Open(filepath.Join(dir, "sftp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := warehouse.Open(context.Background(), filepath.Join(dir, "w.duckdb"), warehouse.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close(); ib.Close() })
+	return &rig{t: t, dir: dir, inbox: ib, store: store}
+}
+
+func (r *rig) open(retention time.Duration) *Manager {
+	r.t.Helper()
+	m, err := Open(context.Background(), Config{
+		Dir: filepath.Join(r.dir, "jobs"), Retention: retention, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Box:      func(p string) (*inbox.Box, error) { return r.inbox.Box(p, inbox.Limits{}) },
+		Pipeline: &intake.Pipeline{Store: r.store, Metrics: intake.NewMetrics(prometheus.NewRegistry())},
+	})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return m
+}
+
+func (r *rig) put(name string) string {
+	r.t.Helper()
+	data, err := os.ReadFile(filepath.Join("../../fixtures/spec", name))
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	box, _ := r.inbox.Box("demo", inbox.Limits{})
+	u, err := box.Create(name)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	u.WriteAt(data, 0)
+	if err := u.Close(); err != nil {
+		r.t.Fatal(err)
+	}
+	sum := md5.Sum(data)
+	return hex.EncodeToString(sum[:])
+}
+
+func (r *rig) ingests() int {
+	var n int
+	if err := r.store.DB().QueryRow("SELECT count(*) FROM ingests").Scan(&n); err != nil {
+		r.t.Fatal(err)
+	}
+	return n
+}
+
+// runUntilIdle runs the workers until no job is queued or processing.
+func runUntilIdle(t *testing.T, m *Manager) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { m.Run(ctx); close(done) }()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		c := m.counts()
+		if c[Queued] == 0 && c[Processing] == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("jobs did not finish")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	<-done
+}
+
+// A job whose file committed just before the process died is finished from
+// the warehouse's audit row, not run again.
+func TestJobCommittedBeforeACrashIsNotRunAgain(t *testing.T) {
+	r := newRig(t)
+	m := r.open(0)
+	sum := r.put("combined.xml")
+	jobs, _, err := m.Accept(context.Background(), "demo", []File{{Name: "combined.xml", MD5: sum}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runUntilIdle(t, m)
+	done, _ := m.Get("demo", jobs[0].ID)
+
+	// Put the disk back as a crash between the commit and the job's own
+	// record would have left it: the record says processing, the file is
+	// still in the spool.
+	path := filepath.Join(r.dir, "jobs", "notifications", jobs[0].NotificationID+".json")
+	var n notification
+	data, _ := os.ReadFile(path)
+	json.Unmarshal(data, &n)
+	n.Jobs[0].Status, n.Jobs[0].FinishedAt = Processing, nil
+	data, _ = json.Marshal(n)
+	os.WriteFile(path, data, 0o600)
+	archived, _ := filepath.Glob(filepath.Join(r.dir, "jobs", "archive", "demo", "*", "*"))
+	os.Rename(archived[0], filepath.Join(r.dir, "jobs", "spool", jobs[0].ID))
+
+	m = r.open(0)
+	got, _ := m.Get("demo", jobs[0].ID)
+	if got.Status != done.Status || got.Totals != done.Totals || got.ErrorCount != done.ErrorCount || got.Attempts != 1 {
+		t.Errorf("settled job = %+v\nwant as run: %+v", got, done)
+	}
+	runUntilIdle(t, m)
+	if n := r.ingests(); n != 1 {
+		t.Errorf("ingests = %d: the job ran again", n)
+	}
+	if spooled, _ := os.ReadDir(filepath.Join(r.dir, "jobs", "spool")); len(spooled) != 0 {
+		t.Errorf("settled job's file left in the spool: %v", spooled)
+	}
+}
+
+// A notification cut off while its files were moving was never answered:
+// the next start puts its files back and forgets it.
+func TestUnansweredNotificationIsRolledBack(t *testing.T) {
+	r := newRig(t)
+	m := r.open(0)
+	sum := r.put("users.xml")
+	box, _ := r.inbox.Box("demo", inbox.Limits{})
+	// Simulate the crash: the record written as accepting, the file moved.
+	n := &notification{ID: newID(), Partner: "demo", State: accepting, Key: "k", CreatedAt: time.Now()}
+	n.Jobs = []*Job{{ID: newID(), Partner: "demo", Filename: "users.xml", MD5: sum, Status: Queued}}
+	if err := m.persist(n); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := box.Take("users.xml", m.spoolPath(n.Jobs[0])); err != nil {
+		t.Fatal(err)
+	}
+
+	m = r.open(0)
+	if got, err := box.Sums("users.xml"); err != nil || got.MD5 != sum {
+		t.Errorf("file not back in the inbox: %v %v", got, err)
+	}
+	if len(m.List("demo", 0)) != 0 {
+		t.Error("the unanswered notification's job exists")
+	}
+	// The partner notifies again, and it works.
+	if _, _, err := m.Accept(context.Background(), "demo", []File{{Name: "users.xml", MD5: sum}}); err != nil {
+		t.Errorf("notifying again: %v", err)
+	}
+}
+
+func TestRefusedNotificationMovesNothing(t *testing.T) {
+	r := newRig(t)
+	m := r.open(0)
+	good := r.put("users.xml")
+	r.put("accounts.xml")
+	_, _, err := m.Accept(context.Background(), "demo", []File{{Name: "users.xml", MD5: good}, {Name: "accounts.xml", MD5: good}})
+	var rejected *RejectedError
+	if !errors.As(err, &rejected) || len(rejected.Problems) != 1 || rejected.Problems[0].Filename != "accounts.xml" || rejected.Problems[0].Actual == "" {
+		t.Fatalf("accept = %v", err)
+	}
+	box, _ := r.inbox.Box("demo", inbox.Limits{})
+	if files, _ := box.List(); len(files) != 2 {
+		t.Errorf("inbox holds %d files after a refusal, want 2", len(files))
+	}
+	if entries, _ := os.ReadDir(filepath.Join(r.dir, "jobs", "notifications")); len(entries) != 0 {
+		t.Errorf("a refused notification was recorded: %v", entries)
+	}
+}
+
+func TestRetentionSweepsFinishedJobsAndArchive(t *testing.T) {
+	r := newRig(t)
+	m := r.open(time.Nanosecond)
+	sum := r.put("users.xml")
+	if _, _, err := m.Accept(context.Background(), "demo", []File{{Name: "users.xml", MD5: sum}}); err != nil {
+		t.Fatal(err)
+	}
+	runUntilIdle(t, m)
+	m.sweep()
+	if got := m.List("demo", 0); len(got) != 0 {
+		t.Errorf("jobs past retention: %d", len(got))
+	}
+	archived, _ := filepath.Glob(filepath.Join(r.dir, "jobs", "archive", "demo", "*", "*"))
+	if len(archived) != 0 {
+		t.Errorf("archive past retention: %v", archived)
+	}
+}
