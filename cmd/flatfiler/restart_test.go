@@ -220,11 +220,19 @@ func TestRestartCompletesJobsExactlyOnce(t *testing.T) {
 			if a := ts.notify(creds.APIKey, []string{"first.xml", "second.xml"}, sums); a.Body["duplicate"] != true {
 				t.Errorf("notification after restart not recognised: %s", a.Raw)
 			}
+			// `flatfiler sql` reaches the server that holds the warehouse,
+			// and only reads.
+			db := filepath.Join(dir, "warehouse.duckdb")
+			if code, out, errOut := runCLI(t, "sql", "--db", db, "--format", "csv", "SELECT count(*) AS n FROM ingests"); code != 0 || out != "n\n2\n" {
+				t.Errorf("sql while serving: exit %d, %q %s", code, out, errOut)
+			}
+			if code, _, errOut := runCLI(t, "sql", "--db", db, "DELETE FROM users"); code == 0 || !strings.Contains(errOut, "read-only") {
+				t.Errorf("sql while serving must be read-only: exit %d, %s", code, errOut)
+			}
 			_ = second.cmd.Process.Signal(syscall.SIGTERM)
 			if err := second.cmd.Wait(); err != nil {
 				t.Errorf("server exit after SIGTERM: %v", err)
 			}
-			db := filepath.Join(dir, "warehouse.duckdb")
 			if got := fingerprint(t, db); got != want {
 				t.Errorf("warehouse after restart:\n%s\nwant, as after one clean run:\n%s", got, want)
 			}

@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"flag"
 	"io"
 	"log/slog"
 	"net"
@@ -599,4 +600,27 @@ func newClientKey(t *testing.T) (ssh.Signer, []byte) {
 		t.Fatal(err)
 	}
 	return signer, ssh.MarshalAuthorizedKey(signer.PublicKey())
+}
+
+func TestFlagsFromEnvironment(t *testing.T) {
+	t.Setenv("FLATFILER_SFTP_ADDR", "0.0.0.0:2222")
+	t.Setenv("FLATFILER_MAX_FILE_SIZE", "2GiB")
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	sftpAddr := fs.String("sftp-addr", "127.0.0.1:2022", "")
+	httpAddr := fs.String("http-addr", "127.0.0.1:8080", "")
+	var size int64
+	fs.Var(sizeFlag{&size}, "max-file-size", "")
+	if err := applyEnv(fs); err != nil {
+		t.Fatal(err)
+	}
+	if err := fs.Parse([]string{"--http-addr", ":9090"}); err != nil {
+		t.Fatal(err)
+	}
+	if *sftpAddr != "0.0.0.0:2222" || *httpAddr != ":9090" || size != 2<<30 {
+		t.Errorf("sftp %s, http %s, size %d", *sftpAddr, *httpAddr, size)
+	}
+	t.Setenv("FLATFILER_MAX_FILE_SIZE", "lots")
+	if err := applyEnv(fs); err == nil || !strings.Contains(err.Error(), "FLATFILER_MAX_FILE_SIZE") {
+		t.Errorf("bad env value: %v", err)
+	}
 }
