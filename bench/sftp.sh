@@ -76,7 +76,7 @@ upload() {
 	echo "$end - $start" | bc -l
 }
 
-best_ff=0 best_os=0
+best_ff=0 best_os=0 all_ff=() all_os=()
 echo "file: $file ($bytes bytes), cipher $cipher, $runs runs each, alternating"
 for run in $(seq "$runs"); do
 	s=$(upload "$ff_sftp" bench "bench-$run.xml")
@@ -91,6 +91,7 @@ for run in $(seq "$runs"); do
 	rm -f "$tmp/openssh/bench.xml"
 	os=$(echo "$bytes / $s2 / 1000000" | bc -l)
 	printf 'run %d: flatfiler %.0f MB/s (%.2f s), OpenSSH sftp-server %.0f MB/s (%.2f s)\n' "$run" "$ff" "$s" "$os" "$s2"
+	all_ff+=("$ff") all_os+=("$os")
 	best_ff=$(echo "if ($ff > $best_ff) $ff else $best_ff" | bc -l)
 	best_os=$(echo "if ($os > $best_os) $os else $best_os" | bc -l)
 	# Let the job's ingest finish before the next run, so it does not take
@@ -100,4 +101,7 @@ for run in $(seq "$runs"); do
 		sleep 0.5
 	done
 done
-printf 'best: flatfiler %.0f MB/s, OpenSSH %.0f MB/s, ratio %.2fx (target >= 0.9x)\n' "$best_ff" "$best_os" "$(echo "$best_ff / $best_os" | bc -l)"
+median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {print (NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2)}'; }
+med_ff=$(median "${all_ff[@]}") med_os=$(median "${all_os[@]}")
+printf 'best:   flatfiler %.0f MB/s, OpenSSH %.0f MB/s, ratio %.2fx (target >= 0.9x)\n' "$best_ff" "$best_os" "$(echo "$best_ff / $best_os" | bc -l)"
+printf 'median: flatfiler %.0f MB/s, OpenSSH %.0f MB/s, ratio %.2fx\n' "$med_ff" "$med_os" "$(echo "$med_ff / $med_os" | bc -l)"

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/pkg/sftp"
+	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/flatfiler/flatfiler/intake/inbox"
@@ -137,7 +138,12 @@ func (s *Server) checkPassword(meta ssh.ConnMetadata, password []byte) (*ssh.Per
 		return nil, errBanned
 	}
 	p, ok := s.partners.Get(meta.User())
-	if ok && p.CheckPassword(string(password)) {
+	if !ok {
+		// Spend a bcrypt's time on unknown users too, so the answer's
+		// timing does not tell which user names exist.
+		p = unknownUser()
+	}
+	if p.CheckPassword(string(password)) && ok {
 		return &ssh.Permissions{Extensions: map[string]string{partnerExt: p.ID}}, nil
 	}
 	s.failed(ip, meta.User(), "password")
@@ -159,6 +165,13 @@ func (s *Server) checkKey(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permis
 }
 
 var errBanned = errors.New("too many failed logins from this address; try later")
+
+// unknownUser has the bcrypt of a password nobody knows, at the cost
+// partner passwords use.
+var unknownUser = sync.OnceValue(func() *partner.Partner {
+	h, _ := bcrypt.GenerateFromPassword([]byte("no such partner"), bcrypt.DefaultCost)
+	return &partner.Partner{SFTPPasswordBcrypt: string(h)}
+})
 
 // failed records a failed password and makes the guesser wait longer each time.
 func (s *Server) failed(ip, user, method string) {
@@ -392,6 +405,14 @@ func (b *bans) fail(ip string) (int, bool) {
 	}
 	recent = append(recent, now)
 	b.failures[ip] = recent
+	// Many addresses failing once each must not grow the table for ever.
+	if len(b.failures) > 10_000 {
+		for other, times := range b.failures {
+			if now.Sub(times[len(times)-1]) >= b.window {
+				delete(b.failures, other)
+			}
+		}
+	}
 	if len(recent) >= b.after {
 		b.until[ip] = now.Add(b.ban)
 		delete(b.failures, ip)
