@@ -248,20 +248,8 @@ func TestRestartCompletesJobsExactlyOnce(t *testing.T) {
 }
 
 func dialChildSFTP(addr string, creds partner.Credentials) (*sftp.Client, *ssh.Client, error) {
-	conn, err := ssh.Dial("tcp", addr, &ssh.ClientConfig{
-		User: creds.SFTPUser, Auth: []ssh.AuthMethod{ssh.Password(creds.SFTPPassword)},
-		HostKeyCallback: ssh.InsecureIgnoreHostKey(), // the child's keys are fresh; other tests check them
-		Timeout:         10 * time.Second,
-	})
-	if err != nil {
-		return nil, nil, err
-	}
-	c, err := sftp.NewClient(conn, sftp.UseConcurrentWrites(true))
-	if err != nil {
-		conn.Close()
-		return nil, nil, err
-	}
-	return c, conn, nil
+	// The child's host keys are fresh; other tests check host keys.
+	return dialSFTP(addr, creds.SFTPUser, ssh.Password(creds.SFTPPassword), ssh.InsecureIgnoreHostKey())
 }
 
 // TestDeliverScript walks the quickstart with the OpenSSH sftp client and

@@ -99,16 +99,17 @@ func (s *syncWriter) String() string {
 // checking the server's host key against the fingerprints it printed.
 func (ts *testServer) dialSFTP(user string, auth ssh.AuthMethod) (*sftp.Client, *ssh.Client, error) {
 	fps := ts.sftp.Fingerprints()
-	cfg := &ssh.ClientConfig{
-		User: user, Auth: []ssh.AuthMethod{auth}, Timeout: 10 * time.Second,
-		HostKeyCallback: func(_ string, _ net.Addr, key ssh.PublicKey) error {
-			if slices.Contains(fps, key.Type()+" "+ssh.FingerprintSHA256(key)) {
-				return nil
-			}
-			return errors.New("unknown host key")
-		},
-	}
-	conn, err := ssh.Dial("tcp", ts.sftpLn.Addr().String(), cfg)
+	return dialSFTP(ts.sftpLn.Addr().String(), user, auth, func(_ string, _ net.Addr, key ssh.PublicKey) error {
+		if slices.Contains(fps, key.Type()+" "+ssh.FingerprintSHA256(key)) {
+			return nil
+		}
+		return errors.New("unknown host key")
+	})
+}
+
+func dialSFTP(addr, user string, auth ssh.AuthMethod, hostKey ssh.HostKeyCallback) (*sftp.Client, *ssh.Client, error) {
+	cfg := &ssh.ClientConfig{User: user, Auth: []ssh.AuthMethod{auth}, Timeout: 10 * time.Second, HostKeyCallback: hostKey}
+	conn, err := ssh.Dial("tcp", addr, cfg)
 	if err != nil {
 		return nil, nil, err
 	}
