@@ -43,9 +43,10 @@ func (s *Server) Handler() http.Handler {
 	route := func(pattern, name string, h http.HandlerFunc) {
 		mux.Handle(pattern, s.Metrics.instrument(name, h))
 	}
-	route("POST /api/v2/uploads/received", "uploads_received", s.partnerOnly(s.uploadsReceived))
-	route("GET /api/v2/uploads/{job_id}", "upload", s.partnerOnly(s.upload))
-	route("GET /api/v2/uploads", "uploads", s.partnerOnly(s.uploads))
+	countRefused := func() { s.Metrics.Notifications.WithLabelValues("unauthorized").Inc() }
+	route("POST /api/v2/uploads/received", "uploads_received", s.partnerOnly(s.uploadsReceived, countRefused))
+	route("GET /api/v2/uploads/{job_id}", "upload", s.partnerOnly(s.upload, nil))
+	route("GET /api/v2/uploads", "uploads", s.partnerOnly(s.uploads, nil))
 	route("POST /admin/sql", "admin_sql", s.adminSQL)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.Gatherer, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(s.Logger.Handler(), slog.LevelError)}))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -82,8 +83,8 @@ type partnerHandler func(w http.ResponseWriter, r *http.Request, p *partner.Part
 
 // partnerOnly authenticates the partner by API key: the api_key query
 // parameter, as the spec's examples send it, or HTTP Basic with the key as
-// the user name, as its curl examples do.
-func (s *Server) partnerOnly(h partnerHandler) http.HandlerFunc {
+// the user name, as its curl examples do. refused, if set, counts refusals.
+func (s *Server) partnerOnly(h partnerHandler, refused func()) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		key := r.URL.Query().Get("api_key")
 		if user, _, ok := r.BasicAuth(); ok && key == "" {
@@ -91,8 +92,8 @@ func (s *Server) partnerOnly(h partnerHandler) http.HandlerFunc {
 		}
 		p, ok := s.Partners.ByAPIKey(key)
 		if !ok {
-			if r.URL.Path == "/api/v2/uploads/received" {
-				s.Metrics.Notifications.WithLabelValues("unauthorized").Inc()
+			if refused != nil {
+				refused()
 			}
 			s.Logger.Info("api request refused: bad API key", "path", r.URL.Path, "remote", r.RemoteAddr, "key_given", key != "")
 			w.Header().Set("WWW-Authenticate", `Basic realm="flatfiler"`)

@@ -44,16 +44,22 @@ const (
 	StatusError          = "error"
 )
 
-// Report is the outcome of one file, in the vocabulary of the spec's push batches.
-type Report struct {
-	File       string             `json:"file"`
-	Type       parse.FileType     `json:"type"`
-	Status     string             `json:"status"`
-	Applied    bool               `json:"applied"`
+// Outcome is what became of a file's records, in the vocabulary of the
+// spec's push batch callbacks. Reports and upload jobs both carry it.
+type Outcome struct {
 	Totals     stages.Totals      `json:"totals"`
 	Skipped    int64              `json:"skipped"`
 	ErrorCount int64              `json:"error_count"`
-	Errors     []stages.Rejection `json:"errors"`
+	Errors     []stages.Rejection `json:"errors"` // the first MaxErrors, in file order
+}
+
+// Report is the outcome of one file, in the vocabulary of the spec's push batches.
+type Report struct {
+	File    string         `json:"file"`
+	Type    parse.FileType `json:"type"`
+	Status  string         `json:"status"`
+	Applied bool           `json:"applied"`
+	Outcome
 	// Fatal says why the file was not applied at all.
 	Fatal   string  `json:"fatal,omitempty"`
 	Bytes   int64   `json:"bytes"`
@@ -77,7 +83,7 @@ type Pipeline struct {
 func (p *Pipeline) IngestFile(ctx context.Context, path string, opts Options) (*Report, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		rep := &Report{File: path, Status: StatusError, Fatal: err.Error(), Errors: []stages.Rejection{}}
+		rep := &Report{File: path, Status: StatusError, Fatal: err.Error(), Outcome: Outcome{Errors: []stages.Rejection{}}}
 		return rep, err
 	}
 	defer f.Close()
@@ -111,7 +117,7 @@ func (p *Pipeline) Ingest(ctx context.Context, name string, r io.Reader, opts Op
 	if log == nil {
 		log = slog.Default()
 	}
-	rep := &Report{File: name, Type: opts.Type, Errors: []stages.Rejection{}}
+	rep := &Report{File: name, Type: opts.Type, Outcome: Outcome{Errors: []stages.Rejection{}}}
 	in := &countingReader{r: r}
 
 	err := p.run(ctx, name, in, opts, rep)

@@ -287,7 +287,36 @@ func (b *Box) Sums(name string) (Sums, error) {
 		return Sums{}, err
 	}
 	defer f.Close()
-	return SumsOf(f)
+	sums, err := SumsOf(f)
+	if err != nil {
+		return Sums{}, err
+	}
+	// Keep what was read, so that Take, right after, does not read the
+	// file a second time. Written only if the name still holds the bytes
+	// just hashed; the sidecar is checked against the file in any case.
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if current, err := b.root.Lstat(name); err == nil && sameFile(current, info) {
+		b.writeSidecar(name, sums, info)
+	}
+	return sums, nil
+}
+
+func sameFile(a, b os.FileInfo) bool {
+	inoA, mtimeA := identity(a)
+	inoB, mtimeB := identity(b)
+	return inoA == inoB && mtimeA == mtimeB && a.Size() == b.Size()
+}
+
+// writeSidecar records sums for the bytes info describes. Called with mu held.
+func (b *Box) writeSidecar(name string, sums Sums, info os.FileInfo) error {
+	sc := sidecar{Sums: sums}
+	sc.Inode, sc.MtimeNS = identity(info)
+	data, err := json.Marshal(sc)
+	if err != nil {
+		return err
+	}
+	return b.root.WriteFile(sidecarName(name), data, 0o600)
 }
 
 func (b *Box) readSidecar(name string) (sidecar, bool) {

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"hash"
@@ -238,13 +237,10 @@ func (u *Upload) publish(sums Sums) error {
 		u.discard()
 		return err
 	}
-	sc := sidecar{Sums: sums}
-	sc.Inode, sc.MtimeNS = identity(info)
-	data, _ := json.Marshal(sc)
 	// The sidecar goes first: a crash between the two leaves a sidecar
 	// that describes no file (its identity will not match), never a file
 	// with a wrong sidecar.
-	if err := b.root.WriteFile(sidecarName(u.name), data, 0o600); err != nil {
+	if err := b.writeSidecar(u.name, sums, info); err != nil {
 		u.discard()
 		return err
 	}

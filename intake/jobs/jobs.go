@@ -52,16 +52,13 @@ type Job struct {
 	NotificationID string `json:"notification_id"`
 	Filename       string `json:"filename"`
 	// Type is what the notification declared, or once run, what the file held.
-	Type       string             `json:"type,omitempty"`
-	MD5        string             `json:"md5"`
-	SHA256     string             `json:"sha256"`
-	Status     string             `json:"status"`
-	BytesTotal int64              `json:"bytes_total"`
-	BytesDone  int64              `json:"bytes_done"`
-	Totals     stages.Totals      `json:"totals"`
-	Skipped    int64              `json:"skipped"`
-	ErrorCount int64              `json:"error_count"`
-	Errors     []stages.Rejection `json:"errors"`
+	Type       string `json:"type,omitempty"`
+	MD5        string `json:"md5"`
+	SHA256     string `json:"sha256"`
+	Status     string `json:"status"`
+	BytesTotal int64  `json:"bytes_total"`
+	BytesDone  int64  `json:"bytes_done"`
+	intake.Outcome
 	// Message says why a file was not applied at all.
 	Message    string     `json:"message,omitempty"`
 	Attempts   int        `json:"attempts"`
@@ -76,7 +73,7 @@ func (j *Job) Final() bool { return j.Status != Queued && j.Status != Processing
 // File is one file of a notification.
 type File struct {
 	Name string
-	MD5  string         // hex, any case
+	MD5  string         // hex, any case; Accept lowers it
 	Type parse.FileType // empty: detected from the file
 }
 
@@ -148,7 +145,6 @@ type Manager struct {
 	mu     sync.Mutex
 	notifs map[string]*notification
 	jobs   map[string]*Job
-	owner  map[string]*notification // job ID -> its notification
 	byKey  map[string]*notification
 	busy   map[string]bool // partners with a job processing
 	wake   chan struct{}
@@ -182,7 +178,7 @@ func Open(ctx context.Context, cfg Config) (*Manager, error) {
 	}
 	m := &Manager{
 		cfg: cfg, log: cfg.Logger,
-		notifs: map[string]*notification{}, jobs: map[string]*Job{}, owner: map[string]*notification{},
+		notifs: map[string]*notification{}, jobs: map[string]*Job{},
 		byKey: map[string]*notification{}, busy: map[string]bool{}, wake: make(chan struct{}, 1),
 	}
 	for _, d := range []string{m.notifDir(), m.spoolDir(), m.archiveDir()} {
@@ -274,7 +270,6 @@ func (m *Manager) index(n *notification) {
 	m.byKey[n.Key] = n
 	for _, j := range n.Jobs {
 		m.jobs[j.ID] = j
-		m.owner[j.ID] = n
 	}
 }
 
@@ -327,7 +322,7 @@ func notificationKey(partner string, files []File) string {
 	var b strings.Builder
 	b.WriteString(partner)
 	for _, f := range files {
-		b.WriteString("\n" + f.Name + " " + strings.ToLower(f.MD5))
+		b.WriteString("\n" + f.Name + " " + f.MD5)
 	}
 	return b.String()
 }
@@ -336,7 +331,12 @@ func notificationKey(partner string, files []File) string {
 // enqueues one job per file, in order. The same notification again (same
 // files, same MD5s) returns the jobs it created the first time, with
 // duplicate set, and enqueues nothing.
-func (m *Manager) Accept(ctx context.Context, partnerID string, files []File) (jobs []Job, duplicate bool, err error) {
+func (m *Manager) Accept(ctx context.Context, partnerID string, notified []File) (jobs []Job, duplicate bool, err error) {
+	files := make([]File, len(notified))
+	for i, f := range notified {
+		f.MD5 = strings.ToLower(f.MD5)
+		files[i] = f
+	}
 	key := notificationKey(partnerID, files)
 	m.acceptMu.Lock()
 	defer m.acceptMu.Unlock()
@@ -362,7 +362,7 @@ func (m *Manager) Accept(ctx context.Context, partnerID string, files []File) (j
 				Message: fmt.Sprintf("%s: no such file in your SFTP folder (upload it there first; a file is visible only once its upload completed)", f.Name)})
 		case err != nil:
 			return nil, false, fmt.Errorf("%s: %w", f.Name, err)
-		case !strings.EqualFold(sums.MD5, f.MD5):
+		case sums.MD5 != f.MD5:
 			problems = append(problems, mismatch(f, sums.MD5))
 		}
 	}
@@ -375,7 +375,7 @@ func (m *Manager) Accept(ctx context.Context, partnerID string, files []File) (j
 	for _, f := range files {
 		n.Jobs = append(n.Jobs, &Job{
 			ID: newID(), Partner: partnerID, NotificationID: n.ID, Filename: f.Name, Type: string(f.Type),
-			MD5: strings.ToLower(f.MD5), Status: Queued, CreatedAt: now, Errors: []stages.Rejection{},
+			MD5: f.MD5, Status: Queued, CreatedAt: now, Outcome: intake.Outcome{Errors: []stages.Rejection{}},
 		})
 	}
 	// Written before any file moves: if the process dies now, the next
@@ -406,7 +406,7 @@ func (m *Manager) Accept(ctx context.Context, partnerID string, files []File) (j
 		taken = append(taken, t)
 		// The file was replaced between the check and the move: what was
 		// moved is what counts.
-		if !strings.EqualFold(t.MD5, f.MD5) {
+		if t.MD5 != f.MD5 {
 			undo()
 			return nil, false, &RejectedError{Problems: []Problem{mismatch(f, t.MD5)}}
 		}
@@ -440,8 +440,8 @@ func (m *Manager) Accept(ctx context.Context, partnerID string, files []File) (j
 }
 
 func mismatch(f File, actual string) Problem {
-	return Problem{Filename: f.Name, Field: "hashes", Expected: strings.ToLower(f.MD5), Actual: actual,
-		Message: fmt.Sprintf("%s: MD5 mismatch: notified %s, file on the server has %s", f.Name, strings.ToLower(f.MD5), actual)}
+	return Problem{Filename: f.Name, Field: "hashes", Expected: f.MD5, Actual: actual,
+		Message: fmt.Sprintf("%s: MD5 mismatch: notified %s, file on the server has %s", f.Name, f.MD5, actual)}
 }
 
 func syncFile(path string) error {

@@ -171,7 +171,7 @@ func (m *Manager) finish(j *Job, rep *intake.Report, err error) {
 	if rep.Type != "" {
 		j.Type = string(rep.Type)
 	}
-	j.Totals, j.Skipped, j.ErrorCount, j.Errors = rep.Totals, rep.Skipped, rep.ErrorCount, rep.Errors
+	j.Outcome = rep.Outcome
 	if rep.Applied {
 		j.BytesDone = j.BytesTotal
 	} else {
@@ -227,7 +227,6 @@ func (m *Manager) sweep() {
 		delete(m.byKey, n.Key)
 		for _, j := range n.Jobs {
 			delete(m.jobs, j.ID)
-			delete(m.owner, j.ID)
 		}
 	}
 }
