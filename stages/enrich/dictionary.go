@@ -1,0 +1,178 @@
+package enrich
+
+import (
+	"bufio"
+	_ "embed"
+	"fmt"
+	"io"
+	"strings"
+)
+
+// DefaultTags are the spec's tags, available to every user (GET /api/v2/tags).
+var DefaultTags = []string{"Clothing", "Education", "Entertainment", "Diningout", "Groceries", "Fees", "Health",
+	"Home", "Income", "Personal", "Payment", "Savings", "Transfer", "Transportation", "Travel", "Utilities"}
+
+// IsDefaultTag reports whether tag is one of DefaultTags.
+func IsDefaultTag(tag string) bool {
+	for _, t := range DefaultTags {
+		if t == tag {
+			return true
+		}
+	}
+	return false
+}
+
+//go:embed merchants.tsv
+var merchantsTSV string
+
+// Merchant is one entry of the merchant dictionary.
+type Merchant struct {
+	ID       string // stable, lower-case: the merchant key of what it matches
+	Nickname string
+	// DebitTag is the tag of money paid to the merchant; CreditTag of money
+	// from it (a refund takes the purchase's tag; payroll is income).
+	// Empty: untagged in that direction.
+	DebitTag, CreditTag string
+	Aliases             []string // as printed on statements; the nickname is one too
+	Line                int
+}
+
+// Dictionary is a parsed merchant dictionary.
+type Dictionary struct {
+	Merchants []Merchant
+}
+
+// DefaultDictionary parses the dictionary shipped in merchants.tsv.
+func DefaultDictionary() (*Dictionary, error) {
+	return ParseDictionary(strings.NewReader(merchantsTSV), "merchants.tsv")
+}
+
+// ParseDictionary reads a merchant dictionary: tab-separated lines of
+//
+//	id  nickname  debit_tag  credit_tag  aliases
+//
+// where credit_tag "=" repeats debit_tag, "-" or empty leaves credits
+// untagged, and aliases are separated by "|". The nickname is an alias
+// too unless the aliases start with "!". Lines starting with # are comments.
+func ParseDictionary(r io.Reader, name string) (*Dictionary, error) {
+	d := &Dictionary{}
+	ids := map[string]int{}
+	sc := bufio.NewScanner(r)
+	line := 0
+	for sc.Scan() {
+		line++
+		text := sc.Text()
+		if strings.TrimSpace(text) == "" || strings.HasPrefix(text, "#") {
+			continue
+		}
+		f := strings.Split(text, "\t")
+		if len(f) != 5 {
+			return nil, fmt.Errorf("%s:%d: want 5 tab-separated fields (id, nickname, debit_tag, credit_tag, aliases), got %d", name, line, len(f))
+		}
+		m := Merchant{ID: f[0], Nickname: f[1], DebitTag: f[2], CreditTag: f[3], Line: line}
+		switch m.CreditTag {
+		case "=":
+			m.CreditTag = m.DebitTag
+		case "-":
+			m.CreditTag = ""
+		}
+		if m.DebitTag == "-" {
+			m.DebitTag = ""
+		}
+		for _, tag := range []string{m.DebitTag, m.CreditTag} {
+			if tag != "" && !IsDefaultTag(tag) {
+				return nil, fmt.Errorf("%s:%d: merchant %s: tag %q is not one of the default tags", name, line, m.ID, tag)
+			}
+		}
+		if m.ID == "" || m.Nickname == "" {
+			return nil, fmt.Errorf("%s:%d: id and nickname are required", name, line)
+		}
+		if prev, dup := ids[m.ID]; dup {
+			return nil, fmt.Errorf("%s:%d: merchant id %s already defined at line %d", name, line, m.ID, prev)
+		}
+		ids[m.ID] = line
+		aliases := f[4]
+		if rest, ok := strings.CutPrefix(aliases, "!"); ok {
+			aliases = rest // the nickname is a common word (Express, Ring): not an alias
+		} else {
+			m.Aliases = append(m.Aliases, m.Nickname)
+		}
+		for _, a := range strings.Split(aliases, "|") {
+			if a = strings.TrimSpace(a); a != "" {
+				m.Aliases = append(m.Aliases, a)
+			}
+		}
+		d.Merchants = append(d.Merchants, m)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return d, nil
+}
+
+// matcher finds the leftmost-longest alias in a memo's words. Aliases are
+// keyed by their squashed form (words joined without spaces), and a memo
+// is looked up by the squashed form of 1..maxWords consecutive words, so
+// DUNKINDONUTS, DUNKIN DONUTS and DUNKIN-DONUTS all find one alias.
+type matcher struct {
+	keys     map[string]int32 // squashed alias -> target index
+	maxWords int
+}
+
+// add inserts alias for target; an alias of two different targets is an
+// error, so the dictionary stays unambiguous.
+func (m *matcher) add(e *Enricher, alias string, target int32, describe func(int32) string) error {
+	e.tokenize(alias)
+	if len(e.tokens) == 0 {
+		return fmt.Errorf("alias %q has no words", alias)
+	}
+	letters := false
+	key := e.scratch[:0]
+	for i := range e.tokens {
+		letters = letters || e.tokens[i].flags&hasLetter != 0
+		key = appendKey(key, e.word(i))
+	}
+	e.scratch = key
+	if !letters {
+		return fmt.Errorf("alias %q has no letters: it would match store numbers", alias)
+	}
+	if m.keys == nil {
+		m.keys = map[string]int32{}
+	}
+	if prev, ok := m.keys[string(key)]; ok && prev != target {
+		return fmt.Errorf("alias %q of %s is already an alias of %s", alias, describe(target), describe(prev))
+	}
+	m.keys[string(key)] = target
+	// A memo may split an alias's word (MC DONALDS): allow one word more.
+	m.maxWords = min(max(m.maxWords, len(e.tokens)+1), 6)
+	return nil
+}
+
+// find returns the target of the leftmost-longest alias among words
+// [from, to), and the words it spans.
+func (e *Enricher) find(m *matcher, from, to int) (target int32, at, end int, ok bool) {
+	if len(m.keys) == 0 {
+		return 0, 0, 0, false
+	}
+	for i := from; i < to; i++ {
+		t := e.tokens[i]
+		// No alias starts with a long number or a domain suffix.
+		if t.flags&hasLetter == 0 && t.end-t.start > 3 || t.flags&domain != 0 {
+			continue
+		}
+		n := min(m.maxWords, to-i)
+		key := e.key[:0]
+		var ends [8]int
+		for k := 0; k < n; k++ {
+			key = appendKey(key, e.word(i+k))
+			ends[k] = len(key)
+		}
+		e.key = key
+		for k := n - 1; k >= 0; k-- {
+			if target, ok := m.keys[string(key[:ends[k]])]; ok {
+				return target, i, i + k + 1, true
+			}
+		}
+	}
+	return 0, 0, 0, false
+}
