@@ -1,6 +1,6 @@
 // Package intake takes flat files in and runs them through the pipeline:
-// parse -> validate -> resolve and upsert into the warehouse, one file per
-// DuckDB transaction.
+// parse -> validate -> enrich -> resolve and upsert into the warehouse, one
+// file per DuckDB transaction.
 package intake
 
 import (
@@ -16,6 +16,7 @@ import (
 
 	"github.com/flatfiler/flatfiler/parse"
 	"github.com/flatfiler/flatfiler/stages"
+	"github.com/flatfiler/flatfiler/stages/enrich"
 	"github.com/flatfiler/flatfiler/warehouse"
 )
 
@@ -76,6 +77,9 @@ func (r *Report) Records() int64 {
 type Pipeline struct {
 	Store   *warehouse.Store
 	Metrics *Metrics
+	// Enrich holds the enrichment rules; nil leaves transactions without
+	// nickname and tags (to measure what enrichment costs).
+	Enrich *enrich.Engine
 }
 
 // IngestFile applies the file at path. The error is non-nil only when the
@@ -188,6 +192,7 @@ func (p *Pipeline) run(ctx context.Context, name string, in *countingReader, opt
 
 	dec := parse.NewDecoder(in, parse.Options{Workers: opts.Workers, Type: opts.Type})
 	validator := stages.Validator{Type: opts.Type}
+	enricher := newEnrichStage(p.Enrich, opts.Partner, p.Metrics)
 	var base stages.Seq
 	nested := false
 	cur, curRows := &stages.Batch{}, 0
@@ -195,6 +200,9 @@ func (p *Pipeline) run(ctx context.Context, name string, in *countingReader, opt
 		t := time.Now()
 		v := validator.Validate(recs)
 		p.Metrics.Stage.WithLabelValues("validate").Observe(time.Since(t).Seconds())
+		t = time.Now()
+		enricher.apply(v.Batch.Transactions)
+		p.Metrics.Stage.WithLabelValues("enrich").Observe(time.Since(t).Seconds())
 		return v
 	}
 	deliver := func(v stages.Validated) error {

@@ -38,7 +38,11 @@ func newHarness(t *testing.T) *harness {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	return &harness{t: t, store: store, pipeline: &Pipeline{Store: store, Metrics: NewMetrics(prometheus.NewRegistry())}}
+	engine, err := LoadEnrichment(context.Background(), store, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &harness{t: t, store: store, pipeline: &Pipeline{Store: store, Metrics: NewMetrics(prometheus.NewRegistry()), Enrich: engine}}
 }
 
 func (h *harness) ingest(path string, opts Options) *Report {

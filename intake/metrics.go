@@ -9,6 +9,8 @@ type Metrics struct {
 	Bytes   prometheus.Counter       // bytes of flat files parsed
 	Files   *prometheus.CounterVec   // status
 	Stage   *prometheus.HistogramVec // stage
+	// Enriched counts transactions by what set their tag or nickname.
+	Enriched *prometheus.CounterVec // source
 }
 
 // NewMetrics creates the pipeline's metrics and registers them on reg.
@@ -31,9 +33,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Time spent per unit of work in each pipeline stage: decode and validate per chunk, load per batch, commit and file per file.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10),
 		}, []string{"stage"}),
+		Enriched: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flatfiler_enrich_transactions_total",
+			Help: "Transactions enriched, by what decided their tag (partner-rule, dictionary, keyword, check; unmatched: a cleaned memo and no tag). User rules are applied at commit and not counted here.",
+		}, []string{"source"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Records, m.Bytes, m.Files, m.Stage)
+		reg.MustRegister(m.Records, m.Bytes, m.Files, m.Stage, m.Enriched)
 	}
 	return m
 }

@@ -85,6 +85,12 @@ type Transaction struct {
 	Memo            string // trimmed
 	OriginalName    string // the memo exactly as sent
 	CheckNumber     string
+	// Set by enrichment (stages/enrich): the clean nickname, the tag (empty:
+	// untagged), what decided them, and the merchant key user rules match.
+	Nickname    string
+	Tag         string
+	TagReason   string
+	MerchantKey string
 	// NeedsAccount is set when the file does not carry the account
 	// (transactions files), so the warehouse must already know it; it also
 	// decides there whether the account is an investment one (skipped).

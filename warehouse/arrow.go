@@ -57,6 +57,7 @@ var (
 		field("account_id", str), field("transaction_id", str), field("transaction_type", str),
 		field("posted_at", tsUTC), field("posted_on", dt), field("originated_at", tsUTC), field("originated_on", dt),
 		field("amount", amount), field("memo", str), field("original_name", str), field("check_number", str),
+		field("nickname", str), field("tag", str), field("tag_reason", str), field("merchant_key", str),
 		field("needs_account", bl),
 	}, nil)
 	keysSchema = arrow.NewSchema([]arrow.Field{
@@ -228,6 +229,10 @@ func transactionsRecord(rows []stages.Transaction) arrow.RecordBatch {
 		c.opt(t.Memo)
 		c.str(t.OriginalName)
 		c.opt(t.CheckNumber)
+		c.opt(t.Nickname)
+		c.opt(t.Tag)
+		c.opt(t.TagReason)
+		c.opt(t.MerchantKey)
 		c.bool(t.NeedsAccount)
 	})
 }

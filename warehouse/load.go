@@ -43,6 +43,7 @@ type LoadOptions struct {
 // transaction's appends to tables in its buffer pool until commit; a 4 GiB
 // file failed with "failed to pin block" at a 128 MB limit.
 type Load struct {
+	store   *Store
 	conn    *sql.Conn
 	arrow   *duckdb.Arrow
 	opts    LoadOptions
@@ -79,7 +80,7 @@ func (s *Store) Begin(ctx context.Context, opts LoadOptions) (*Load, error) {
 	}
 	n := loadCounter.Add(1)
 	l := &Load{
-		conn: conn, opts: opts, started: time.Now().UTC(),
+		store: s, conn: conn, opts: opts, started: time.Now().UTC(),
 		trace: os.Getenv("FLATFILER_TRACE_SQL") != "",
 		// 8M keys at 0.1% false positives: 14 MB whatever the file's size; a
 		// larger file only makes more suspects.
@@ -131,7 +132,8 @@ CREATE TABLE {S}.properties (
 CREATE TABLE {S}.transactions (
 	seq BIGINT, line INTEGER, action VARCHAR, account_id VARCHAR, transaction_id VARCHAR,
 	transaction_type VARCHAR, posted_at TIMESTAMPTZ, posted_on DATE, originated_at TIMESTAMPTZ, originated_on DATE,
-	amount DECIMAL(18,2), memo VARCHAR, original_name VARCHAR, check_number VARCHAR);
+	amount DECIMAL(18,2), memo VARCHAR, original_name VARCHAR, check_number VARCHAR,
+	nickname VARCHAR, tag VARCHAR, tag_reason VARCHAR, merchant_key VARCHAR);
 CREATE TABLE {S}.suspects (account_id VARCHAR, transaction_id VARCHAR)`
 
 func (l *Load) expand(stmt string) string {
@@ -514,9 +516,11 @@ DELETE FROM transactions t USING {S}.transactions s
 WHERE t.partner_id = {P} AND t.account_id = s.account_id AND t.transaction_id = s.transaction_id`
 	insertTransactions = `
 INSERT INTO transactions (partner_id, account_id, transaction_id, transaction_type, posted_at, posted_on,
-  originated_at, originated_on, amount, memo, original_name, check_number, source_file, source_line, updated_at)
+  originated_at, originated_on, amount, memo, original_name, check_number, source_file, source_line, updated_at,
+  nickname, tag, tag_reason, merchant_key)
 SELECT {P}, t.account_id, t.transaction_id, t.transaction_type, t.posted_at, t.posted_on,
-  t.originated_at, t.originated_on, t.amount, t.memo, t.original_name, t.check_number, {SRC}, t.line, {NOW}
+  t.originated_at, t.originated_on, t.amount, t.memo, t.original_name, t.check_number, {SRC}, t.line, {NOW},
+  t.nickname, t.tag, t.tag_reason, t.merchant_key
 FROM {S}.transactions t`
 	// Without kills, the insert need not join: most files.
 	survivingKills = ` LEFT JOIN {S}.last_kills k USING (account_id)
@@ -571,11 +575,16 @@ func (l *Load) Commit(ctx context.Context, rec IngestRecord) error {
 	if err != nil {
 		return err
 	}
+	l.store.writeMu.Lock()
+	defer l.store.writeMu.Unlock()
 	resolve, apply := l.plan()
 	for _, stmt := range resolve {
 		if err := l.exec(ctx, stmt); err != nil {
 			return err
 		}
+	}
+	if err := l.applyUserRules(ctx); err != nil {
+		return err
 	}
 	if err := l.exec(ctx, "BEGIN TRANSACTION"); err != nil {
 		return err

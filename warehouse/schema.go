@@ -80,4 +80,25 @@ CREATE TABLE IF NOT EXISTS ingests (
 );
 -- Added with upload jobs; the ALTER upgrades warehouses created before.
 ALTER TABLE ingests ADD COLUMN IF NOT EXISTS job_id VARCHAR;
+-- Added with enrichment (stages/enrich).
+ALTER TABLE transactions ADD COLUMN IF NOT EXISTS nickname VARCHAR;
+ALTER TABLE transactions ADD COLUMN IF NOT EXISTS tag VARCHAR;
+ALTER TABLE transactions ADD COLUMN IF NOT EXISTS tag_reason VARCHAR;
+ALTER TABLE transactions ADD COLUMN IF NOT EXISTS merchant_key VARCHAR;
+-- Users' "tag similar transactions" rules (the spec's tagging.repeat).
+CREATE TABLE IF NOT EXISTS tag_rules (
+	partner_id          VARCHAR NOT NULL,
+	rule_id             VARCHAR NOT NULL,
+	partner_customer_id VARCHAR NOT NULL,
+	account_id          VARCHAR, -- NULL: all the user's accounts
+	match_key           VARCHAR NOT NULL,
+	nickname            VARCHAR NOT NULL,
+	tag                 VARCHAR NOT NULL,
+	posted_from         DATE,    -- NULL: any date
+	created_at          TIMESTAMPTZ NOT NULL
+);
+-- The spec's tags [{name, amount}]: one tag carrying the absolute amount.
+CREATE OR REPLACE VIEW transaction_tags AS
+SELECT partner_id, account_id, transaction_id, tag, abs(amount) AS amount, tag_reason
+FROM transactions WHERE tag IS NOT NULL;
 `

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"github.com/duckdb/duckdb-go/v2"
 )
@@ -30,6 +31,10 @@ type Store struct {
 	db       *sql.DB
 	path     string
 	readOnly bool
+	// writeMu orders a file's commit and a rule's re-tagging: both rewrite
+	// transactions, and DuckDB would fail one of two concurrent writers of
+	// the same rows.
+	writeMu sync.Mutex
 }
 
 // Open opens (and if writable, creates and migrates) the warehouse at path.

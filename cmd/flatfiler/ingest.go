@@ -51,6 +51,8 @@ func ingestCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	workers := fs.Int("workers", 0, "parser goroutines (default: GOMAXPROCS)")
 	memory := fs.String("memory-limit", "128MB", "DuckDB memory limit; past it DuckDB spills to disk")
 	cpuProfile := fs.String("cpuprofile", "", "write a Go CPU profile to this file (for performance work)")
+	rulesFile := fs.String("rules", "", "the partner's enrichment rules (tab-separated: match, nickname, tag, direction)")
+	enrichOn := fs.Bool("enrich", true, "give transactions nicknames and tags; false only to measure what enrichment costs")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: flatfiler ingest [flags] FILE...\n\nApplies each file atomically, in the order given.")
 		fs.PrintDefaults()
@@ -103,6 +105,16 @@ func ingestCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	}
 	defer store.Close()
 	pipeline := &intake.Pipeline{Store: store, Metrics: intake.NewMetrics(prometheus.NewRegistry())}
+	if *enrichOn {
+		rules := map[string]string{}
+		if *rulesFile != "" {
+			rules[*partner] = *rulesFile
+		}
+		if pipeline.Enrich, err = intake.LoadEnrichment(ctx, store, rules); err != nil {
+			fmt.Fprintf(stderr, "flatfiler ingest: %v\n", err)
+			return 1
+		}
+	}
 
 	interactive := false
 	if f, ok := stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) && !*asJSON {

@@ -123,7 +123,15 @@ func startService(ctx context.Context, cfg serveConfig) (_ *service, err error) 
 		}
 		return s.inbox.Box(id, lim)
 	}
-	pipeline := &intake.Pipeline{Store: s.store, Metrics: intake.NewMetrics(reg)}
+	rules, err := intake.RulesFiles(filepath.Join(cfg.Data, "partners"))
+	if err != nil {
+		return nil, err
+	}
+	engine, err := intake.LoadEnrichment(ctx, s.store, rules)
+	if err != nil {
+		return nil, err
+	}
+	pipeline := &intake.Pipeline{Store: s.store, Metrics: intake.NewMetrics(reg), Enrich: engine}
 	if s.jobs, err = jobs.Open(ctx, jobs.Config{
 		Dir: filepath.Join(cfg.Data, "jobs"), Box: box, Pipeline: pipeline, Workers: cfg.Workers,
 		Retention: cfg.Retention, Grace: cfg.Grace, Logger: log, Metrics: jobs.NewMetrics(reg),

@@ -13,14 +13,14 @@ type token struct {
 
 const (
 	hasDigit   uint16 = 1 << iota // an id, store number, date, amount, phone or masked card
-	hasLetter                    //
-	afterStar                    // the first word after '*': an order id if it has digits
-	beforeStar                   // directly followed by '*': a processor prefix (SQ *, TST*)
-	label                        // directly followed by ':' (DES:, ID:, INDN:)
-	domain                       // a domain suffix after '.', as in NETFLIX.COM
-	afterHash                    // directly after '#': a store or reference number
-	afterDash                    // after " - ": a location or department suffix (BISTRO - DOWNTOWN)
-	beforeHash                   // directly followed by '#': a label (C#4412, TRACE#)
+	hasLetter                     //
+	afterStar                     // the first word after '*': an order id if it has digits
+	beforeStar                    // directly followed by '*': a processor prefix (SQ *, TST*)
+	label                         // directly followed by ':' (DES:, ID:, INDN:)
+	domain                        // a domain suffix after '.', as in NETFLIX.COM
+	afterHash                     // directly after '#': a store or reference number
+	afterDash                     // after " - ": a location or department suffix (BISTRO - DOWNTOWN)
+	beforeHash                    // directly followed by '#': a label (C#4412, TRACE#)
 )
 
 // tokenize upper-cases memo into e.upper and splits it into e.tokens.

@@ -1,0 +1,138 @@
+package intake
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/flatfiler/flatfiler/stages"
+	"github.com/flatfiler/flatfiler/stages/enrich"
+	"github.com/flatfiler/flatfiler/warehouse"
+)
+
+// enrichStage gives validated transactions their nickname, tag and reason.
+// It runs on the parser's workers, after validation: each row's result
+// depends only on the row and the rules. User rules, which depend on who
+// owns the account once the file's actions are resolved, are applied by
+// the warehouse at commit.
+type enrichStage struct {
+	// One snapshot for the whole file: the same file and rules give the
+	// same result, whatever changes while it loads.
+	snap    *enrich.Snapshot
+	partner string
+	pool    sync.Pool // *enrich.Enricher: scratch buffers, one per worker at a time
+	metrics *Metrics
+}
+
+func newEnrichStage(engine *enrich.Engine, partner string, m *Metrics) *enrichStage {
+	if engine == nil {
+		return nil
+	}
+	s := &enrichStage{snap: engine.Snapshot(), partner: partner, metrics: m}
+	s.pool.New = func() any { return s.snap.Enricher(partner) }
+	return s
+}
+
+// Sources of enrichment results, as counted in flatfiler_enrich_transactions_total.
+var enrichSources = []string{"partner-rule", "dictionary", "keyword", "check", "unmatched"}
+
+func (s *enrichStage) apply(rows []stages.Transaction) {
+	if s == nil || len(rows) == 0 {
+		return
+	}
+	e := s.pool.Get().(*enrich.Enricher)
+	defer s.pool.Put(e)
+	var counts [5]int
+	for i := range rows {
+		t := &rows[i]
+		r := e.Enrich(enrich.Input{Memo: t.Memo, Cents: t.Cents, CheckNumber: t.CheckNumber})
+		t.Nickname, t.Tag, t.TagReason, t.MerchantKey = r.Nickname, r.Tag, r.Reason, r.MerchantKey
+		t.CheckNumber = r.CheckNumber
+		source, _, _ := strings.Cut(r.Reason, ":")
+		for k, name := range enrichSources {
+			if source == name {
+				counts[k]++
+				break
+			}
+		}
+	}
+	for k, n := range counts {
+		if n > 0 {
+			s.metrics.Enriched.WithLabelValues(enrichSources[k]).Add(float64(n))
+		}
+	}
+}
+
+// RulesSuffix names a partner's rules file in the partners directory:
+// PARTNER.rules.tsv (see enrich.ParsePartnerRules).
+const RulesSuffix = ".rules.tsv"
+
+// LoadEnrichment builds the enrichment engine: the shipped merchant
+// dictionary, the users' rules stored in the warehouse, and partners'
+// rules files (partner -> path).
+func LoadEnrichment(ctx context.Context, store *warehouse.Store, rulesFiles map[string]string) (*enrich.Engine, error) {
+	dict, err := enrich.DefaultDictionary()
+	if err != nil {
+		return nil, err
+	}
+	engine, err := enrich.NewEngine(dict)
+	if err != nil {
+		return nil, err
+	}
+	for partner, path := range rulesFiles {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, fmt.Errorf("rules of partner %s: %w", partner, err)
+		}
+		rules, err := enrich.ParsePartnerRules(f, path)
+		f.Close()
+		if err != nil {
+			return nil, err
+		}
+		if err := engine.SetPartnerRules(partner, rules); err != nil {
+			return nil, err
+		}
+	}
+	users, err := store.UserRules(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := engine.SetUserRules(users); err != nil {
+		return nil, err
+	}
+	return engine, nil
+}
+
+// RulesFiles finds the partners' rules files in dir (PARTNER.rules.tsv).
+func RulesFiles(dir string) (map[string]string, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	out := map[string]string{}
+	for _, e := range entries {
+		if partner, ok := strings.CutSuffix(e.Name(), RulesSuffix); ok && !e.IsDir() {
+			out[partner] = filepath.Join(dir, e.Name())
+		}
+	}
+	return out, nil
+}
+
+// AddUserRule stores a user's rule and puts it in force: with retag (the
+// spec's any_date) the user's stored transactions it matches are re-tagged
+// at once; new files get it either way. It returns how many were re-tagged.
+func (p *Pipeline) AddUserRule(ctx context.Context, r enrich.UserRule, retag bool) (int64, error) {
+	if p.Enrich == nil {
+		return 0, fmt.Errorf("enrichment is off")
+	}
+	n, err := p.Store.AddUserRule(ctx, r, retag)
+	if err != nil {
+		return 0, err
+	}
+	return n, p.Enrich.AddUserRule(r)
+}
