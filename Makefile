@@ -7,7 +7,7 @@ BIN     := bin/flatfiler
 DB      ?= data/warehouse.duckdb
 SOURCES := $(shell find . -name '*.go' -not -path './bench/out/*') go.mod go.sum
 
-.PHONY: build run test fuzz vet bench clean tools
+.PHONY: build run test fuzz vet bench clean tools enrich-eval
 
 # System tools the tests and benchmarks drive: promtool (Debian's prometheus
 # package) checks /metrics, the OpenSSH sftp client and curl walk the
@@ -41,6 +41,12 @@ test: vet tools
 	$(GO) test $(GOTAGS) -count=1 -race ./parse ./stages ./intake/inbox ./intake/sftpd ./intake/jobs
 	$(GO) test $(GOTAGS) -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 15s ./parse
 	$(GO) test $(GOTAGS) -run '^$$' -fuzz '^FuzzPlainTokens$$' -fuzztime 15s ./parse
+
+# Enrichment quality on the labeled memos (or LABELS=your-file.tsv): nickname
+# exact match, tag accuracy, wrong tags, per-tag precision and recall.
+# Fails below the targets, as make test does.
+enrich-eval: $(BIN)
+	$(BIN) enrich-eval $(if $(LABELS),--labels $(LABELS))
 
 # Speed and memory on generated 1 GiB and 4 GiB files, and SFTP upload speed
 # against OpenSSH's sftp-server (not in CI; several minutes).

@@ -5,6 +5,8 @@
 //
 // Files are generated once into --out and reused; each ingest starts from an
 // empty warehouse and runs in a child process so its peak RSS is its own.
+// For --compare-enrich SIZE, ingest runs --rounds times with enrichment and
+// as many without, alternating, and the medians are compared.
 package main
 
 import (
@@ -18,6 +20,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -38,6 +41,8 @@ func main() {
 	bin := flag.String("bin", "bin/flatfiler", "flatfiler binary to measure")
 	sizes := flag.String("sizes", "1GiB,4GiB", "comma-separated sizes of generated files")
 	out := flag.String("out", "bench/out", "directory for generated files and warehouses")
+	compare := flag.String("compare-enrich", "1GiB", "size at which to compare ingest with and without enrichment (empty: skip)")
+	rounds := flag.Int("rounds", 3, "ingests each way for --compare-enrich")
 	flag.Parse()
 	if err := os.MkdirAll(*out, 0o755); err != nil {
 		fail(err)
@@ -51,57 +56,107 @@ func main() {
 		results = append(results, r)
 		report(results)
 	}
+	if *compare != "" {
+		if err := compareEnrich(*bin, *out, *compare, *rounds); err != nil {
+			fail(err)
+		}
+	}
+}
+
+// compareEnrich measures what enrichment costs an ingest.
+func compareEnrich(bin, dir, size string, rounds int) error {
+	path, _, err := prepare(dir, size)
+	if err != nil {
+		return err
+	}
+	var on, off []float64
+	for i := 0; i < rounds; i++ {
+		for _, enrich := range []bool{false, true} {
+			r := result{size: size}
+			if err := ingest(bin, dir, path, &r, "--enrich="+fmt.Sprint(enrich)); err != nil {
+				return err
+			}
+			fmt.Fprintf(os.Stderr, "  enrich=%v: %.1f s\n", enrich, r.ingestSec)
+			if enrich {
+				on = append(on, r.ingestSec)
+			} else {
+				off = append(off, r.ingestSec)
+			}
+		}
+	}
+	mOn, mOff := median(on), median(off)
+	fmt.Printf("\nenrichment cost at %s (median of %d each, alternating): without %.1f s, with %.1f s: %+.1f%%\n",
+		size, rounds, mOff, mOn, 100*(mOn-mOff)/mOff)
+	return nil
+}
+
+func median(v []float64) float64 {
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	return s[len(s)/2]
 }
 
 func run(bin, dir, size string) (result, error) {
 	r := result{size: size}
-	n, err := gen.ParseSize(size)
+	path, md5Seconds, err := prepare(dir, size)
 	if err != nil {
 		return r, err
 	}
-	path := filepath.Join(dir, "generated-"+size+".xml")
+	st, _ := os.Stat(path)
+	r.bytes, r.md5Seconds = st.Size(), md5Seconds
+	return r, ingest(bin, dir, path, &r)
+}
+
+// genVersion names generated files: a change to what gen writes makes new ones.
+const genVersion = "v2"
+
+// prepare generates the file of size if needed and times the floor: reading
+// it once and hashing it, as the upload notification's MD5 check does.
+func prepare(dir, size string) (string, float64, error) {
+	n, err := gen.ParseSize(size)
+	if err != nil {
+		return "", 0, err
+	}
+	path := filepath.Join(dir, "generated-"+genVersion+"-"+size+".xml")
 	if st, err := os.Stat(path); err != nil || st.Size() < n {
 		fmt.Fprintf(os.Stderr, "generating %s ...\n", path)
 		f, err := os.Create(path)
 		if err != nil {
-			return r, err
+			return "", 0, err
 		}
 		if _, err := gen.Write(f, gen.Options{Bytes: n, Seed: 1, BadRate: 0.001}); err != nil {
-			return r, err
+			return "", 0, err
 		}
 		if err := f.Close(); err != nil {
-			return r, err
+			return "", 0, err
 		}
 	}
-	st, _ := os.Stat(path)
-	r.bytes = st.Size()
-
-	// The floor: reading the file once and hashing it, as the upload
-	// notification's MD5 check does.
 	start := time.Now()
 	f, err := os.Open(path)
 	if err != nil {
-		return r, err
+		return "", 0, err
 	}
-	h := md5.New()
-	if _, err := io.CopyBuffer(h, f, make([]byte, 1<<20)); err != nil {
-		return r, err
+	defer f.Close()
+	if _, err := io.CopyBuffer(md5.New(), f, make([]byte, 1<<20)); err != nil {
+		return "", 0, err
 	}
-	f.Close()
-	r.md5Seconds = time.Since(start).Seconds()
+	return path, time.Since(start).Seconds(), nil
+}
 
-	db := filepath.Join(dir, "bench-"+size+".duckdb")
+// ingest runs flatfiler ingest on path into an empty warehouse.
+func ingest(bin, dir, path string, r *result, extra ...string) error {
+	db := filepath.Join(dir, "bench-"+r.size+".duckdb")
 	for _, p := range []string{db, db + ".wal"} {
 		os.Remove(p)
 	}
 	os.RemoveAll(db + ".tmp")
-	cmd := exec.Command(bin, "ingest", "--json", "--db", db, path)
+	cmd := exec.Command(bin, append(append([]string{"ingest", "--json", "--db", db}, extra...), path)...)
 	var stdout bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, os.Stderr
 	fmt.Fprintf(os.Stderr, "ingesting %s ...\n", path)
-	start = time.Now()
+	start := time.Now()
 	if err := cmd.Run(); err != nil {
-		return r, fmt.Errorf("%s: %w\n%s", cmd, err, stdout.String())
+		return fmt.Errorf("%s: %w\n%s", cmd, err, stdout.String())
 	}
 	r.ingestSec = time.Since(start).Seconds()
 	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
@@ -115,14 +170,14 @@ func run(bin, dir, size string) (result, error) {
 		Skipped int64 `json:"skipped"`
 	}
 	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
-		return r, fmt.Errorf("report: %w", err)
+		return fmt.Errorf("report: %w", err)
 	}
 	r.status = rep.Status
 	for _, c := range rep.Totals {
 		r.records += c.Total
 	}
 	r.records += rep.Skipped
-	return r, nil
+	return nil
 }
 
 func report(results []result) {

@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 
 	"github.com/flatfiler/flatfiler/stages"
 	"github.com/flatfiler/flatfiler/stages/enrich"
@@ -25,7 +24,10 @@ type enrichStage struct {
 	// same result, whatever changes while it loads.
 	snap    *enrich.Snapshot
 	partner string
-	pool    sync.Pool // *enrich.Enricher: scratch buffers, one per worker at a time
+	// free holds enrichers between chunks. Not a sync.Pool: the collector
+	// empties those, and an enricher's cache of cleaned names is worth
+	// keeping for the whole file.
+	free    chan *enrich.Enricher
 	metrics *Metrics
 }
 
@@ -33,9 +35,7 @@ func newEnrichStage(engine *enrich.Engine, partner string, m *Metrics) *enrichSt
 	if engine == nil {
 		return nil
 	}
-	s := &enrichStage{snap: engine.Snapshot(), partner: partner, metrics: m}
-	s.pool.New = func() any { return s.snap.Enricher(partner) }
-	return s
+	return &enrichStage{snap: engine.Snapshot(), partner: partner, metrics: m, free: make(chan *enrich.Enricher, 64)}
 }
 
 // Sources of enrichment results, as counted in flatfiler_enrich_transactions_total.
@@ -45,14 +45,26 @@ func (s *enrichStage) apply(rows []stages.Transaction) {
 	if s == nil || len(rows) == 0 {
 		return
 	}
-	e := s.pool.Get().(*enrich.Enricher)
-	defer s.pool.Put(e)
+	var e *enrich.Enricher
+	select {
+	case e = <-s.free:
+	default:
+		e = s.snap.Enricher(s.partner)
+	}
+	defer func() {
+		select {
+		case s.free <- e:
+		default:
+		}
+	}()
 	var counts [5]int
 	for i := range rows {
 		t := &rows[i]
 		r := e.Enrich(enrich.Input{Memo: t.Memo, Cents: t.Cents, CheckNumber: t.CheckNumber})
-		t.Nickname, t.Tag, t.TagReason, t.MerchantKey = r.Nickname, r.Tag, r.Reason, r.MerchantKey
-		t.CheckNumber = r.CheckNumber
+		t.Enrichment = r
+		if r.CheckNumber != "" {
+			t.CheckNumber = r.CheckNumber
+		}
 		source, _, _ := strings.Cut(r.Reason, ":")
 		for k, name := range enrichSources {
 			if source == name {

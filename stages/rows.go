@@ -8,7 +8,11 @@
 // memory stays flat whatever the file's size.
 package stages
 
-import "time"
+import (
+	"time"
+
+	"github.com/flatfiler/flatfiler/stages/enrich"
+)
 
 // Action is what a record asks for. New, Update and a missing <Action> all
 // mean upsert: the record as sent replaces the stored one.
@@ -85,12 +89,12 @@ type Transaction struct {
 	Memo            string // trimmed
 	OriginalName    string // the memo exactly as sent
 	CheckNumber     string
-	// Set by enrichment (stages/enrich): the clean nickname, the tag (empty:
-	// untagged), what decided them, and the merchant key user rules match.
-	Nickname    string
-	Tag         string
-	TagReason   string
-	MerchantKey string
+	// Enrichment is set by the enrichment stage: nickname, tag, reason and
+	// merchant key, shared by rows with the same result; nil when off.
+	Enrichment *enrich.Result
+	// EnrichmentID is the loader's: rows sharing a result share an id, so
+	// a file stages each distinct result once.
+	EnrichmentID int32
 	// NeedsAccount is set when the file does not carry the account
 	// (transactions files), so the warehouse must already know it; it also
 	// decides there whether the account is an investment one (skipped).

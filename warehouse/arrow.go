@@ -57,8 +57,10 @@ var (
 		field("account_id", str), field("transaction_id", str), field("transaction_type", str),
 		field("posted_at", tsUTC), field("posted_on", dt), field("originated_at", tsUTC), field("originated_on", dt),
 		field("amount", amount), field("memo", str), field("original_name", str), field("check_number", str),
-		field("nickname", str), field("tag", str), field("tag_reason", str), field("merchant_key", str),
-		field("needs_account", bl),
+		field("enrichment_id", i32), field("needs_account", bl),
+	}, nil)
+	enrichmentsSchema = arrow.NewSchema([]arrow.Field{
+		field("id", i32), field("nickname", str), field("tag", str), field("tag_reason", str), field("merchant_key", str),
 	}, nil)
 	keysSchema = arrow.NewSchema([]arrow.Field{
 		field("account_id", str), field("transaction_id", str),
@@ -229,10 +231,22 @@ func transactionsRecord(rows []stages.Transaction) arrow.RecordBatch {
 		c.opt(t.Memo)
 		c.str(t.OriginalName)
 		c.opt(t.CheckNumber)
-		c.opt(t.Nickname)
-		c.opt(t.Tag)
-		c.opt(t.TagReason)
-		c.opt(t.MerchantKey)
+		if t.EnrichmentID == 0 {
+			c.next().(*array.Int32Builder).AppendNull()
+		} else {
+			c.i32(int(t.EnrichmentID))
+		}
 		c.bool(t.NeedsAccount)
+	})
+}
+
+func enrichmentsRecord(rows []enrichment) arrow.RecordBatch {
+	return build(enrichmentsSchema, len(rows), func(c *columns, i int) {
+		e := &rows[i]
+		c.i32(int(e.id))
+		c.opt(e.Nickname)
+		c.opt(e.Tag)
+		c.opt(e.Reason)
+		c.opt(e.MerchantKey)
 	})
 }

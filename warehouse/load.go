@@ -18,6 +18,7 @@ import (
 	"github.com/duckdb/duckdb-go/v2"
 
 	"github.com/flatfiler/flatfiler/stages"
+	"github.com/flatfiler/flatfiler/stages/enrich"
 )
 
 // LoadOptions describe the file being applied.
@@ -61,6 +62,39 @@ type Load struct {
 	// if not, Commit need not look for rows to replace.
 	hadTransactions bool
 	trace           bool // FLATFILER_TRACE_SQL: print each statement's duration
+	// enrichments interns the file's distinct enrichment results: a file
+	// has few (one per merchant and tag), so rows stage an id instead of
+	// four strings and the warehouse writes them out at commit.
+	enrichments map[*enrich.Result]int32
+	// userRules: Commit found rules of the partner's users to apply.
+	userRules bool
+}
+
+type enrichment struct {
+	*enrich.Result
+	id int32
+}
+
+// intern gives each transaction the id of its enrichment result and
+// returns the results not staged before.
+func (l *Load) intern(rows []stages.Transaction) []enrichment {
+	var fresh []enrichment
+	for i := range rows {
+		t := &rows[i]
+		k := t.Enrichment
+		if k == nil {
+			t.EnrichmentID = 0
+			continue
+		}
+		id, ok := l.enrichments[k]
+		if !ok {
+			id = int32(len(l.enrichments) + 1)
+			l.enrichments[k] = id
+			fresh = append(fresh, enrichment{k, id})
+		}
+		t.EnrichmentID = id
+	}
+	return fresh
 }
 
 // Applied is what the warehouse decided about a batch beyond validation.
@@ -84,7 +118,8 @@ func (s *Store) Begin(ctx context.Context, opts LoadOptions) (*Load, error) {
 		trace: os.Getenv("FLATFILER_TRACE_SQL") != "",
 		// 8M keys at 0.1% false positives: 14 MB whatever the file's size; a
 		// larger file only makes more suspects.
-		seen: bloom.NewWithEstimates(8_000_000, 0.001),
+		seen:        bloom.NewWithEstimates(8_000_000, 0.001),
+		enrichments: map[*enrich.Result]int32{},
 	}
 	l.lit = map[string]string{
 		"{S}":   fmt.Sprintf("load_%d", n),
@@ -132,8 +167,8 @@ CREATE TABLE {S}.properties (
 CREATE TABLE {S}.transactions (
 	seq BIGINT, line INTEGER, action VARCHAR, account_id VARCHAR, transaction_id VARCHAR,
 	transaction_type VARCHAR, posted_at TIMESTAMPTZ, posted_on DATE, originated_at TIMESTAMPTZ, originated_on DATE,
-	amount DECIMAL(18,2), memo VARCHAR, original_name VARCHAR, check_number VARCHAR,
-	nickname VARCHAR, tag VARCHAR, tag_reason VARCHAR, merchant_key VARCHAR);
+	amount DECIMAL(18,2), memo VARCHAR, original_name VARCHAR, check_number VARCHAR, enrichment_id INTEGER);
+CREATE TABLE {S}.enrichments (id INTEGER, nickname VARCHAR, tag VARCHAR, tag_reason VARCHAR, merchant_key VARCHAR);
 CREATE TABLE {S}.suspects (account_id VARCHAR, transaction_id VARCHAR)`
 
 func (l *Load) expand(stmt string) string {
@@ -243,6 +278,7 @@ func (l *Load) views(views []staged) (func(), error) {
 // until Commit.
 func (l *Load) Apply(ctx context.Context, b *stages.Batch) (Applied, error) {
 	var out Applied
+	fresh := l.intern(b.Transactions)
 	// Each kind's record is built once, and again only if the checks against
 	// stored state drop some of its rows.
 	accounts, txns := accountsRecord(b.Accounts), transactionsRecord(b.Transactions)
@@ -293,6 +329,11 @@ func (l *Load) Apply(ctx context.Context, b *stages.Batch) (Applied, error) {
 		if properties.NumRows() > 0 {
 			step("INSERT INTO {S}.properties SELECT * FROM v_properties", staged{"v_properties", properties})
 		}
+	}
+	if len(fresh) > 0 {
+		rec := enrichmentsRecord(fresh)
+		defer rec.Release()
+		step("INSERT INTO {S}.enrichments SELECT * FROM v_enrichments", staged{"v_enrichments", rec})
 	}
 	if len(b.Transactions) > 0 {
 		step("INSERT INTO {S}.transactions SELECT * EXCLUDE (needs_account) FROM v_transactions", staged{"v_transactions", txns})
@@ -520,8 +561,19 @@ INSERT INTO transactions (partner_id, account_id, transaction_id, transaction_ty
   nickname, tag, tag_reason, merchant_key)
 SELECT {P}, t.account_id, t.transaction_id, t.transaction_type, t.posted_at, t.posted_on,
   t.originated_at, t.originated_on, t.amount, t.memo, t.original_name, t.check_number, {SRC}, t.line, {NOW},
-  t.nickname, t.tag, t.tag_reason, t.merchant_key
-FROM {S}.transactions t`
+  e.nickname, e.tag, e.tag_reason, e.merchant_key
+FROM {S}.transactions t LEFT JOIN {S}.enrichments e ON e.id = t.enrichment_id`
+	// With user rules, the rule that wins a transaction overrides its
+	// nickname and tag.
+	insertTransactionsWithUserRules = `
+INSERT INTO transactions (partner_id, account_id, transaction_id, transaction_type, posted_at, posted_on,
+  originated_at, originated_on, amount, memo, original_name, check_number, source_file, source_line, updated_at,
+  nickname, tag, tag_reason, merchant_key)
+SELECT {P}, t.account_id, t.transaction_id, t.transaction_type, t.posted_at, t.posted_on,
+  t.originated_at, t.originated_on, t.amount, t.memo, t.original_name, t.check_number, {SRC}, t.line, {NOW},
+  coalesce(u.nickname, e.nickname), coalesce(u.tag, e.tag), coalesce(u.reason, e.tag_reason), e.merchant_key
+FROM {S}.transactions t LEFT JOIN {S}.enrichments e ON e.id = t.enrichment_id
+  LEFT JOIN {S}.user_tagged u ON u.seq = t.seq`
 	// Without kills, the insert need not join: most files.
 	survivingKills = ` LEFT JOIN {S}.last_kills k USING (account_id)
 WHERE t.action = 'upsert' AND t.seq > coalesce(k.seq, -1)`
@@ -538,16 +590,23 @@ func (l *Load) plan() (resolve, apply []string) {
 		resolve = append(resolve, resolveUsersAndAccounts...)
 		apply = append(apply, applyResolved...)
 	}
+	if l.userRules {
+		resolve = append(resolve, l.rankUserRulesStmt())
+	}
 	if l.deletes {
 		apply = append(apply, deleteKilledTransactions)
 	}
 	if l.hadTransactions {
 		apply = append(apply, replaceStoredTransactions)
 	}
+	insert := insertTransactions
+	if l.userRules {
+		insert = insertTransactionsWithUserRules
+	}
 	if l.users || l.accounts {
-		apply = append(apply, insertTransactions+survivingKills)
+		apply = append(apply, insert+survivingKills)
 	} else {
-		apply = append(apply, insertTransactions+upsertsOnly)
+		apply = append(apply, insert+upsertsOnly)
 	}
 	return resolve, apply
 }
@@ -577,14 +636,14 @@ func (l *Load) Commit(ctx context.Context, rec IngestRecord) error {
 	}
 	l.store.writeMu.Lock()
 	defer l.store.writeMu.Unlock()
+	if err := l.findUserRules(ctx); err != nil {
+		return err
+	}
 	resolve, apply := l.plan()
 	for _, stmt := range resolve {
 		if err := l.exec(ctx, stmt); err != nil {
 			return err
 		}
-	}
-	if err := l.applyUserRules(ctx); err != nil {
-		return err
 	}
 	if err := l.exec(ctx, "BEGIN TRANSACTION"); err != nil {
 		return err

@@ -27,26 +27,30 @@ JOIN tag_rules r ON r.partner_id = {P} AND r.partner_customer_id = o.partner_cus
 QUALIFY row_number() OVER (PARTITION BY t.{KEY}
   ORDER BY r.account_id IS NULL, r.created_at DESC, r.rule_id DESC) = 1`
 
-// applyUserRules sets nickname and tag of the file's staged transactions
-// from their owners' rules. With the file's accounts resolved, an account
-// the file (re)assigns belongs to the owner the file names.
-func (l *Load) applyUserRules(ctx context.Context) error {
-	var any bool
-	if err := l.conn.QueryRowContext(ctx, "SELECT EXISTS (SELECT 1 FROM tag_rules WHERE partner_id = ?)", l.opts.Partner).Scan(&any); err != nil {
+// findUserRules notes whether the partner's users have rules, so Commit
+// applies them only then.
+func (l *Load) findUserRules(ctx context.Context) error {
+	err := l.conn.QueryRowContext(ctx, "SELECT EXISTS (SELECT 1 FROM tag_rules WHERE partner_id = ?)", l.opts.Partner).Scan(&l.userRules)
+	if err != nil {
 		return fmt.Errorf("warehouse: tag rules: %w", err)
 	}
-	if !any {
-		return nil
-	}
+	return nil
+}
+
+// rankUserRulesStmt picks, for each of the file's staged transactions, the
+// user rule that wins it, once resolution has settled each account's
+// owner: an account the file (re)assigns belongs to the owner it names.
+func (l *Load) rankUserRulesStmt() string {
 	owners := "(SELECT account_id, partner_customer_id FROM accounts WHERE partner_id = {P})"
 	if l.users || l.accounts {
 		owners = `(SELECT account_id, partner_customer_id FROM {S}.last_accounts
   UNION ALL SELECT account_id, partner_customer_id FROM accounts
   WHERE partner_id = {P} AND account_id NOT IN (SELECT account_id FROM {S}.last_accounts))`
 	}
-	ranked := strings.NewReplacer("{TXNS}", "{S}.transactions", "{OWNERS}", owners, "{KEY}", "seq").Replace(rankUserRules)
-	return l.exec(ctx, `UPDATE {S}.transactions s SET nickname = r.nickname, tag = r.tag, tag_reason = r.reason
-FROM (`+ranked+`) r WHERE s.seq = r.seq`)
+	txns := `(SELECT t.seq, t.account_id, e.merchant_key, t.posted_on
+  FROM {S}.transactions t JOIN {S}.enrichments e ON e.id = t.enrichment_id)`
+	ranked := strings.NewReplacer("{TXNS}", txns, "{OWNERS}", owners, "{KEY}", "seq").Replace(rankUserRules)
+	return "CREATE TABLE {S}.user_tagged AS " + ranked
 }
 
 // AddUserRule stores a user's rule. With retag (the spec's posted_at

@@ -20,9 +20,11 @@ Usage:
   flatfiler serve   [--data DIR] [--sftp-addr ADDR] [--http-addr ADDR] ...
   flatfiler partner add ID [--data DIR] [--domain D] [--ssh-key FILE.pub] [--json]
   flatfiler ingest [--db PATH] [--partner ID] [--type combined|users|accounts|transactions]
-                   [--as-of YYYY-MM-DD] [--json] [--workers N] FILE...
+                   [--as-of YYYY-MM-DD] [--json] [--workers N] [--rules FILE] FILE...
   flatfiler sql    [--db PATH] [--format table|csv|json] QUERY
   flatfiler gen    [--users N | --size SIZE] [--seed S] [--bad-rate R] -o FILE
+  flatfiler enrich [--amount A] [--rules FILE] MEMO...
+  flatfiler enrich-eval [--labels FILE] [--rules FILE]
 
 Run 'flatfiler COMMAND --help' for a command's flags.
 `
@@ -49,11 +51,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	cmds := map[string]func(context.Context, []string, io.Writer, io.Writer) int{
-		"serve":   serveCmd,
-		"partner": partnerCmd,
-		"ingest":  ingestCmd,
-		"sql":     sqlCmd,
-		"gen":     genCmd,
+		"serve":       serveCmd,
+		"partner":     partnerCmd,
+		"ingest":      ingestCmd,
+		"sql":         sqlCmd,
+		"gen":         genCmd,
+		"enrich":      enrichCmd,
+		"enrich-eval": enrichEvalCmd,
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {

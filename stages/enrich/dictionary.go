@@ -114,10 +114,16 @@ func ParseDictionary(r io.Reader, name string) (*Dictionary, error) {
 // keyed by their squashed form (words joined without spaces), and a memo
 // is looked up by the squashed form of 1..maxWords consecutive words, so
 // DUNKINDONUTS, DUNKIN DONUTS and DUNKIN-DONUTS all find one alias.
+//
+// keys also holds every prefix of every alias (with target prefixOnly),
+// so a lookup that finds nothing ends the search at that start: most words
+// of a memo (POS, DEBIT, store numbers) cost one lookup.
 type matcher struct {
-	keys     map[string]int32 // squashed alias -> target index
+	keys     map[string]int32 // squashed alias -> target index; a bare prefix -> -1
 	maxWords int
 }
+
+const prefixOnly = -1
 
 // add inserts alias for target; an alias of two different targets is an
 // error, so the dictionary stays unambiguous.
@@ -139,10 +145,15 @@ func (m *matcher) add(e *Enricher, alias string, target int32, describe func(int
 	if m.keys == nil {
 		m.keys = map[string]int32{}
 	}
-	if prev, ok := m.keys[string(key)]; ok && prev != target {
+	if prev, ok := m.keys[string(key)]; ok && prev != prefixOnly && prev != target {
 		return fmt.Errorf("alias %q of %s is already an alias of %s", alias, describe(target), describe(prev))
 	}
 	m.keys[string(key)] = target
+	for n := 1; n < len(key); n++ {
+		if _, ok := m.keys[string(key[:n])]; !ok {
+			m.keys[string(key[:n])] = prefixOnly
+		}
+	}
 	// A memo may split an alias's word (MC DONALDS): allow one word more.
 	m.maxWords = min(max(m.maxWords, len(e.tokens)+1), 6)
 	return nil
@@ -155,23 +166,25 @@ func (e *Enricher) find(m *matcher, from, to int) (target int32, at, end int, ok
 		return 0, 0, 0, false
 	}
 	for i := from; i < to; i++ {
-		t := e.tokens[i]
-		// No alias starts with a long number or a domain suffix.
-		if t.flags&hasLetter == 0 && t.end-t.start > 3 || t.flags&domain != 0 {
+		if e.tokens[i].flags&domain != 0 {
 			continue
 		}
 		n := min(m.maxWords, to-i)
 		key := e.key[:0]
-		var ends [8]int
+		found := false
 		for k := 0; k < n; k++ {
 			key = appendKey(key, e.word(i+k))
-			ends[k] = len(key)
+			t, ok := m.keys[string(key)]
+			if !ok {
+				break // no alias starts so: longer cannot match either
+			}
+			if t != prefixOnly {
+				target, end, found = t, i+k+1, true
+			}
 		}
 		e.key = key
-		for k := n - 1; k >= 0; k-- {
-			if target, ok := m.keys[string(key[:ends[k]])]; ok {
-				return target, i, i + k + 1, true
-			}
+		if found {
+			return target, i, end, true
 		}
 	}
 	return 0, 0, 0, false

@@ -47,6 +47,7 @@ type Result struct {
 	// MerchantKey identifies the merchant for user rules: the dictionary
 	// id, else the cleaned memo in upper case.
 	MerchantKey string
+	// CheckNumber is set for checks: as sent, else as read from the memo.
 	CheckNumber string
 }
 
@@ -62,6 +63,9 @@ type Snapshot struct {
 type merchantEntry struct {
 	Merchant
 	debitReason, creditReason string
+	// What a hit returns when its tag is the dictionary's: shared, so a
+	// hit allocates nothing and rows carry one pointer.
+	debit, credit Result
 }
 
 type partnerRules struct {
@@ -77,8 +81,10 @@ func Build(dict *Dictionary, partners map[string][]PartnerRule, users []UserRule
 	e := &Enricher{}
 	describe := func(i int32) string { return "merchant " + dict.Merchants[i].ID }
 	for i, m := range dict.Merchants {
-		s.merchants = append(s.merchants, merchantEntry{Merchant: m,
-			debitReason: "dictionary:" + m.ID, creditReason: "dictionary:" + m.ID})
+		reason := "dictionary:" + m.ID
+		s.merchants = append(s.merchants, merchantEntry{Merchant: m, debitReason: reason, creditReason: reason,
+			debit:  Result{Nickname: m.Nickname, Tag: m.DebitTag, Reason: reason, MerchantKey: m.ID},
+			credit: Result{Nickname: m.Nickname, Tag: m.CreditTag, Reason: reason, MerchantKey: m.ID}})
 		for _, a := range m.Aliases {
 			if err := s.dict.add(e, a, int32(i), describe); err != nil {
 				return nil, fmt.Errorf("merchants line %d: %w", m.Line, err)
@@ -230,6 +236,9 @@ type Enricher struct {
 	// long tail repeats, and title-casing allocates.
 	cleaned map[string]cleanName
 	title   cases.Caser
+	// results interns what is not a plain dictionary hit, so equal results
+	// share one pointer.
+	results map[Result]*Result
 }
 
 type cleanName struct{ key, nickname string }
@@ -239,30 +248,46 @@ const cleanedCacheSize = 1 << 14
 // Enricher returns an enricher for partner's transactions under this snapshot.
 func (s *Snapshot) Enricher(partner string) *Enricher {
 	return &Enricher{snap: s, partner: s.partners[partner], pkey: partner + "\x00",
-		cleaned: map[string]cleanName{}, title: cases.Title(language.English)}
+		cleaned: map[string]cleanName{}, title: cases.Title(language.English), results: map[Result]*Result{}}
 }
 
-// Enrich decides nickname, tag and reason for one transaction. On a
-// dictionary hit it allocates nothing.
-func (e *Enricher) Enrich(in Input) Result {
+// Enrich decides nickname, tag and reason for one transaction. The result
+// is shared and must not be changed. On a dictionary hit it allocates nothing.
+func (e *Enricher) Enrich(in Input) *Result {
 	e.tokenize(in.Memo)
 	credit := in.Cents > 0
-	r := e.enrich(in, credit)
+	r, shared := e.enrich(in, credit)
 	if in.User != "" && len(e.snap.users) > 0 {
-		e.applyUserRules(in, &r)
+		if rule := e.userRule(in, r.MerchantKey); rule != nil {
+			return &Result{Nickname: rule.Nickname, Tag: rule.Tag, Reason: "user-rule:" + rule.ID, MerchantKey: r.MerchantKey}
+		}
 	}
-	return r
+	if shared != nil {
+		return shared
+	}
+	if p, ok := e.results[r]; ok {
+		return p
+	}
+	if len(e.results) >= cleanedCacheSize {
+		clear(e.results)
+	}
+	p := new(Result) // not &r: r would then escape on every path
+	*p = r
+	e.results[r] = p
+	return p
 }
 
-func (e *Enricher) enrich(in Input, credit bool) Result {
+// enrich returns the result, and a shared copy of it when it has one.
+func (e *Enricher) enrich(in Input, credit bool) (Result, *Result) {
 	r := Result{CheckNumber: in.CheckNumber}
 	if len(e.tokens) == 0 {
-		r.Nickname, r.Reason, r.MerchantKey = strings.TrimSpace(in.Memo), "unmatched", ""
-		return r
+		r.Nickname, r.Reason, r.MerchantKey, r.CheckNumber = strings.TrimSpace(in.Memo), "unmatched", "", ""
+		return r, nil
 	}
 	if e.check(&r) {
-		return r
+		return r, nil
 	}
+	r.CheckNumber = ""
 	from := 0
 	if e.tokens[0].flags&beforeStar != 0 && processors[string(e.word(0))] && len(e.tokens) > 1 {
 		from = 1 // SQ *, TST*, PAYPAL *: the merchant follows
@@ -289,26 +314,29 @@ func (e *Enricher) enrich(in Input, credit bool) Result {
 					if rule.Nickname != "" {
 						r.Nickname = rule.Nickname
 					}
-					return r
+					return r, nil
 				}
 			}
 		}
 	}
 	if dictOK && r.Tag != "" {
-		return r
+		m := &e.snap.merchants[dictHit]
+		if credit {
+			return r, &m.credit
+		}
+		return r, &m.debit
 	}
 	if tag, reason, nickname := e.keywords(credit); tag != "" {
 		r.Tag, r.Reason = tag, reason
 		if nickname != "" && !dictOK {
 			r.Nickname = nickname
 		}
-		return r
+		return r, nil
 	}
 	if !dictOK {
 		r.Reason = "unmatched"
 	}
-	_ = dictHit
-	return r
+	return r, nil
 }
 
 // check recognizes checks (CHECK 1021, CHECK #1021, Check 00 0 Disbursed):
@@ -470,16 +498,16 @@ func (e *Enricher) titleCase(upper string) string {
 	return strings.Join(words, " ")
 }
 
-// applyUserRules lets the user's rules override the result.
-func (e *Enricher) applyUserRules(in Input, r *Result) {
+// userRule returns the user's rule that wins the transaction, if any.
+func (e *Enricher) userRule(in Input, merchantKey string) *UserRule {
 	for _, rule := range e.snap.users[e.pkey+in.User] {
-		if rule.MatchKey != r.MerchantKey || rule.Account != "" && rule.Account != in.Account {
+		if rule.MatchKey != merchantKey || rule.Account != "" && rule.Account != in.Account {
 			continue
 		}
 		if !rule.PostedFrom.IsZero() && in.PostedOn.Before(rule.PostedFrom) {
 			continue
 		}
-		r.Nickname, r.Tag, r.Reason = rule.Nickname, rule.Tag, "user-rule:"+rule.ID
-		return
+		return rule
 	}
+	return nil
 }

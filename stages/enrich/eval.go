@@ -92,7 +92,7 @@ func Evaluate(e *Enricher, labels []Label) Evaluation {
 	}
 	var nick, tagOK, untagged, wrong int
 	for _, l := range labels {
-		r := e.Enrich(Input{Memo: l.Memo, Cents: l.Cents})
+		r := *e.Enrich(Input{Memo: l.Memo, Cents: l.Cents})
 		nickOK := r.Nickname == l.Nickname
 		if nickOK {
 			nick++
