@@ -57,17 +57,9 @@ func DefaultDictionary() (*Dictionary, error) {
 func ParseDictionary(r io.Reader, name string) (*Dictionary, error) {
 	d := &Dictionary{}
 	ids := map[string]int{}
-	sc := bufio.NewScanner(r)
-	line := 0
-	for sc.Scan() {
-		line++
-		text := sc.Text()
-		if strings.TrimSpace(text) == "" || strings.HasPrefix(text, "#") {
-			continue
-		}
-		f := strings.Split(text, "\t")
+	err := eachLine(r, name, func(line int, f []string) error {
 		if len(f) != 5 {
-			return nil, fmt.Errorf("%s:%d: want 5 tab-separated fields (id, nickname, debit_tag, credit_tag, aliases), got %d", name, line, len(f))
+			return fmt.Errorf("want 5 tab-separated fields (id, nickname, debit_tag, credit_tag, aliases), got %d", len(f))
 		}
 		m := Merchant{ID: f[0], Nickname: f[1], DebitTag: f[2], CreditTag: f[3], Line: line}
 		switch m.CreditTag {
@@ -81,16 +73,16 @@ func ParseDictionary(r io.Reader, name string) (*Dictionary, error) {
 		}
 		for _, tag := range []string{m.DebitTag, m.CreditTag} {
 			if tag != "" && !IsDefaultTag(tag) {
-				return nil, fmt.Errorf("%s:%d: merchant %s: tag %q is not one of the default tags", name, line, m.ID, tag)
+				return fmt.Errorf("merchant %s: tag %q is not one of the default tags", m.ID, tag)
 			}
 		}
 		if m.ID == "" || m.Nickname == "" {
-			return nil, fmt.Errorf("%s:%d: id and nickname are required", name, line)
+			return fmt.Errorf("id and nickname are required")
 		}
 		if prev, dup := ids[m.ID]; dup {
-			return nil, fmt.Errorf("%s:%d: merchant id %s already defined at line %d", name, line, m.ID, prev)
+			return fmt.Errorf("merchant id %s already defined at line %d", m.ID, prev)
 		}
-		ids[m.ID] = line
+		ids[m.ID] = m.Line
 		aliases := f[4]
 		if rest, ok := strings.CutPrefix(aliases, "!"); ok {
 			aliases = rest // the nickname is a common word (Express, Ring): not an alias
@@ -103,11 +95,33 @@ func ParseDictionary(r io.Reader, name string) (*Dictionary, error) {
 			}
 		}
 		d.Merchants = append(d.Merchants, m)
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return d, nil
+}
+
+// eachLine calls fn with the tab-separated fields of each line of r that is
+// neither blank nor a # comment; errors are prefixed with name:line.
+func eachLine(r io.Reader, name string, fn func(line int, fields []string) error) error {
+	sc := bufio.NewScanner(r)
+	line := 0
+	for sc.Scan() {
+		line++
+		text := sc.Text()
+		if strings.TrimSpace(text) == "" || strings.HasPrefix(text, "#") {
+			continue
+		}
+		if err := fn(line, strings.Split(text, "\t")); err != nil {
+			return fmt.Errorf("%s:%d: %w", name, line, err)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	return nil
 }
 
 // matcher finds the leftmost-longest alias in a memo's words. Aliases are

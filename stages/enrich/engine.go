@@ -141,17 +141,6 @@ func (s *Snapshot) UserRules() []UserRule {
 	return out
 }
 
-// HasUserRules reports whether any user of partner has rules.
-func (s *Snapshot) HasUserRules(partner string) bool {
-	prefix := partner + "\x00"
-	for k := range s.users {
-		if strings.HasPrefix(k, prefix) {
-			return true
-		}
-	}
-	return false
-}
-
 // Engine holds the snapshot in force. Reads are lock-free; changes are
 // serialized and replace the snapshot whole.
 type Engine struct {

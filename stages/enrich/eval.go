@@ -1,7 +1,6 @@
 package enrich
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"sort"
@@ -22,32 +21,25 @@ type Label struct {
 // decimal), expected nickname, expected tag (may be empty). # starts a comment.
 func ParseLabels(r io.Reader, name string) ([]Label, error) {
 	var out []Label
-	sc := bufio.NewScanner(r)
-	line := 0
-	for sc.Scan() {
-		line++
-		text := sc.Text()
-		if strings.TrimSpace(text) == "" || strings.HasPrefix(text, "#") {
-			continue
-		}
-		f := strings.Split(text, "\t")
+	err := eachLine(r, name, func(line int, f []string) error {
 		if len(f) == 3 {
 			f = append(f, "")
 		}
 		if len(f) != 4 {
-			return nil, fmt.Errorf("%s:%d: want 4 tab-separated fields (memo, amount, nickname, tag), got %d", name, line, len(f))
+			return fmt.Errorf("want 4 tab-separated fields (memo, amount, nickname, tag), got %d", len(f))
 		}
 		amount, err := strconv.ParseFloat(strings.TrimSpace(f[1]), 64)
 		if err != nil {
-			return nil, fmt.Errorf("%s:%d: amount %q: %w", name, line, f[1], err)
+			return fmt.Errorf("amount %q: %w", f[1], err)
 		}
 		cents := int64(amount*100 + 0.5)
 		if amount < 0 {
 			cents = int64(amount*100 - 0.5)
 		}
 		out = append(out, Label{Memo: f[0], Cents: cents, Nickname: f[2], Tag: strings.TrimSpace(f[3]), Line: line})
-	}
-	return out, sc.Err()
+		return nil
+	})
+	return out, err
 }
 
 // Targets are the quality bars enrichment must meet on a labeled set.

@@ -20,15 +20,7 @@ func TestLabeledSetMeetsTargets(t *testing.T) {
 	if len(labels) < 1000 {
 		t.Fatalf("labeled set has %d memos, want at least 1000", len(labels))
 	}
-	d, err := DefaultDictionary()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := Build(d, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ev := Evaluate(s.Enricher("eval"), labels)
+	ev := Evaluate(defaultSnapshot(t).Enricher("eval"), labels)
 	ev.Print(testWriter{t}, 200)
 	if fails := ev.Failures(); len(fails) > 0 {
 		ev.Print(testWriter{t}, 40)

@@ -1,7 +1,6 @@
 package enrich
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"strings"
@@ -42,17 +41,9 @@ type PartnerRule struct {
 // comments. The first rule whose match is found leftmost-longest wins.
 func ParsePartnerRules(r io.Reader, name string) ([]PartnerRule, error) {
 	var rules []PartnerRule
-	sc := bufio.NewScanner(r)
-	line := 0
-	for sc.Scan() {
-		line++
-		text := sc.Text()
-		if strings.TrimSpace(text) == "" || strings.HasPrefix(text, "#") {
-			continue
-		}
-		f := strings.Split(text, "\t")
+	err := eachLine(r, name, func(line int, f []string) error {
 		if len(f) < 3 || len(f) > 4 {
-			return nil, fmt.Errorf("%s:%d: want 3 or 4 tab-separated fields (match, nickname, tag, direction), got %d", name, line, len(f))
+			return fmt.Errorf("want 3 or 4 tab-separated fields (match, nickname, tag, direction), got %d", len(f))
 		}
 		r := PartnerRule{Match: strings.TrimSpace(f[0]), Nickname: strings.TrimSpace(f[1]), Tag: strings.TrimSpace(f[2]),
 			Source: fmt.Sprintf("%s:%d", name, line)}
@@ -60,20 +51,18 @@ func ParsePartnerRules(r io.Reader, name string) ([]PartnerRule, error) {
 			r.Direction = Direction(strings.ToLower(strings.TrimSpace(f[3])))
 		}
 		if r.Direction != AnyDirection && r.Direction != Debits && r.Direction != Credits {
-			return nil, fmt.Errorf("%s:%d: direction %q: want debit, credit or empty", name, line, f[3])
+			return fmt.Errorf("direction %q: want debit, credit or empty", f[3])
 		}
 		if r.Match == "" {
-			return nil, fmt.Errorf("%s:%d: match is empty", name, line)
+			return fmt.Errorf("match is empty")
 		}
 		if err := CheckTagName(r.Tag); err != nil {
-			return nil, fmt.Errorf("%s:%d: %w", name, line, err)
+			return err
 		}
 		rules = append(rules, r)
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
-	}
-	return rules, nil
+		return nil
+	})
+	return rules, err
 }
 
 // CheckTagName accepts a default tag or a custom one: printable, at most
