@@ -101,6 +101,16 @@ func (c *columns) i32(v int)              { c.next().(*array.Int32Builder).Appen
 func (c *columns) bool(v bool)            { c.next().(*array.BooleanBuilder).Append(v) }
 func (c *columns) cents(v int64)          { c.next().(*array.Decimal128Builder).Append(decimal128.FromI64(v)) }
 
+// optI32 appends v, or NULL when zero: a transaction enrichment left alone.
+func (c *columns) optI32(v int32) {
+	b := c.next().(*array.Int32Builder)
+	if v == 0 {
+		b.AppendNull()
+		return
+	}
+	b.Append(v)
+}
+
 func (c *columns) ts(t time.Time) {
 	b := c.next().(*array.TimestampBuilder)
 	if t.IsZero() {
@@ -231,11 +241,7 @@ func transactionsRecord(rows []stages.Transaction) arrow.RecordBatch {
 		c.opt(t.Memo)
 		c.str(t.OriginalName)
 		c.opt(t.CheckNumber)
-		if t.EnrichmentID == 0 {
-			c.next().(*array.Int32Builder).AppendNull()
-		} else {
-			c.i32(int(t.EnrichmentID))
-		}
+		c.optI32(t.EnrichmentID)
 		c.bool(t.NeedsAccount)
 	})
 }

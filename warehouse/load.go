@@ -555,25 +555,19 @@ DELETE FROM transactions WHERE partner_id = {P} AND account_id IN (SELECT accoun
 	replaceStoredTransactions = `
 DELETE FROM transactions t USING {S}.transactions s
 WHERE t.partner_id = {P} AND t.account_id = s.account_id AND t.transaction_id = s.transaction_id`
+	// {ENRICHED} and {USERS} are filled by plan: with user rules, the rule
+	// that wins a transaction overrides its nickname and tag.
 	insertTransactions = `
 INSERT INTO transactions (partner_id, account_id, transaction_id, transaction_type, posted_at, posted_on,
   originated_at, originated_on, amount, memo, original_name, check_number, source_file, source_line, updated_at,
   nickname, tag, tag_reason, merchant_key)
 SELECT {P}, t.account_id, t.transaction_id, t.transaction_type, t.posted_at, t.posted_on,
   t.originated_at, t.originated_on, t.amount, t.memo, t.original_name, t.check_number, {SRC}, t.line, {NOW},
-  e.nickname, e.tag, e.tag_reason, e.merchant_key
-FROM {S}.transactions t LEFT JOIN {S}.enrichments e ON e.id = t.enrichment_id`
-	// With user rules, the rule that wins a transaction overrides its
-	// nickname and tag.
-	insertTransactionsWithUserRules = `
-INSERT INTO transactions (partner_id, account_id, transaction_id, transaction_type, posted_at, posted_on,
-  originated_at, originated_on, amount, memo, original_name, check_number, source_file, source_line, updated_at,
-  nickname, tag, tag_reason, merchant_key)
-SELECT {P}, t.account_id, t.transaction_id, t.transaction_type, t.posted_at, t.posted_on,
-  t.originated_at, t.originated_on, t.amount, t.memo, t.original_name, t.check_number, {SRC}, t.line, {NOW},
-  coalesce(u.nickname, e.nickname), coalesce(u.tag, e.tag), coalesce(u.reason, e.tag_reason), e.merchant_key
-FROM {S}.transactions t LEFT JOIN {S}.enrichments e ON e.id = t.enrichment_id
-  LEFT JOIN {S}.user_tagged u ON u.seq = t.seq`
+  {ENRICHED}, e.merchant_key
+FROM {S}.transactions t LEFT JOIN {S}.enrichments e ON e.id = t.enrichment_id{USERS}`
+	enrichedColumns  = `e.nickname, e.tag, e.tag_reason`
+	userRuledColumns = `coalesce(u.nickname, e.nickname), coalesce(u.tag, e.tag), coalesce(u.reason, e.tag_reason)`
+	joinUserTagged   = ` LEFT JOIN {S}.user_tagged u ON u.seq = t.seq`
 	// Without kills, the insert need not join: most files.
 	survivingKills = ` LEFT JOIN {S}.last_kills k USING (account_id)
 WHERE t.action = 'upsert' AND t.seq > coalesce(k.seq, -1)`
@@ -599,10 +593,11 @@ func (l *Load) plan() (resolve, apply []string) {
 	if l.hadTransactions {
 		apply = append(apply, replaceStoredTransactions)
 	}
-	insert := insertTransactions
+	columns, users := enrichedColumns, ""
 	if l.userRules {
-		insert = insertTransactionsWithUserRules
+		columns, users = userRuledColumns, joinUserTagged
 	}
+	insert := strings.NewReplacer("{ENRICHED}", columns, "{USERS}", users).Replace(insertTransactions)
 	if l.users || l.accounts {
 		apply = append(apply, insert+survivingKills)
 	} else {

@@ -142,17 +142,10 @@ const prefixOnly = -1
 // add inserts alias for target; an alias of two different targets is an
 // error, so the dictionary stays unambiguous.
 func (m *matcher) add(e *Enricher, alias string, target int32, describe func(int32) string) error {
-	e.tokenize(alias)
-	if len(e.tokens) == 0 {
+	key, letters := e.squash(alias)
+	if len(key) == 0 {
 		return fmt.Errorf("alias %q has no words", alias)
 	}
-	letters := false
-	key := e.scratch[:0]
-	for i := range e.tokens {
-		letters = letters || e.tokens[i].flags&hasLetter != 0
-		key = appendKey(key, e.word(i))
-	}
-	e.scratch = key
 	if !letters {
 		return fmt.Errorf("alias %q has no letters: it would match store numbers", alias)
 	}
@@ -171,6 +164,19 @@ func (m *matcher) add(e *Enricher, alias string, target int32, describe func(int
 	// A memo may split an alias's word (MC DONALDS): allow one word more.
 	m.maxWords = min(max(m.maxWords, len(e.tokens)+1), 6)
 	return nil
+}
+
+// squash returns an alias's matching key, its words joined in matching
+// form, and whether it has letters. The key is e's scratch: copy to keep.
+func (e *Enricher) squash(alias string) (key []byte, letters bool) {
+	e.tokenize(alias)
+	key = e.scratch[:0]
+	for i := range e.tokens {
+		letters = letters || e.tokens[i].flags&hasLetter != 0
+		key = appendKey(key, e.word(i))
+	}
+	e.scratch = key
+	return key, letters
 }
 
 // find returns the target of the leftmost-longest alias among words

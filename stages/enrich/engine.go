@@ -62,7 +62,6 @@ type Snapshot struct {
 
 type merchantEntry struct {
 	Merchant
-	debitReason, creditReason string
 	// What a hit returns when its tag is the dictionary's: shared, so a
 	// hit allocates nothing and rows carry one pointer.
 	debit, credit Result
@@ -82,7 +81,7 @@ func Build(dict *Dictionary, partners map[string][]PartnerRule, users []UserRule
 	describe := func(i int32) string { return "merchant " + dict.Merchants[i].ID }
 	for i, m := range dict.Merchants {
 		reason := "dictionary:" + m.ID
-		s.merchants = append(s.merchants, merchantEntry{Merchant: m, debitReason: reason, creditReason: reason,
+		s.merchants = append(s.merchants, merchantEntry{Merchant: m,
 			debit:  Result{Nickname: m.Nickname, Tag: m.DebitTag, Reason: reason, MerchantKey: m.ID},
 			credit: Result{Nickname: m.Nickname, Tag: m.CreditTag, Reason: reason, MerchantKey: m.ID}})
 		for _, a := range m.Aliases {
@@ -95,12 +94,7 @@ func Build(dict *Dictionary, partners map[string][]PartnerRule, users []UserRule
 		pr := &partnerRules{rules: rules}
 		byKey := map[string]int32{}
 		for i, r := range rules {
-			e.tokenize(r.Match)
-			key := e.scratch[:0]
-			for k := range e.tokens {
-				key = appendKey(key, e.word(k))
-			}
-			e.scratch = key
+			key, _ := e.squash(r.Match)
 			g, ok := byKey[string(key)]
 			if !ok {
 				g = int32(len(pr.groups))
@@ -281,16 +275,14 @@ func (e *Enricher) enrich(in Input, credit bool) (Result, *Result) {
 	if e.tokens[0].flags&beforeStar != 0 && processors[string(e.word(0))] && len(e.tokens) > 1 {
 		from = 1 // SQ *, TST*, PAYPAL *: the merchant follows
 	}
-	dictHit, dictOK := int32(0), false
+	var hit *Result // the dictionary's shared result, if it names the merchant
 	if target, _, _, ok := e.find(&e.snap.dict, from, len(e.tokens)); ok {
-		dictHit, dictOK = target, true
 		m := &e.snap.merchants[target]
-		r.Nickname, r.MerchantKey = m.Nickname, m.ID
+		hit = &m.debit
 		if credit {
-			r.Tag, r.Reason = m.CreditTag, m.creditReason
-		} else {
-			r.Tag, r.Reason = m.DebitTag, m.debitReason
+			hit = &m.credit
 		}
+		r = *hit
 	} else {
 		r.MerchantKey, r.Nickname = e.cleanedName()
 	}
@@ -308,21 +300,17 @@ func (e *Enricher) enrich(in Input, credit bool) (Result, *Result) {
 			}
 		}
 	}
-	if dictOK && r.Tag != "" {
-		m := &e.snap.merchants[dictHit]
-		if credit {
-			return r, &m.credit
-		}
-		return r, &m.debit
+	if hit != nil && hit.Tag != "" {
+		return r, hit
 	}
 	if tag, reason, nickname := e.keywords(credit); tag != "" {
 		r.Tag, r.Reason = tag, reason
-		if nickname != "" && !dictOK {
+		if nickname != "" && hit == nil {
 			r.Nickname = nickname
 		}
 		return r, nil
 	}
-	if !dictOK {
+	if hit == nil {
 		r.Reason = "unmatched"
 	}
 	return r, nil
@@ -337,7 +325,7 @@ func (e *Enricher) check(r *Result) bool {
 	}
 	if len(e.tokens) > 1 {
 		switch string(e.word(1)) {
-		case "CARD", "CRD", "PURCHASE", "CRD.", "REFUND", "ORDER", "ORDERS", "FEE", "PRINTING":
+		case "CARD", "CRD", "PURCHASE", "REFUND", "ORDER", "ORDERS", "FEE", "PRINTING":
 			return false
 		}
 	}

@@ -146,7 +146,7 @@ func appendKey(dst, w []byte) []byte {
 // left out of the cleaned name.
 var leadingNoise = set(
 	"POS", "DEBIT", "CREDIT", "CARD", "CHECKCARD", "CHKCARD", "PURCHASE", "PURCH", "PUR", "AUTHORIZED", "AUTH",
-	"ON", "ACH", "RECURRING", "RECUR", "VISA", "DDA", "DBT", "CRD", "PREAUTHORIZED", "PRE", "AUTHORIZED",
+	"ON", "ACH", "RECURRING", "RECUR", "VISA", "DDA", "DBT", "CRD", "PREAUTHORIZED", "PRE",
 	"ELECTRONIC", "EXTERNAL", "WITHDRAWAL", "WITHDRWL", "PIN", "SIG", "POINT", "OF", "SALE", "MC", "MASTERCARD",
 	"INTL", "INTERNATIONAL", "WEB", "PPD", "CCD", "ORIG", "CO", "NAME", "XXXX", "XXXXXX", "XXXXXXXXXXXX", "-",
 )

@@ -121,7 +121,7 @@ func (r *UserRule) Check() error {
 // outranks reports whether r takes precedence over o for the same
 // transaction: a rule on this account beats one on all accounts; then the
 // newer rule wins. The warehouse orders rules the same way (see
-// warehouse.applyUserRules).
+// warehouse.rankUserRules).
 func (r *UserRule) outranks(o *UserRule) bool {
 	if (r.Account != "") != (o.Account != "") {
 		return r.Account != ""
