@@ -39,7 +39,7 @@ type result struct {
 
 func main() {
 	bin := flag.String("bin", "bin/flatfiler", "flatfiler binary to measure")
-	sizes := flag.String("sizes", "1GiB,4GiB", "comma-separated sizes of generated files")
+	sizes := flag.String("sizes", "1GiB,4GiB", "comma-separated sizes of generated files (empty: none)")
 	out := flag.String("out", "bench/out", "directory for generated files and warehouses")
 	compare := flag.String("compare-enrich", "1GiB", "size at which to compare ingest with and without enrichment (empty: skip)")
 	rounds := flag.Int("rounds", 3, "ingests each way for --compare-enrich")
@@ -49,6 +49,9 @@ func main() {
 	}
 	var results []result
 	for _, size := range strings.Split(*sizes, ",") {
+		if strings.TrimSpace(size) == "" {
+			continue
+		}
 		r, err := run(*bin, *out, strings.TrimSpace(size))
 		if err != nil {
 			fail(err)

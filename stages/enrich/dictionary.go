@@ -5,6 +5,7 @@ import (
 	_ "embed"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 )
 
@@ -126,21 +127,37 @@ func eachLine(r io.Reader, name string, fn func(line int, fields []string) error
 
 // matcher finds the leftmost-longest alias in a memo's words. Aliases are
 // keyed by their squashed form (words joined without spaces), and a memo
-// is looked up by the squashed form of 1..maxWords consecutive words, so
+// is matched on the squashed form of 1..maxWords consecutive words, so
 // DUNKINDONUTS, DUNKIN DONUTS and DUNKIN-DONUTS all find one alias.
 //
-// keys also holds every prefix of every alias (with target prefixOnly),
-// so a lookup that finds nothing ends the search at that start: most words
-// of a memo (POS, DEBIT, store numbers) cost one lookup.
+// The keys live in a byte trie, walked as a memo's words are read: most
+// words of a memo (POS, DEBIT, store numbers) leave it at their first byte,
+// and the few nodes every memo visits stay in cache. A map of the keys and
+// their prefixes cost four times as much inside the pipeline as alone,
+// each lookup hashing the key and missing cache.
 type matcher struct {
-	keys     map[string]int32 // squashed alias -> target index; a bare prefix -> -1
+	pending  map[string]int32 // keys added, until seal builds the trie
+	root     [256]int32       // first byte -> node; 0: no key starts so
+	nodes    []trieNode       // nodes[0] is the root
+	edges    []trieEdge
 	maxWords int
 }
 
-const prefixOnly = -1
+type trieNode struct {
+	first, n int32 // its edges: edges[first : first+n]
+	target   int32 // the alias ending here, or noTarget
+}
+
+type trieEdge struct {
+	label byte
+	next  int32
+}
+
+const noTarget = -1
 
 // add inserts alias for target; an alias of two different targets is an
-// error, so the dictionary stays unambiguous.
+// error, so the dictionary stays unambiguous. seal makes the additions
+// searchable.
 func (m *matcher) add(e *Enricher, alias string, target int32, describe func(int32) string) error {
 	key, letters := e.squash(alias)
 	if len(key) == 0 {
@@ -149,21 +166,72 @@ func (m *matcher) add(e *Enricher, alias string, target int32, describe func(int
 	if !letters {
 		return fmt.Errorf("alias %q has no letters: it would match store numbers", alias)
 	}
-	if m.keys == nil {
-		m.keys = map[string]int32{}
+	if m.pending == nil {
+		m.pending = map[string]int32{}
 	}
-	if prev, ok := m.keys[string(key)]; ok && prev != prefixOnly && prev != target {
+	if prev, ok := m.pending[string(key)]; ok && prev != target {
 		return fmt.Errorf("alias %q of %s is already an alias of %s", alias, describe(target), describe(prev))
 	}
-	m.keys[string(key)] = target
-	for n := 1; n < len(key); n++ {
-		if _, ok := m.keys[string(key[:n])]; !ok {
-			m.keys[string(key[:n])] = prefixOnly
-		}
-	}
+	m.pending[string(key)] = target
 	// A memo may split an alias's word (MC DONALDS): allow one word more.
 	m.maxWords = min(max(m.maxWords, len(e.tokens)+1), 6)
 	return nil
+}
+
+// seal builds the trie of the keys added.
+func (m *matcher) seal() {
+	type buildNode struct {
+		edges  []trieEdge
+		target int32
+	}
+	nodes := []buildNode{{target: noTarget}}
+	for key, target := range m.pending {
+		at := int32(0)
+		for _, c := range []byte(key) {
+			next := int32(0)
+			for _, e := range nodes[at].edges {
+				if e.label == c {
+					next = e.next
+					break
+				}
+			}
+			if next == 0 {
+				next = int32(len(nodes))
+				nodes = append(nodes, buildNode{target: noTarget})
+				nodes[at].edges = append(nodes[at].edges, trieEdge{label: c, next: next})
+			}
+			at = next
+		}
+		nodes[at].target = target
+	}
+	m.nodes = make([]trieNode, len(nodes))
+	m.edges = m.edges[:0]
+	for i, n := range nodes {
+		// Sorted edges: the trie, and so every search, is the same whatever
+		// order the map gave the keys in.
+		slices.SortFunc(n.edges, func(a, b trieEdge) int { return int(a.label) - int(b.label) })
+		m.nodes[i] = trieNode{first: int32(len(m.edges)), n: int32(len(n.edges)), target: n.target}
+		m.edges = append(m.edges, n.edges...)
+	}
+	m.root = [256]int32{}
+	for _, e := range nodes[0].edges {
+		m.root[e.label] = e.next
+	}
+	m.pending = nil
+}
+
+// step follows the edge labelled c from node; 0 if there is none.
+func (m *matcher) step(node int32, c byte) int32 {
+	if node == 0 {
+		return m.root[c]
+	}
+	n := m.nodes[node]
+	for _, e := range m.edges[n.first : n.first+n.n] {
+		if e.label == c {
+			return e.next
+		}
+	}
+	return 0
 }
 
 // squash returns an alias's matching key, its words joined in matching
@@ -182,27 +250,28 @@ func (e *Enricher) squash(alias string) (key []byte, letters bool) {
 // find returns the target of the leftmost-longest alias among words
 // [from, to), and the words it spans.
 func (e *Enricher) find(m *matcher, from, to int) (target int32, at, end int, ok bool) {
-	if len(m.keys) == 0 {
+	if len(m.nodes) <= 1 {
 		return 0, 0, 0, false
 	}
 	for i := from; i < to; i++ {
 		if e.tokens[i].flags&domain != 0 {
 			continue
 		}
-		n := min(m.maxWords, to-i)
-		key := e.key[:0]
-		found := false
-		for k := 0; k < n; k++ {
-			key = appendKey(key, e.word(i+k))
-			t, ok := m.keys[string(key)]
-			if !ok {
-				break // no alias starts so: longer cannot match either
+		node, found := int32(0), false
+	words:
+		for k := i; k < min(to, i+m.maxWords); k++ {
+			for _, c := range e.word(k) {
+				if c == '\'' {
+					continue // apostrophes are not part of keys (see appendKey)
+				}
+				if node = m.step(node, c); node == 0 {
+					break words // no alias starts so: longer cannot match either
+				}
 			}
-			if t != prefixOnly {
-				target, end, found = t, i+k+1, true
+			if t := m.nodes[node].target; t != noTarget {
+				target, end, found = t, k+1, true
 			}
 		}
-		e.key = key
 		if found {
 			return target, i, end, true
 		}

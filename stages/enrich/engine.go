@@ -90,6 +90,7 @@ func Build(dict *Dictionary, partners map[string][]PartnerRule, users []UserRule
 			}
 		}
 	}
+	s.dict.seal()
 	for partner, rules := range partners {
 		pr := &partnerRules{rules: rules}
 		byKey := map[string]int32{}
@@ -107,6 +108,7 @@ func Build(dict *Dictionary, partners map[string][]PartnerRule, users []UserRule
 			pr.groups[g] = append(pr.groups[g], i)
 			pr.reason = append(pr.reason, "partner-rule:"+r.Source)
 		}
+		pr.m.seal()
 		s.partners[partner] = pr
 	}
 	for i := range users {
@@ -213,146 +215,188 @@ type Enricher struct {
 
 	upper   []byte
 	tokens  []token
-	key     []byte
 	scratch []byte
-	// cleaned caches the nickname of memos no dictionary names: a partner's
+	// cleaned caches the names of memos no dictionary names: a partner's
 	// long tail repeats, and title-casing allocates.
-	cleaned map[string]cleanName
+	cleaned map[string]*cleanName
 	title   cases.Caser
-	// results interns what is not a plain dictionary hit, so equal results
-	// share one pointer.
-	results map[Result]*Result
+	// Results that are not a plain dictionary hit are interned, so equal
+	// results share one pointer: by what decided them, which is cheaper
+	// to hash than their strings, and checks and blank memos by their text.
+	decided map[decision]*Result
+	checks  map[string]*Result
+	blanks  map[string]*Result
 }
 
 type cleanName struct{ key, nickname string }
 
-const cleanedCacheSize = 1 << 14
+// decision is what a result was made of: a merchant or a cleaned name,
+// and the rule that set its tag.
+type decision struct {
+	merchant *merchantEntry
+	name     *cleanName
+	// partner rule i+1, or keyword rule -(k+1); 0: none set the tag
+	rule int32
+}
+
+const cacheSize = 1 << 14 // of each cache; a full one is emptied
 
 // Enricher returns an enricher for partner's transactions under this snapshot.
 func (s *Snapshot) Enricher(partner string) *Enricher {
 	return &Enricher{snap: s, partner: s.partners[partner], pkey: partner + "\x00",
-		cleaned: map[string]cleanName{}, title: cases.Title(language.English), results: map[Result]*Result{}}
+		cleaned: map[string]*cleanName{}, title: cases.Title(language.English),
+		decided: map[decision]*Result{}, checks: map[string]*Result{}, blanks: map[string]*Result{}}
 }
 
 // Enrich decides nickname, tag and reason for one transaction. The result
 // is shared and must not be changed. On a dictionary hit it allocates nothing.
 func (e *Enricher) Enrich(in Input) *Result {
 	e.tokenize(in.Memo)
-	credit := in.Cents > 0
-	r, shared := e.enrich(in, credit)
+	r := e.enrich(in, in.Cents > 0)
 	if in.User != "" && len(e.snap.users) > 0 {
 		if rule := e.userRule(in, r.MerchantKey); rule != nil {
 			return &Result{Nickname: rule.Nickname, Tag: rule.Tag, Reason: "user-rule:" + rule.ID, MerchantKey: r.MerchantKey}
 		}
 	}
-	if shared != nil {
-		return shared
-	}
-	if p, ok := e.results[r]; ok {
-		return p
-	}
-	if len(e.results) >= cleanedCacheSize {
-		clear(e.results)
-	}
-	p := new(Result) // not &r: r would then escape on every path
-	*p = r
-	e.results[r] = p
-	return p
+	return r
 }
 
-// enrich returns the result, and a shared copy of it when it has one.
-func (e *Enricher) enrich(in Input, credit bool) (Result, *Result) {
-	r := Result{CheckNumber: in.CheckNumber}
+func (e *Enricher) enrich(in Input, credit bool) *Result {
 	if len(e.tokens) == 0 {
-		r.Nickname, r.Reason, r.MerchantKey, r.CheckNumber = strings.TrimSpace(in.Memo), "unmatched", "", ""
-		return r, nil
+		return e.blank(strings.TrimSpace(in.Memo))
 	}
-	if e.check(&r) {
-		return r, nil
+	if r, ok := e.check(in.CheckNumber); ok {
+		return r
 	}
-	r.CheckNumber = ""
 	from := 0
 	if e.tokens[0].flags&beforeStar != 0 && processors[string(e.word(0))] && len(e.tokens) > 1 {
 		from = 1 // SQ *, TST*, PAYPAL *: the merchant follows
 	}
-	var hit *Result // the dictionary's shared result, if it names the merchant
+	var d decision
 	if target, _, _, ok := e.find(&e.snap.dict, from, len(e.tokens)); ok {
-		m := &e.snap.merchants[target]
-		hit = &m.debit
-		if credit {
-			hit = &m.credit
-		}
-		r = *hit
+		d.merchant = &e.snap.merchants[target]
 	} else {
-		r.MerchantKey, r.Nickname = e.cleanedName()
+		d.name = e.cleanedName()
 	}
 	if p := e.partner; p != nil {
 		if g, _, _, ok := e.find(&p.m, 0, len(e.tokens)); ok {
 			for _, i := range p.groups[g] {
-				rule := &p.rules[i]
-				if rule.Direction.fits(credit) {
-					r.Tag, r.Reason = rule.Tag, p.reason[i]
-					if rule.Nickname != "" {
-						r.Nickname = rule.Nickname
-					}
-					return r, nil
+				if p.rules[i].Direction.fits(credit) {
+					d.rule = int32(i) + 1
+					return e.result(d)
 				}
 			}
 		}
 	}
-	if hit != nil && hit.Tag != "" {
-		return r, hit
-	}
-	if tag, reason, nickname := e.keywords(credit); tag != "" {
-		r.Tag, r.Reason = tag, reason
-		if nickname != "" && hit == nil {
-			r.Nickname = nickname
+	var hit *Result // the dictionary's shared result, if it names the merchant
+	if m := d.merchant; m != nil {
+		hit = &m.debit
+		if credit {
+			hit = &m.credit
 		}
-		return r, nil
+		if hit.Tag != "" {
+			return hit
+		}
 	}
-	if hit == nil {
-		r.Reason = "unmatched"
+	if k := e.keywords(credit); k >= 0 {
+		d.rule = -int32(k) - 1
+	} else if hit != nil {
+		return hit // the merchant, untagged this way
 	}
-	return r, nil
+	return e.result(d)
+}
+
+// result returns the interned result of d.
+func (e *Enricher) result(d decision) *Result {
+	if r, ok := e.decided[d]; ok {
+		return r
+	}
+	r := new(Result)
+	if m := d.merchant; m != nil {
+		*r = Result{Nickname: m.Nickname, Reason: m.debit.Reason, MerchantKey: m.ID}
+	} else {
+		*r = Result{Nickname: d.name.nickname, Reason: "unmatched", MerchantKey: d.name.key}
+	}
+	switch {
+	case d.rule > 0:
+		i := d.rule - 1
+		rule := &e.partner.rules[i]
+		r.Tag, r.Reason = rule.Tag, e.partner.reason[i]
+		if rule.Nickname != "" {
+			r.Nickname = rule.Nickname
+		}
+	case d.rule < 0:
+		k := keywordRules[-d.rule-1]
+		r.Tag, r.Reason = k.tag, k.reason
+		if k.nickname != "" && d.merchant == nil {
+			r.Nickname = k.nickname
+		}
+	}
+	if len(e.decided) >= cacheSize {
+		clear(e.decided)
+	}
+	e.decided[d] = r
+	return r
+}
+
+// blank returns the result of a memo without words: itself, untagged.
+func (e *Enricher) blank(memo string) *Result {
+	if r, ok := e.blanks[memo]; ok {
+		return r
+	}
+	r := &Result{Nickname: memo, Reason: "unmatched"}
+	if len(e.blanks) >= cacheSize {
+		clear(e.blanks)
+	}
+	e.blanks[memo] = r
+	return r
 }
 
 // check recognizes checks (CHECK 1021, CHECK #1021, Check 00 0 Disbursed):
-// a check number and no merchant.
-func (e *Enricher) check(r *Result) bool {
+// a check number, as sent or else as read, and no merchant.
+func (e *Enricher) check(sent string) (*Result, bool) {
 	w := string(e.word(0))
 	if w != "CHECK" && w != "CHK" && w != "CHEQUE" {
-		return false
+		return nil, false
 	}
 	if len(e.tokens) > 1 {
 		switch string(e.word(1)) {
 		case "CARD", "CRD", "PURCHASE", "REFUND", "ORDER", "ORDERS", "FEE", "PRINTING":
-			return false
+			return nil, false
 		}
 	}
 	num := e.scratch[:0]
-	for i := 1; i < len(e.tokens); i++ {
-		t := e.tokens[i]
-		wi := e.word(i)
-		if t.flags&hasLetter != 0 {
-			if len(num) == 0 && (string(wi) == "NO" || string(wi) == "NUMBER" || string(wi) == "NUM") {
-				continue
+	if sent != "" {
+		num = append(num, sent...)
+	} else {
+		for i := 1; i < len(e.tokens); i++ {
+			t := e.tokens[i]
+			wi := e.word(i)
+			if t.flags&hasLetter != 0 {
+				if len(num) == 0 && (string(wi) == "NO" || string(wi) == "NUMBER" || string(wi) == "NUM") {
+					continue
+				}
+				break
 			}
-			break
+			num = append(num, wi...)
 		}
-		num = append(num, wi...)
-	}
-	for len(num) > 0 && num[0] == '0' {
-		num = num[1:]
+		for len(num) > 0 && num[0] == '0' {
+			num = num[1:]
+		}
 	}
 	e.scratch = num
-	if r.CheckNumber == "" && len(num) > 0 {
-		r.CheckNumber = string(num)
+	if r, ok := e.checks[string(num)]; ok {
+		return r, true
 	}
-	r.Nickname, r.Reason, r.MerchantKey = "Check", "check", "CHECK"
+	r := &Result{Nickname: "Check", Reason: "check", MerchantKey: "CHECK", CheckNumber: string(num)}
 	if r.CheckNumber != "" {
 		r.Nickname = "Check " + r.CheckNumber
 	}
-	return true
+	if len(e.checks) >= cacheSize {
+		clear(e.checks)
+	}
+	e.checks[r.CheckNumber] = r
+	return r, true
 }
 
 // Keyword and direction rules, for what no dictionary names.
@@ -385,8 +429,29 @@ var keywordBits = map[string]uint32{
 	"AUTO": kwAuto, "PAY": kwPay,
 }
 
-// keywords returns the tag, reason and, for some, a nickname.
-func (e *Enricher) keywords(credit bool) (tag, reason, nickname string) {
+// keywordRules are what keywords can decide.
+var keywordRules = []struct{ tag, reason, nickname string }{
+	kwRuleFee:       {"Fees", "keyword:fee", ""},
+	kwRuleTransfer:  {"Transfer", "keyword:transfer", ""},
+	kwRuleOverdraft: {"Fees", "keyword:overdraft", ""},
+	kwRuleATM:       {"Fees", "keyword:atm", "ATM Withdrawal"},
+	kwRulePayroll:   {"Income", "keyword:payroll", ""},
+	kwRuleInterest:  {"Income", "keyword:interest", ""},
+	kwRulePayment:   {"Payment", "keyword:payment", ""},
+}
+
+const (
+	kwRuleFee = iota
+	kwRuleTransfer
+	kwRuleOverdraft
+	kwRuleATM
+	kwRulePayroll
+	kwRuleInterest
+	kwRulePayment
+)
+
+// keywords returns the keyword rule that tags the memo, or -1.
+func (e *Enricher) keywords(credit bool) int {
 	var b uint32
 	for i := range e.tokens {
 		if e.tokens[i].flags&hasLetter != 0 {
@@ -396,29 +461,29 @@ func (e *Enricher) keywords(credit bool) (tag, reason, nickname string) {
 	has := func(bits uint32) bool { return b&bits == bits }
 	switch {
 	case b == 0:
-		return "", "", ""
+		return -1
 	case !credit && (has(kwFee) || has(kwCharge|kwChargeKind)):
-		return "Fees", "keyword:fee", ""
+		return kwRuleFee
 	case has(kwTransfer):
-		return "Transfer", "keyword:transfer", ""
+		return kwRuleTransfer
 	case !credit && has(kwOverdraft):
-		return "Fees", "keyword:overdraft", ""
+		return kwRuleOverdraft
 	case !credit && has(kwATM):
-		return "Fees", "keyword:atm", "ATM Withdrawal"
+		return kwRuleATM
 	case credit && (has(kwPayroll) || has(kwDir|kwDep)):
-		return "Income", "keyword:payroll", ""
+		return kwRulePayroll
 	case credit && has(kwInterest):
-		return "Income", "keyword:interest", ""
+		return kwRuleInterest
 	case has(kwPayment|kwThank) || has(kwAutopay) || has(kwAuto|kwPay):
-		return "Payment", "keyword:payment", ""
+		return kwRulePayment
 	}
-	return "", "", ""
+	return -1
 }
 
 // cleanedName returns the memo's payee words, upper case as the merchant
 // key and title case as the nickname: "JOE'S PIZZA 1234 BROOKLYN NY" ->
 // "Joe's Pizza".
-func (e *Enricher) cleanedName() (key, nickname string) {
+func (e *Enricher) cleanedName() *cleanName {
 	first, last := e.nameSpan()
 	words := e.scratch[:0]
 	for i := first; i < last; i++ {
@@ -445,15 +510,15 @@ func (e *Enricher) cleanedName() (key, nickname string) {
 	}
 	e.scratch = words
 	if c, ok := e.cleaned[string(words)]; ok {
-		return c.key, c.nickname
+		return c
 	}
-	c := cleanName{key: string(words)}
+	c := &cleanName{key: string(words)}
 	c.nickname = e.titleCase(c.key)
-	if len(e.cleaned) >= cleanedCacheSize {
+	if len(e.cleaned) >= cacheSize {
 		clear(e.cleaned)
 	}
 	e.cleaned[c.key] = c
-	return c.key, c.nickname
+	return c
 }
 
 // Acronyms stay upper case in a title-cased nickname.
