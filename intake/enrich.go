@@ -38,9 +38,6 @@ func newEnrichStage(engine *enrich.Engine, partner string, m *Metrics) *enrichSt
 	return &enrichStage{snap: engine.Snapshot(), partner: partner, metrics: m, free: make(chan *enrich.Enricher, 64)}
 }
 
-// Sources of enrichment results, as counted in flatfiler_enrich_transactions_total.
-var enrichSources = []string{"partner-rule", "dictionary", "keyword", "check", "unmatched"}
-
 func (s *enrichStage) apply(rows []stages.Transaction) {
 	if s == nil || len(rows) == 0 {
 		return
@@ -57,7 +54,7 @@ func (s *enrichStage) apply(rows []stages.Transaction) {
 		default:
 		}
 	}()
-	var counts [5]int
+	var counts [enrich.NumSources]int
 	for i := range rows {
 		t := &rows[i]
 		r := e.Enrich(enrich.Input{Memo: t.Memo, Cents: t.Cents, CheckNumber: t.CheckNumber})
@@ -65,17 +62,11 @@ func (s *enrichStage) apply(rows []stages.Transaction) {
 		if r.CheckNumber != "" {
 			t.CheckNumber = r.CheckNumber
 		}
-		source, _, _ := strings.Cut(r.Reason, ":")
-		for k, name := range enrichSources {
-			if source == name {
-				counts[k]++
-				break
-			}
-		}
+		counts[r.Source]++
 	}
-	for k, n := range counts {
+	for source, n := range counts {
 		if n > 0 {
-			s.metrics.Enriched.WithLabelValues(enrichSources[k]).Add(float64(n))
+			s.metrics.Enriched.WithLabelValues(enrich.Source(source).String()).Add(float64(n))
 		}
 	}
 }

@@ -341,6 +341,8 @@ func TestMetricsCountRecordsBytesAndFiles(t *testing.T) {
 		{"partial-success files", testutil.ToFloat64(h.pipeline.Metrics.Files.WithLabelValues(StatusPartialSuccess)), 1},
 		{"files not applied", testutil.ToFloat64(h.pipeline.Metrics.Files.WithLabelValues(StatusError)), 1},
 		{"bytes of both files", testutil.ToFloat64(h.pipeline.Metrics.Bytes), float64(rep.Bytes + int64(len(truncated)))},
+		{"transactions the dictionary tagged", testutil.ToFloat64(h.pipeline.Metrics.Enriched.WithLabelValues("dictionary")), 4},
+		{"transactions nothing named", testutil.ToFloat64(h.pipeline.Metrics.Enriched.WithLabelValues("unmatched")), 2},
 	}
 	for _, tt := range tests {
 		if tt.got != tt.want {

@@ -49,6 +49,25 @@ type Result struct {
 	MerchantKey string
 	// CheckNumber is set for checks: as sent, else as read from the memo.
 	CheckNumber string
+	Source      Source // what decided: the reason's kind
+}
+
+// Source is the kind of rule that decided a result.
+type Source uint8
+
+const (
+	SourceUnmatched Source = iota
+	SourceDictionary
+	SourceKeyword
+	SourcePartnerRule
+	SourceUserRule
+	SourceCheck
+	NumSources
+)
+
+// String returns the source as reasons name it: unmatched, dictionary, ...
+func (s Source) String() string {
+	return [...]string{"unmatched", "dictionary", "keyword", "partner-rule", "user-rule", "check"}[s]
 }
 
 // Snapshot is one immutable set of rules.
@@ -58,6 +77,8 @@ type Snapshot struct {
 	partners  map[string]*partnerRules
 	users     map[string][]*UserRule // partner \x00 user -> rules, highest precedence first
 	Version   int64
+	// unnumberedCheck is the result of checks without a number.
+	unnumberedCheck Result
 }
 
 type merchantEntry struct {
@@ -76,14 +97,15 @@ type partnerRules struct {
 
 // Build makes a snapshot from a dictionary, partners' rules and users' rules.
 func Build(dict *Dictionary, partners map[string][]PartnerRule, users []UserRule) (*Snapshot, error) {
-	s := &Snapshot{partners: map[string]*partnerRules{}, users: map[string][]*UserRule{}}
+	s := &Snapshot{partners: map[string]*partnerRules{}, users: map[string][]*UserRule{},
+		unnumberedCheck: Result{Nickname: "Check", Reason: "check", MerchantKey: "CHECK", Source: SourceCheck}}
 	e := &Enricher{}
 	describe := func(i int32) string { return "merchant " + dict.Merchants[i].ID }
 	for i, m := range dict.Merchants {
 		reason := "dictionary:" + m.ID
 		s.merchants = append(s.merchants, merchantEntry{Merchant: m,
-			debit:  Result{Nickname: m.Nickname, Tag: m.DebitTag, Reason: reason, MerchantKey: m.ID},
-			credit: Result{Nickname: m.Nickname, Tag: m.CreditTag, Reason: reason, MerchantKey: m.ID}})
+			debit:  Result{Nickname: m.Nickname, Tag: m.DebitTag, Reason: reason, MerchantKey: m.ID, Source: SourceDictionary},
+			credit: Result{Nickname: m.Nickname, Tag: m.CreditTag, Reason: reason, MerchantKey: m.ID, Source: SourceDictionary}})
 		for _, a := range m.Aliases {
 			if err := s.dict.add(e, a, int32(i), describe); err != nil {
 				return nil, fmt.Errorf("merchants line %d: %w", m.Line, err)
@@ -222,9 +244,8 @@ type Enricher struct {
 	title   cases.Caser
 	// Results that are not a plain dictionary hit are interned, so equal
 	// results share one pointer: by what decided them, which is cheaper
-	// to hash than their strings, and checks and blank memos by their text.
+	// to hash than their strings, and blank memos by their text.
 	decided map[decision]*Result
-	checks  map[string]*Result
 	blanks  map[string]*Result
 }
 
@@ -245,7 +266,7 @@ const cacheSize = 1 << 14 // of each cache; a full one is emptied
 func (s *Snapshot) Enricher(partner string) *Enricher {
 	return &Enricher{snap: s, partner: s.partners[partner], pkey: partner + "\x00",
 		cleaned: map[string]*cleanName{}, title: cases.Title(language.English),
-		decided: map[decision]*Result{}, checks: map[string]*Result{}, blanks: map[string]*Result{}}
+		decided: map[decision]*Result{}, blanks: map[string]*Result{}}
 }
 
 // Enrich decides nickname, tag and reason for one transaction. The result
@@ -255,7 +276,7 @@ func (e *Enricher) Enrich(in Input) *Result {
 	r := e.enrich(in, in.Cents > 0)
 	if in.User != "" && len(e.snap.users) > 0 {
 		if rule := e.userRule(in, r.MerchantKey); rule != nil {
-			return &Result{Nickname: rule.Nickname, Tag: rule.Tag, Reason: "user-rule:" + rule.ID, MerchantKey: r.MerchantKey}
+			return &Result{Nickname: rule.Nickname, Tag: rule.Tag, Reason: "user-rule:" + rule.ID, MerchantKey: r.MerchantKey, Source: SourceUserRule}
 		}
 	}
 	return r
@@ -313,7 +334,7 @@ func (e *Enricher) result(d decision) *Result {
 	}
 	r := new(Result)
 	if m := d.merchant; m != nil {
-		*r = Result{Nickname: m.Nickname, Reason: m.debit.Reason, MerchantKey: m.ID}
+		*r = Result{Nickname: m.Nickname, Reason: m.debit.Reason, MerchantKey: m.ID, Source: SourceDictionary}
 	} else {
 		*r = Result{Nickname: d.name.nickname, Reason: "unmatched", MerchantKey: d.name.key}
 	}
@@ -321,13 +342,13 @@ func (e *Enricher) result(d decision) *Result {
 	case d.rule > 0:
 		i := d.rule - 1
 		rule := &e.partner.rules[i]
-		r.Tag, r.Reason = rule.Tag, e.partner.reason[i]
+		r.Tag, r.Reason, r.Source = rule.Tag, e.partner.reason[i], SourcePartnerRule
 		if rule.Nickname != "" {
 			r.Nickname = rule.Nickname
 		}
 	case d.rule < 0:
 		k := keywordRules[-d.rule-1]
-		r.Tag, r.Reason = k.tag, k.reason
+		r.Tag, r.Reason, r.Source = k.tag, k.reason, SourceKeyword
 		if k.nickname != "" && d.merchant == nil {
 			r.Nickname = k.nickname
 		}
@@ -385,18 +406,12 @@ func (e *Enricher) check(sent string) (*Result, bool) {
 		}
 	}
 	e.scratch = num
-	if r, ok := e.checks[string(num)]; ok {
-		return r, true
+	if len(num) == 0 {
+		return &e.snap.unnumberedCheck, true
 	}
-	r := &Result{Nickname: "Check", Reason: "check", MerchantKey: "CHECK", CheckNumber: string(num)}
-	if r.CheckNumber != "" {
-		r.Nickname = "Check " + r.CheckNumber
-	}
-	if len(e.checks) >= cacheSize {
-		clear(e.checks)
-	}
-	e.checks[r.CheckNumber] = r
-	return r, true
+	// Check numbers rarely repeat within a file: not worth interning.
+	nickname := "Check " + string(num)
+	return &Result{Nickname: nickname, Reason: "check", MerchantKey: "CHECK", CheckNumber: nickname[len("Check "):], Source: SourceCheck}, true
 }
 
 // Keyword and direction rules, for what no dictionary names.

@@ -70,6 +70,9 @@ func TestEnrich(t *testing.T) {
 		{"SHELLY'S SALON AUSTIN TX", -4500, "Shelly's Salon", "", "unmatched", ""},
 	} {
 		r := e.Enrich(Input{Memo: c.memo, Cents: c.cents})
+		if source, _, _ := strings.Cut(r.Reason, ":"); r.Source.String() != source {
+			t.Errorf("%q: source %s, but reason %s", c.memo, r.Source, r.Reason)
+		}
 		if r.Nickname != c.nickname || r.Tag != c.tag || r.Reason != c.reason || r.CheckNumber != c.check {
 			t.Errorf("%q: got %q [%s] %s check %q, want %q [%s] %s check %q", c.memo,
 				r.Nickname, r.Tag, r.Reason, r.CheckNumber, c.nickname, c.tag, c.reason, c.check)

@@ -49,21 +49,21 @@ func (e *Enricher) tokenize(memo string) {
 	}
 	for i := 0; i < len(memo); i++ {
 		c := memo[i]
-		switch {
-		case c >= 'a' && c <= 'z':
+		switch byteClass[c] {
+		case lower:
 			c -= 'a' - 'A'
 			fallthrough
-		case c >= 'A' && c <= 'Z', c >= 0x80:
+		case letter:
 			if start < 0 {
 				start, flags = len(e.upper), e.opener(prev, &spacedDash)
 			}
 			flags |= hasLetter
-		case c >= '0' && c <= '9':
+		case digit:
 			if start < 0 {
 				start, flags = len(e.upper), e.opener(prev, &spacedDash)
 			}
 			flags |= hasDigit
-		case c == '\'' || c == '&' || c == '+':
+		case joiner:
 			// Inside a word (MCDONALD'S, AT&T) they belong to it; alone, an
 			// ampersand is a word of its own (BARNES & NOBLE).
 			if c == '\'' && start < 0 {
@@ -99,6 +99,31 @@ func (e *Enricher) tokenize(memo string) {
 		}
 	}
 }
+
+// Classes of memo bytes: one table lookup instead of a chain of range tests.
+const (
+	separator = iota
+	lower
+	letter // upper case, or a byte of a UTF-8 sequence
+	digit
+	joiner // ' & +: part of a word
+)
+
+var byteClass = func() (t [256]uint8) {
+	for c := range t {
+		switch {
+		case c >= 'a' && c <= 'z':
+			t[c] = lower
+		case c >= 'A' && c <= 'Z', c >= 0x80:
+			t[c] = letter
+		case c >= '0' && c <= '9':
+			t[c] = digit
+		case c == '\'' || c == '&' || c == '+':
+			t[c] = joiner
+		}
+	}
+	return t
+}()
 
 // opener returns the flags a word gets from the separator before it.
 func (e *Enricher) opener(prev byte, spacedDash *bool) uint16 {
