@@ -38,7 +38,7 @@ func (h *harness) transactions() map[string]storedTxn {
 	rows, err := h.store.DB().Query(`SELECT t.transaction_id, t.account_id, a.partner_customer_id, t.memo,
 		(t.amount * 100)::BIGINT, t.posted_on, coalesce(t.nickname, ''), coalesce(t.tag, ''), coalesce(t.tag_reason, ''),
 		coalesce(t.merchant_key, '')
-		FROM transactions t JOIN accounts a USING (partner_id, account_id)`)
+		FROM enriched_transactions t JOIN accounts a USING (partner_id, account_id)`)
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -131,7 +131,33 @@ func TestEnrichmentOff(t *testing.T) {
 	h := newHarness(t)
 	h.pipeline.Enrich = nil
 	h.ingest(spec+"combined.xml", Options{})
-	if n := h.count("SELECT count(*) FROM transactions WHERE nickname IS NOT NULL OR tag IS NOT NULL"); n != 0 {
+	if n := h.count("SELECT count(*) FROM transactions WHERE enrichment_id IS NOT NULL"); n != 0 {
 		t.Errorf("%d transactions enriched with enrichment off", n)
+	}
+}
+
+// Transactions decided alike share one enrichments row, across files and
+// partners: a file sent again adds no rows, and every id resolves.
+func TestEnrichmentsAreShared(t *testing.T) {
+	h := newHarness(t)
+	h.ingest(spec+"combined.xml", Options{})
+	first := h.count("SELECT count(*) FROM enrichments")
+	if first == 0 {
+		t.Fatal("no enrichments stored")
+	}
+	h.ingest(spec+"combined.xml", Options{})
+	h.ingest(spec+"combined.xml", Options{Partner: "other"})
+	if n := h.count("SELECT count(*) FROM enrichments"); n != first {
+		t.Errorf("%d enrichments after sending the file again, want %d", n, first)
+	}
+	if n := h.count(`SELECT count(*) FROM (SELECT nickname, tag, tag_reason, merchant_key FROM enrichments
+		GROUP BY ALL HAVING count(*) > 1)`); n != 0 {
+		t.Errorf("%d enrichments stored twice", n)
+	}
+	if n := h.count("SELECT count(*) FROM transactions ANTI JOIN enrichments USING (enrichment_id)"); n != 0 {
+		t.Errorf("%d transactions without their enrichment", n)
+	}
+	if n := h.count("SELECT count(*) FROM enriched_transactions WHERE partner_id = 'other' AND tag_reason IS NULL"); n != 0 {
+		t.Errorf("%d of the second partner's transactions not enriched", n)
 	}
 }

@@ -64,8 +64,9 @@ type Load struct {
 	trace           bool // FLATFILER_TRACE_SQL: print each statement's duration
 	// enrichments interns the file's distinct enrichment results: a file
 	// has few (one per merchant and tag), so rows stage an id instead of
-	// four strings and the warehouse writes them out at commit.
+	// four strings, and the results are staged once, at commit.
 	enrichments map[*enrich.Result]int32
+	results     []enrichment
 	// userRules: Commit found rules of the partner's users to apply.
 	userRules bool
 }
@@ -75,10 +76,8 @@ type enrichment struct {
 	id int32
 }
 
-// intern gives each transaction the id of its enrichment result and
-// returns the results not staged before.
-func (l *Load) intern(rows []stages.Transaction) []enrichment {
-	var fresh []enrichment
+// intern gives each transaction the id of its enrichment result.
+func (l *Load) intern(rows []stages.Transaction) {
 	for i := range rows {
 		t := &rows[i]
 		k := t.Enrichment
@@ -90,11 +89,10 @@ func (l *Load) intern(rows []stages.Transaction) []enrichment {
 		if !ok {
 			id = int32(len(l.enrichments) + 1)
 			l.enrichments[k] = id
-			fresh = append(fresh, enrichment{k, id})
+			l.results = append(l.results, enrichment{k, id})
 		}
 		t.EnrichmentID = id
 	}
-	return fresh
 }
 
 // Applied is what the warehouse decided about a batch beyond validation.
@@ -278,7 +276,7 @@ func (l *Load) views(views []staged) (func(), error) {
 // until Commit.
 func (l *Load) Apply(ctx context.Context, b *stages.Batch) (Applied, error) {
 	var out Applied
-	fresh := l.intern(b.Transactions)
+	l.intern(b.Transactions)
 	// Each kind's record is built once, and again only if the checks against
 	// stored state drop some of its rows.
 	accounts, txns := accountsRecord(b.Accounts), transactionsRecord(b.Transactions)
@@ -329,11 +327,6 @@ func (l *Load) Apply(ctx context.Context, b *stages.Batch) (Applied, error) {
 		if properties.NumRows() > 0 {
 			step("INSERT INTO {S}.properties SELECT * FROM v_properties", staged{"v_properties", properties})
 		}
-	}
-	if len(fresh) > 0 {
-		rec := enrichmentsRecord(fresh)
-		defer rec.Release()
-		step("INSERT INTO {S}.enrichments SELECT * FROM v_enrichments", staged{"v_enrichments", rec})
 	}
 	if len(b.Transactions) > 0 {
 		step("INSERT INTO {S}.transactions SELECT * EXCLUDE (needs_account) FROM v_transactions", staged{"v_transactions", txns})
@@ -555,23 +548,45 @@ DELETE FROM transactions WHERE partner_id = {P} AND account_id IN (SELECT accoun
 	replaceStoredTransactions = `
 DELETE FROM transactions t USING {S}.transactions s
 WHERE t.partner_id = {P} AND t.account_id = s.account_id AND t.transaction_id = s.transaction_id`
-	// {ENRICHED} and {USERS} are filled by plan: with user rules, the rule
-	// that wins a transaction overrides its nickname and tag.
+	// {USERS} and {DECISION} are filled by plan: with user rules, the
+	// rule that wins a transaction overrides the enrichment staged with it.
 	insertTransactions = `
 INSERT INTO transactions (partner_id, account_id, transaction_id, transaction_type, posted_at, posted_on,
   originated_at, originated_on, amount, memo, original_name, check_number, source_file, source_line, updated_at,
-  nickname, tag, tag_reason, merchant_key)
+  enrichment_id)
 SELECT {P}, t.account_id, t.transaction_id, t.transaction_type, t.posted_at, t.posted_on,
   t.originated_at, t.originated_on, t.amount, t.memo, t.original_name, t.check_number, {SRC}, t.line, {NOW},
-  {ENRICHED}, e.merchant_key
-FROM {S}.transactions t LEFT JOIN {S}.enrichments e ON e.id = t.enrichment_id{USERS}`
-	enrichedColumns  = `e.nickname, e.tag, e.tag_reason`
-	userRuledColumns = `coalesce(u.nickname, e.nickname), coalesce(u.tag, e.tag), coalesce(u.reason, e.tag_reason)`
-	joinUserTagged   = ` LEFT JOIN {S}.user_tagged u ON u.seq = t.seq`
+  d.enrichment_id
+FROM {S}.transactions t{USERS} LEFT JOIN {S}.decisions d ON d.local_id = {DECISION}`
+	joinUserTagged = ` LEFT JOIN {S}.user_tagged u ON u.seq = t.seq`
 	// Without kills, the insert need not join: most files.
 	survivingKills = ` LEFT JOIN {S}.last_kills k USING (account_id)
 WHERE t.action = 'upsert' AND t.seq > coalesce(k.seq, -1)`
 	upsertsOnly = ` WHERE t.action = 'upsert'`
+)
+
+// The file's enrichment decisions get the warehouse's ids: those it has
+// already, else new ones numbered after them, in a fixed order. {LOCAL}
+// lists the decisions by their id in the load: the results staged with
+// transactions (positive) and, with user rules, the rules that won some
+// (negative). Commit holds the store's write lock from here to its end, so
+// no other writer takes the same ids.
+const (
+	newEnrichments = `CREATE TABLE {S}.new_enrichments AS
+SELECT (SELECT coalesce(max(enrichment_id), 0) FROM enrichments)
+    + row_number() OVER (ORDER BY nickname, tag, tag_reason, merchant_key) AS enrichment_id, *
+FROM (SELECT nickname, tag, tag_reason, merchant_key FROM {LOCAL}
+  EXCEPT SELECT nickname, tag, tag_reason, merchant_key FROM enrichments)`
+	mapDecisions = `CREATE TABLE {S}.decisions AS
+SELECT l.local_id, min(g.enrichment_id) AS enrichment_id
+FROM {LOCAL} l JOIN (SELECT * FROM enrichments UNION ALL BY NAME SELECT * FROM {S}.new_enrichments) g
+  ON g.nickname IS NOT DISTINCT FROM l.nickname AND g.tag IS NOT DISTINCT FROM l.tag
+  AND g.tag_reason IS NOT DISTINCT FROM l.tag_reason AND g.merchant_key IS NOT DISTINCT FROM l.merchant_key
+GROUP BY l.local_id`
+	stagedDecisions = `(SELECT id AS local_id, nickname, tag, tag_reason, merchant_key FROM {S}.enrichments)`
+	userDecisions   = `(SELECT id AS local_id, nickname, tag, tag_reason, merchant_key FROM {S}.enrichments
+  UNION ALL SELECT DISTINCT local_id, nickname, tag, reason, merchant_key FROM {S}.user_tagged)`
+	insertEnrichments = `INSERT INTO enrichments SELECT * FROM {S}.new_enrichments`
 )
 
 // plan lists Commit's statements: resolution in the staging database, then
@@ -584,20 +599,20 @@ func (l *Load) plan() (resolve, apply []string) {
 		resolve = append(resolve, resolveUsersAndAccounts...)
 		apply = append(apply, applyResolved...)
 	}
+	local, users, decision := stagedDecisions, "", "t.enrichment_id"
 	if l.userRules {
 		resolve = append(resolve, l.rankUserRulesStmt())
+		local, users, decision = userDecisions, joinUserTagged, "coalesce(u.local_id, t.enrichment_id)"
 	}
+	resolve = append(resolve, strings.ReplaceAll(newEnrichments, "{LOCAL}", local), strings.ReplaceAll(mapDecisions, "{LOCAL}", local))
 	if l.deletes {
 		apply = append(apply, deleteKilledTransactions)
 	}
 	if l.hadTransactions {
 		apply = append(apply, replaceStoredTransactions)
 	}
-	columns, users := enrichedColumns, ""
-	if l.userRules {
-		columns, users = userRuledColumns, joinUserTagged
-	}
-	insert := strings.NewReplacer("{ENRICHED}", columns, "{USERS}", users).Replace(insertTransactions)
+	apply = append(apply, insertEnrichments)
+	insert := strings.NewReplacer("{USERS}", users, "{DECISION}", decision).Replace(insertTransactions)
 	if l.users || l.accounts {
 		apply = append(apply, insert+survivingKills)
 	} else {
@@ -628,6 +643,13 @@ func (l *Load) Commit(ctx context.Context, rec IngestRecord) error {
 	report, err := json.Marshal(rec.Report)
 	if err != nil {
 		return err
+	}
+	if len(l.results) > 0 {
+		rec := enrichmentsRecord(l.results)
+		defer rec.Release()
+		if err := l.execWith(ctx, "INSERT INTO {S}.enrichments SELECT * FROM v_enrichments", staged{"v_enrichments", rec}); err != nil {
+			return err
+		}
 	}
 	l.store.writeMu.Lock()
 	defer l.store.writeMu.Unlock()

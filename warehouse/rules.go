@@ -17,7 +17,7 @@ import (
 // the same rule whichever way it comes. The order is enrich's: a rule on
 // this account beats one on all accounts, then the newer rule wins.
 const rankUserRules = `
-SELECT t.{KEY}, r.nickname, r.tag, 'user-rule:' || r.rule_id AS reason
+SELECT t.{KEY}, r.rule_id, r.nickname, r.tag, 'user-rule:' || r.rule_id AS reason, r.match_key AS merchant_key
 FROM {TXNS} t
 JOIN {OWNERS} o ON o.account_id = t.account_id
 JOIN tag_rules r ON r.partner_id = {P} AND r.partner_customer_id = o.partner_customer_id
@@ -50,7 +50,9 @@ func (l *Load) rankUserRulesStmt() string {
 	txns := `(SELECT t.seq, t.account_id, e.merchant_key, t.posted_on
   FROM {S}.transactions t JOIN {S}.enrichments e ON e.id = t.enrichment_id)`
 	ranked := strings.NewReplacer("{TXNS}", txns, "{OWNERS}", owners, "{KEY}", "seq").Replace(rankUserRules)
-	return "CREATE TABLE {S}.user_tagged AS " + ranked
+	// Each winning rule is one decision of the load, numbered below the
+	// staged results' ids (see mapDecisions).
+	return "CREATE TABLE {S}.user_tagged AS SELECT *, -dense_rank() OVER (ORDER BY rule_id) AS local_id FROM (" + ranked + ")"
 }
 
 // AddUserRule stores a user's rule. With retag (the spec's posted_at
@@ -84,14 +86,24 @@ func (s *Store) AddUserRule(ctx context.Context, r enrich.UserRule, retag bool) 
 	if retag {
 		// Only the user's transactions with this merchant key can change, and
 		// only those this rule now wins: others keep the rule that outranks it.
-		txns := fmt.Sprintf(`(SELECT rowid AS rid, account_id, merchant_key, posted_on FROM transactions
-  WHERE partner_id = %[1]s AND merchant_key = %[2]s AND account_id IN (
+		txns := fmt.Sprintf(`(SELECT t.rowid AS rid, t.account_id, e.merchant_key, t.posted_on
+  FROM transactions t JOIN enrichments e USING (enrichment_id)
+  WHERE t.partner_id = %[1]s AND e.merchant_key = %[2]s AND t.account_id IN (
     SELECT account_id FROM accounts WHERE partner_id = %[1]s AND partner_customer_id = %[3]s))`,
 			quote(r.Partner), quote(r.MatchKey), quote(r.User))
 		owners := fmt.Sprintf("(SELECT account_id, partner_customer_id FROM accounts WHERE partner_id = %s)", quote(r.Partner))
 		ranked := strings.NewReplacer("{TXNS}", txns, "{OWNERS}", owners, "{KEY}", "rid", "{P}", quote(r.Partner)).Replace(rankUserRules)
-		res, err := tx.ExecContext(ctx, `UPDATE transactions SET nickname = r.nickname, tag = r.tag, tag_reason = r.reason
-FROM (`+ranked+`) r WHERE transactions.rowid = r.rid AND r.reason = `+quote("user-rule:"+r.ID))
+		// The rule's decision: its own row in enrichments, as a load makes one.
+		reason := "user-rule:" + r.ID
+		var id int64
+		err := tx.QueryRowContext(ctx, `INSERT INTO enrichments
+SELECT (SELECT coalesce(max(enrichment_id), 0) + 1 FROM enrichments), ?, ?, ?, ?
+RETURNING enrichment_id`, r.Nickname, r.Tag, reason, r.MatchKey).Scan(&id)
+		if err != nil {
+			return 0, fmt.Errorf("warehouse: enrichment for rule %s: %w", r.ID, err)
+		}
+		res, err := tx.ExecContext(ctx, `UPDATE transactions SET enrichment_id = ?
+FROM (`+ranked+`) r WHERE transactions.rowid = r.rid AND r.reason = ?`, id, reason)
 		if err != nil {
 			return 0, fmt.Errorf("warehouse: re-tag for rule %s: %w", r.ID, err)
 		}

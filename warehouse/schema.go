@@ -80,11 +80,18 @@ CREATE TABLE IF NOT EXISTS ingests (
 );
 -- Added with upload jobs; the ALTER upgrades warehouses created before.
 ALTER TABLE ingests ADD COLUMN IF NOT EXISTS job_id VARCHAR;
--- Added with enrichment (stages/enrich).
-ALTER TABLE transactions ADD COLUMN IF NOT EXISTS nickname VARCHAR;
-ALTER TABLE transactions ADD COLUMN IF NOT EXISTS tag VARCHAR;
-ALTER TABLE transactions ADD COLUMN IF NOT EXISTS tag_reason VARCHAR;
-ALTER TABLE transactions ADD COLUMN IF NOT EXISTS merchant_key VARCHAR;
+-- Added with enrichment (stages/enrich). A transaction points at the decision
+-- that enriched it: its nickname, tag, why, and the merchant user rules match.
+-- Transactions decided alike share one row, so a load writes one integer per
+-- transaction instead of four strings.
+CREATE TABLE IF NOT EXISTS enrichments (
+	enrichment_id BIGINT NOT NULL,
+	nickname      VARCHAR,
+	tag           VARCHAR, -- NULL: untagged
+	tag_reason    VARCHAR,
+	merchant_key  VARCHAR
+);
+ALTER TABLE transactions ADD COLUMN IF NOT EXISTS enrichment_id BIGINT;
 -- Users' "tag similar transactions" rules (the spec's tagging.repeat).
 CREATE TABLE IF NOT EXISTS tag_rules (
 	partner_id          VARCHAR NOT NULL,
@@ -97,8 +104,14 @@ CREATE TABLE IF NOT EXISTS tag_rules (
 	posted_from         DATE,    -- NULL: any date
 	created_at          TIMESTAMPTZ NOT NULL
 );
+-- What analysts read: each transaction with its enrichment.
+CREATE OR REPLACE VIEW enriched_transactions AS
+SELECT t.partner_id, t.account_id, t.transaction_id, t.transaction_type, t.posted_at, t.posted_on,
+	t.originated_at, t.originated_on, t.amount, t.memo, t.original_name, t.check_number, t.source_file,
+	t.source_line, t.updated_at, e.nickname, e.tag, e.tag_reason, e.merchant_key
+FROM transactions t LEFT JOIN enrichments e USING (enrichment_id);
 -- The spec's tags [{name, amount}]: one tag carrying the absolute amount.
 CREATE OR REPLACE VIEW transaction_tags AS
 SELECT partner_id, account_id, transaction_id, tag, abs(amount) AS amount, tag_reason
-FROM transactions WHERE tag IS NOT NULL;
+FROM enriched_transactions WHERE tag IS NOT NULL;
 `

@@ -84,12 +84,62 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	}
 	db := sql.OpenDB(connector)
 	if !opts.ReadOnly {
-		if _, err := db.ExecContext(ctx, schema); err != nil {
+		_, err := db.ExecContext(ctx, schema)
+		if err == nil {
+			err = moveEnrichmentColumns(ctx, db)
+		}
+		if err != nil {
 			db.Close()
 			return nil, fmt.Errorf("migrate warehouse %s: %w", path, err)
 		}
 	}
 	return &Store{db: db, path: path, readOnly: opts.ReadOnly}, nil
+}
+
+// moveEnrichmentColumns upgrades warehouses of the first enrichment build,
+// which kept each transaction's nickname, tag, tag_reason and merchant_key
+// in transactions itself: they move to enrichments, one row per distinct
+// decision, and the columns go.
+func moveEnrichmentColumns(ctx context.Context, db *sql.DB) error {
+	var left, marker int
+	err := db.QueryRowContext(ctx, `SELECT count(*), count(*) FILTER (WHERE column_name = 'merchant_key')
+		FROM duckdb_columns() WHERE database_name = current_database() AND schema_name = 'main'
+		AND table_name = 'transactions' AND column_name IN ('nickname', 'tag', 'tag_reason', 'merchant_key')`).Scan(&left, &marker)
+	if err != nil || left == 0 {
+		return err
+	}
+	// DuckDB cannot alter a table in the transaction that updated it: the
+	// rows move in one transaction, then the columns go, merchant_key first,
+	// so a move is never repeated and columns left by a stop go next time.
+	if marker > 0 {
+		same := `e.nickname IS NOT DISTINCT FROM t.nickname AND e.tag IS NOT DISTINCT FROM t.tag
+		AND e.tag_reason IS NOT DISTINCT FROM t.tag_reason AND e.merchant_key IS NOT DISTINCT FROM t.merchant_key`
+		tx, err := db.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		defer tx.Rollback()
+		for _, stmt := range []string{
+			`INSERT INTO enrichments
+			SELECT (SELECT coalesce(max(enrichment_id), 0) FROM enrichments)
+				+ row_number() OVER (ORDER BY nickname, tag, tag_reason, merchant_key), *
+			FROM (SELECT DISTINCT nickname, tag, tag_reason, merchant_key FROM transactions WHERE tag_reason IS NOT NULL)`,
+			`UPDATE transactions t SET enrichment_id = e.enrichment_id FROM enrichments e WHERE ` + same,
+		} {
+			if _, err := tx.ExecContext(ctx, stmt); err != nil {
+				return fmt.Errorf("move enrichment columns: %w", err)
+			}
+		}
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("move enrichment columns: %w", err)
+		}
+	}
+	for _, column := range []string{"merchant_key", "nickname", "tag", "tag_reason"} {
+		if _, err := db.ExecContext(ctx, "ALTER TABLE transactions DROP COLUMN IF EXISTS "+column); err != nil {
+			return fmt.Errorf("move enrichment columns: %w", err)
+		}
+	}
+	return nil
 }
 
 // DB exposes the database for queries (the sql command, tests, the API).

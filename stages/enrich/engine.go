@@ -244,8 +244,9 @@ type Enricher struct {
 	title   cases.Caser
 	// Results that are not a plain dictionary hit are interned, so equal
 	// results share one pointer: by what decided them, which is cheaper
-	// to hash than their strings, and blank memos by their text.
+	// to hash than their strings, and checks and blank memos by their text.
 	decided map[decision]*Result
+	checks  map[string]*Result
 	blanks  map[string]*Result
 }
 
@@ -266,7 +267,7 @@ const cacheSize = 1 << 14 // of each cache; a full one is emptied
 func (s *Snapshot) Enricher(partner string) *Enricher {
 	return &Enricher{snap: s, partner: s.partners[partner], pkey: partner + "\x00",
 		cleaned: map[string]*cleanName{}, title: cases.Title(language.English),
-		decided: map[decision]*Result{}, blanks: map[string]*Result{}}
+		decided: map[decision]*Result{}, checks: map[string]*Result{}, blanks: map[string]*Result{}}
 }
 
 // Enrich decides nickname, tag and reason for one transaction. The result
@@ -409,9 +410,16 @@ func (e *Enricher) check(sent string) (*Result, bool) {
 	if len(num) == 0 {
 		return &e.snap.unnumberedCheck, true
 	}
-	// Check numbers rarely repeat within a file: not worth interning.
+	if r, ok := e.checks[string(num)]; ok {
+		return r, true
+	}
 	nickname := "Check " + string(num)
-	return &Result{Nickname: nickname, Reason: "check", MerchantKey: "CHECK", CheckNumber: nickname[len("Check "):], Source: SourceCheck}, true
+	r := &Result{Nickname: nickname, Reason: "check", MerchantKey: "CHECK", CheckNumber: nickname[len("Check "):], Source: SourceCheck}
+	if len(e.checks) >= cacheSize {
+		clear(e.checks)
+	}
+	e.checks[r.CheckNumber] = r
+	return r, true
 }
 
 // Keyword and direction rules, for what no dictionary names.
