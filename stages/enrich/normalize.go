@@ -25,18 +25,52 @@ const (
 
 // tokenize upper-cases memo into e.upper and splits it into e.tokens.
 func (e *Enricher) tokenize(memo string) {
-	e.upper = e.upper[:0]
-	e.tokens = e.tokens[:0]
+	upper, tokens := e.upper[:0], e.tokens[:0]
+	// Trailing blanks (fixed-width padding) change nothing: skip them.
+	n := len(memo)
+	for n > 0 && (memo[n-1] == ' ' || memo[n-1] == '\t') {
+		n--
+	}
 	var prev byte = ' '
-	start := -1
-	var flags uint16
 	spacesOnly := false // since the last word: SQ *X, like SQ*X, has a processor prefix
 	spacedDash := false // a '-' after a space: the next word starts a suffix
-	closeToken := func(next byte) {
-		if start < 0 {
-			return
+	for i := 0; i < n; {
+		c := memo[i]
+		if byteClass[c] == separator || c == '\'' {
+			// Between words. An apostrophe starts no word (MCDONALD'S keeps
+			// its own); an ampersand does, alone (BARNES & NOBLE).
+			if c != '\'' {
+				if c == '*' && spacesOnly && len(tokens) > 0 {
+					tokens[len(tokens)-1].flags |= beforeStar
+				}
+				if c == '-' && spacesOnly && len(tokens) > 0 {
+					spacedDash = true
+				}
+				if c != ' ' && c != '\t' {
+					spacesOnly = false
+				}
+			}
+			prev = c
+			i++
+			continue
 		}
-		switch next {
+		start := len(upper)
+		flags := opener(prev, &spacedDash)
+		for ; i < n; i++ {
+			k := byteClass[memo[i]]
+			if k == separator {
+				break
+			}
+			upper = append(upper, upperOf[memo[i]])
+			flags |= classFlags[k]
+		}
+		// The separator that ends a word says what the word is.
+		prev = ' '
+		if i < n {
+			prev = memo[i]
+			i++
+		}
+		switch prev {
 		case '*':
 			flags |= beforeStar
 		case ':':
@@ -44,53 +78,10 @@ func (e *Enricher) tokenize(memo string) {
 		case '#':
 			flags |= beforeHash
 		}
-		e.tokens = append(e.tokens, token{start: int32(start), end: int32(len(e.upper)), flags: flags})
-		start, flags, spacesOnly = -1, 0, true
+		tokens = append(tokens, token{start: int32(start), end: int32(len(upper)), flags: flags})
+		spacesOnly = prev == ' ' || prev == '\t'
 	}
-	for i := 0; i < len(memo); i++ {
-		c := memo[i]
-		switch byteClass[c] {
-		case lower:
-			c -= 'a' - 'A'
-			fallthrough
-		case letter:
-			if start < 0 {
-				start, flags = len(e.upper), e.opener(prev, &spacedDash)
-			}
-			flags |= hasLetter
-		case digit:
-			if start < 0 {
-				start, flags = len(e.upper), e.opener(prev, &spacedDash)
-			}
-			flags |= hasDigit
-		case joiner:
-			// Inside a word (MCDONALD'S, AT&T) they belong to it; alone, an
-			// ampersand is a word of its own (BARNES & NOBLE).
-			if c == '\'' && start < 0 {
-				prev = c
-				continue
-			}
-			if start < 0 {
-				start, flags = len(e.upper), e.opener(prev, &spacedDash)
-			}
-		default:
-			if start < 0 && c == '*' && spacesOnly && len(e.tokens) > 0 {
-				e.tokens[len(e.tokens)-1].flags |= beforeStar
-			}
-			if start < 0 && c == '-' && spacesOnly && len(e.tokens) > 0 {
-				spacedDash = true
-			}
-			closeToken(c)
-			if c != ' ' && c != '\t' {
-				spacesOnly = false
-			}
-			prev = c
-			continue
-		}
-		e.upper = append(e.upper, c)
-		prev = c
-	}
-	closeToken(' ')
+	e.upper, e.tokens = upper, tokens
 	// A domain suffix is only known once its word is read.
 	for i := range e.tokens {
 		t := &e.tokens[i]
@@ -125,8 +116,23 @@ var byteClass = func() (t [256]uint8) {
 	return t
 }()
 
+// upperOf upper-cases ASCII letters; classFlags are the flags a byte of
+// each class gives its word.
+var (
+	upperOf = func() (t [256]byte) {
+		for c := range t {
+			t[c] = byte(c)
+			if byteClass[c] == lower {
+				t[c] -= 'a' - 'A'
+			}
+		}
+		return t
+	}()
+	classFlags = [...]uint16{lower: hasLetter, letter: hasLetter, digit: hasDigit, joiner: 0}
+)
+
 // opener returns the flags a word gets from the separator before it.
-func (e *Enricher) opener(prev byte, spacedDash *bool) uint16 {
+func opener(prev byte, spacedDash *bool) uint16 {
 	if *spacedDash {
 		*spacedDash = false
 		return afterDash
