@@ -24,6 +24,8 @@ type enrichStage struct {
 	// same result, whatever changes while it loads.
 	snap    *enrich.Snapshot
 	partner string
+	// results numbers the file's results; the warehouse stages them at commit.
+	results *enrich.Results
 	// free holds enrichers between chunks. Not a sync.Pool: the collector
 	// empties those, and an enricher's cache of cleaned names is worth
 	// keeping for the whole file.
@@ -35,7 +37,17 @@ func newEnrichStage(engine *enrich.Engine, partner string, m *Metrics) *enrichSt
 	if engine == nil {
 		return nil
 	}
-	return &enrichStage{snap: engine.Snapshot(), partner: partner, metrics: m, free: make(chan *enrich.Enricher, 64)}
+	snap := engine.Snapshot()
+	return &enrichStage{snap: snap, partner: partner, results: snap.NewResults(), metrics: m, free: make(chan *enrich.Enricher, 64)}
+}
+
+// numbered returns the file's results by number, for the warehouse; nil
+// when enrichment is off.
+func (s *enrichStage) numbered() *enrich.Results {
+	if s == nil {
+		return nil
+	}
+	return s.results
 }
 
 func (s *enrichStage) apply(rows []stages.Transaction) {
@@ -46,7 +58,7 @@ func (s *enrichStage) apply(rows []stages.Transaction) {
 	select {
 	case e = <-s.free:
 	default:
-		e = s.snap.Enricher(s.partner)
+		e = s.snap.EnricherFor(s.partner, s.results)
 	}
 	defer func() {
 		select {
@@ -58,7 +70,7 @@ func (s *enrichStage) apply(rows []stages.Transaction) {
 	for i := range rows {
 		t := &rows[i]
 		r := e.Enrich(enrich.Input{Memo: t.Memo, Cents: t.Cents, CheckNumber: t.CheckNumber})
-		t.Enrichment = r
+		t.EnrichmentID = r.ID
 		if r.CheckNumber != "" {
 			t.CheckNumber = r.CheckNumber
 		}

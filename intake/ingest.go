@@ -154,8 +154,10 @@ func (p *Pipeline) Ingest(ctx context.Context, name string, r io.Reader, opts Op
 func (p *Pipeline) run(ctx context.Context, name string, in *countingReader, opts Options, rep *Report) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	enricher := newEnrichStage(p.Enrich, opts.Partner, p.Metrics)
 	load, err := p.Store.Begin(ctx, warehouse.LoadOptions{
 		Partner: opts.Partner, AsOf: opts.AsOf, Source: filepath.Base(name), MaxRejections: opts.MaxErrors,
+		Enrichments: enricher.numbered(),
 	})
 	if err != nil {
 		return err
@@ -192,7 +194,6 @@ func (p *Pipeline) run(ctx context.Context, name string, in *countingReader, opt
 
 	dec := parse.NewDecoder(in, parse.Options{Workers: opts.Workers, Type: opts.Type})
 	validator := stages.Validator{Type: opts.Type}
-	enricher := newEnrichStage(p.Enrich, opts.Partner, p.Metrics)
 	var base stages.Seq
 	nested := false
 	cur, curRows := &stages.Batch{}, 0

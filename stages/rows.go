@@ -10,8 +10,6 @@ package stages
 
 import (
 	"time"
-
-	"github.com/flatfiler/flatfiler/stages/enrich"
 )
 
 // Action is what a record asks for. New, Update and a missing <Action> all
@@ -89,12 +87,10 @@ type Transaction struct {
 	Memo            string // trimmed
 	OriginalName    string // the memo exactly as sent
 	CheckNumber     string
-	// Enrichment is set by the enrichment stage: nickname, tag, reason and
-	// merchant key, shared by rows with the same result; nil when off.
-	Enrichment *enrich.Result
-	// EnrichmentID is the loader's: rows sharing a result share an id, so
-	// a file stages each distinct result once.
-	EnrichmentID int32
+	// EnrichmentID is set by the enrichment stage: the number of the row's
+	// result (nickname, tag, reason, merchant key) in the file's
+	// enrich.Results, shared by rows enriched alike; 0 when off.
+	EnrichmentID uint32
 	// NeedsAccount is set when the file does not carry the account
 	// (transactions files), so the warehouse must already know it; it also
 	// decides there whether the account is an investment one (skipped).

@@ -9,6 +9,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/flatfiler/flatfiler/stages"
+	"github.com/flatfiler/flatfiler/stages/enrich"
 )
 
 // Staging tables are built as Arrow record batches and handed to DuckDB
@@ -101,14 +102,14 @@ func (c *columns) i32(v int)              { c.next().(*array.Int32Builder).Appen
 func (c *columns) bool(v bool)            { c.next().(*array.BooleanBuilder).Append(v) }
 func (c *columns) cents(v int64)          { c.next().(*array.Decimal128Builder).Append(decimal128.FromI64(v)) }
 
-// optI32 appends v, or NULL when zero: a transaction enrichment left alone.
-func (c *columns) optI32(v int32) {
+// optID appends v, or NULL when zero: a transaction enrichment left alone.
+func (c *columns) optID(v uint32) {
 	b := c.next().(*array.Int32Builder)
 	if v == 0 {
 		b.AppendNull()
 		return
 	}
-	b.Append(v)
+	b.Append(int32(v))
 }
 
 func (c *columns) ts(t time.Time) {
@@ -241,15 +242,15 @@ func transactionsRecord(rows []stages.Transaction) arrow.RecordBatch {
 		c.opt(t.Memo)
 		c.str(t.OriginalName)
 		c.opt(t.CheckNumber)
-		c.optI32(t.EnrichmentID)
+		c.optID(t.EnrichmentID)
 		c.bool(t.NeedsAccount)
 	})
 }
 
-func enrichmentsRecord(rows []enrichment) arrow.RecordBatch {
+func enrichmentsRecord(rows []*enrich.Result) arrow.RecordBatch {
 	return build(enrichmentsSchema, len(rows), func(c *columns, i int) {
-		e := &rows[i]
-		c.i32(int(e.id))
+		e := rows[i]
+		c.i32(int(e.ID))
 		c.opt(e.Nickname)
 		c.opt(e.Tag)
 		c.opt(e.Reason)

@@ -28,6 +28,9 @@ type LoadOptions struct {
 	Source  string    // file name, kept on every row for audits
 	// MaxRejections caps how many rejections Apply returns; all are counted.
 	MaxRejections int
+	// Enrichments are the results the rows' EnrichmentIDs number; nil when
+	// enrichment is off.
+	Enrichments *enrich.Results
 }
 
 // Load applies one file in two phases, so that memory stays flat whatever
@@ -62,36 +65,37 @@ type Load struct {
 	// if not, Commit need not look for rows to replace.
 	hadTransactions bool
 	trace           bool // FLATFILER_TRACE_SQL: print each statement's duration
-	// enrichments interns the file's distinct enrichment results: a file
-	// has few (one per merchant and tag), so rows stage an id instead of
+	// usedResults marks the enrichment results the staged rows use: a file
+	// has few (one per merchant and tag), so rows stage a number instead of
 	// four strings, and the results are staged once, at commit.
-	enrichments map[*enrich.Result]int32
-	results     []enrichment
+	usedResults []bool
 	// userRules: Commit found rules of the partner's users to apply.
 	userRules bool
 }
 
-type enrichment struct {
-	*enrich.Result
-	id int32
+// usedEnrichments returns the results the staged rows use.
+func (l *Load) usedEnrichments() []*enrich.Result {
+	if l.opts.Enrichments == nil {
+		return nil
+	}
+	var out []*enrich.Result
+	byID := l.opts.Enrichments.ByID()
+	for id, used := range l.usedResults {
+		if used && id > 0 && id < len(byID) {
+			out = append(out, byID[id])
+		}
+	}
+	return out
 }
 
-// intern gives each transaction the id of its enrichment result.
-func (l *Load) intern(rows []stages.Transaction) {
+// markUsed notes the enrichment results rows use.
+func (l *Load) markUsed(rows []stages.Transaction) {
 	for i := range rows {
-		t := &rows[i]
-		k := t.Enrichment
-		if k == nil {
-			t.EnrichmentID = 0
-			continue
+		id := int(rows[i].EnrichmentID)
+		if id >= len(l.usedResults) {
+			l.usedResults = append(l.usedResults, make([]bool, id+1-len(l.usedResults)+1024)...)
 		}
-		id, ok := l.enrichments[k]
-		if !ok {
-			id = int32(len(l.enrichments) + 1)
-			l.enrichments[k] = id
-			l.results = append(l.results, enrichment{k, id})
-		}
-		t.EnrichmentID = id
+		l.usedResults[id] = true
 	}
 }
 
@@ -116,8 +120,7 @@ func (s *Store) Begin(ctx context.Context, opts LoadOptions) (*Load, error) {
 		trace: os.Getenv("FLATFILER_TRACE_SQL") != "",
 		// 8M keys at 0.1% false positives: 14 MB whatever the file's size; a
 		// larger file only makes more suspects.
-		seen:        bloom.NewWithEstimates(8_000_000, 0.001),
-		enrichments: map[*enrich.Result]int32{},
+		seen: bloom.NewWithEstimates(8_000_000, 0.001),
 	}
 	l.lit = map[string]string{
 		"{S}":   fmt.Sprintf("load_%d", n),
@@ -276,7 +279,6 @@ func (l *Load) views(views []staged) (func(), error) {
 // until Commit.
 func (l *Load) Apply(ctx context.Context, b *stages.Batch) (Applied, error) {
 	var out Applied
-	l.intern(b.Transactions)
 	// Each kind's record is built once, and again only if the checks against
 	// stored state drop some of its rows.
 	accounts, txns := accountsRecord(b.Accounts), transactionsRecord(b.Transactions)
@@ -293,6 +295,7 @@ func (l *Load) Apply(ctx context.Context, b *stages.Batch) (Applied, error) {
 		txns.Release()
 		txns = transactionsRecord(b.Transactions)
 	}
+	l.markUsed(b.Transactions)
 	for _, u := range b.Users {
 		l.users = true
 		l.deletes = l.deletes || u.Action == stages.Delete
@@ -644,8 +647,8 @@ func (l *Load) Commit(ctx context.Context, rec IngestRecord) error {
 	if err != nil {
 		return err
 	}
-	if len(l.results) > 0 {
-		rec := enrichmentsRecord(l.results)
+	if results := l.usedEnrichments(); len(results) > 0 {
+		rec := enrichmentsRecord(results)
 		defer rec.Release()
 		if err := l.execWith(ctx, "INSERT INTO {S}.enrichments SELECT * FROM v_enrichments", staged{"v_enrichments", rec}); err != nil {
 			return err

@@ -50,6 +50,9 @@ type Result struct {
 	// CheckNumber is set for checks: as sent, else as read from the memo.
 	CheckNumber string
 	Source      Source // what decided: the reason's kind
+	// ID numbers the result within its file's Results, so rows carry a
+	// number rather than a pointer; 0: not numbered (user-rule results).
+	ID uint32
 }
 
 // Source is the kind of rule that decided a result.
@@ -104,8 +107,10 @@ func Build(dict *Dictionary, partners map[string][]PartnerRule, users []UserRule
 	for i, m := range dict.Merchants {
 		reason := "dictionary:" + m.ID
 		s.merchants = append(s.merchants, merchantEntry{Merchant: m,
-			debit:  Result{Nickname: m.Nickname, Tag: m.DebitTag, Reason: reason, MerchantKey: m.ID, Source: SourceDictionary},
-			credit: Result{Nickname: m.Nickname, Tag: m.CreditTag, Reason: reason, MerchantKey: m.ID, Source: SourceDictionary}})
+			debit: Result{Nickname: m.Nickname, Tag: m.DebitTag, Reason: reason, MerchantKey: m.ID, Source: SourceDictionary,
+				ID: uint32(2*i + 1)},
+			credit: Result{Nickname: m.Nickname, Tag: m.CreditTag, Reason: reason, MerchantKey: m.ID, Source: SourceDictionary,
+				ID: uint32(2*i + 2)}})
 		for _, a := range m.Aliases {
 			if err := s.dict.add(e, a, int32(i), describe); err != nil {
 				return nil, fmt.Errorf("merchants line %d: %w", m.Line, err)
@@ -113,6 +118,7 @@ func Build(dict *Dictionary, partners map[string][]PartnerRule, users []UserRule
 		}
 	}
 	s.dict.seal()
+	s.unnumberedCheck.ID = uint32(2*len(s.merchants) + 1)
 	for partner, rules := range partners {
 		pr := &partnerRules{rules: rules}
 		byKey := map[string]int32{}
@@ -245,9 +251,10 @@ type Enricher struct {
 	// Results that are not a plain dictionary hit are interned, so equal
 	// results share one pointer: by what decided them, which is cheaper
 	// to hash than their strings, and checks and blank memos by their text.
-	decided map[decision]*Result
-	checks  map[string]*Result
-	blanks  map[string]*Result
+	decided  map[decision]*Result
+	checks   map[string]*Result
+	blanks   map[string]*Result
+	numbered *Results
 }
 
 type cleanName struct{ key, nickname string }
@@ -263,9 +270,51 @@ type decision struct {
 
 const cacheSize = 1 << 14 // of each cache; a full one is emptied
 
-// Enricher returns an enricher for partner's transactions under this snapshot.
-func (s *Snapshot) Enricher(partner string) *Enricher {
-	return &Enricher{snap: s, partner: s.partners[partner], pkey: partner + "\x00",
+// Results numbers the results a file's enrichers hand out: the snapshot's
+// own (dictionary hits) have fixed numbers, and those made while enriching
+// (cleaned names, keyword and partner-rule tags, checks) are numbered as
+// they are made. Rows then carry a number, which the warehouse stages
+// without looking anything up. Enrichers sharing one may run on several
+// goroutines.
+type Results struct {
+	snap *Snapshot
+	mu   sync.Mutex
+	made []*Result
+}
+
+// NewResults starts the numbering of one file's results.
+func (s *Snapshot) NewResults() *Results { return &Results{snap: s} }
+
+// add numbers a result an enricher made.
+func (rs *Results) add(r *Result) {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	r.ID = rs.snap.unnumberedCheck.ID + 1 + uint32(len(rs.made))
+	rs.made = append(rs.made, r)
+}
+
+// ByID returns every result numbered so far, indexed by ID (index 0 nil).
+func (rs *Results) ByID() []*Result {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	s := rs.snap
+	out := make([]*Result, s.unnumberedCheck.ID+1, int(s.unnumberedCheck.ID)+1+len(rs.made))
+	for i := range s.merchants {
+		m := &s.merchants[i]
+		out[m.debit.ID], out[m.credit.ID] = &m.debit, &m.credit
+	}
+	out[s.unnumberedCheck.ID] = &s.unnumberedCheck
+	return append(out, rs.made...)
+}
+
+// Enricher returns an enricher for partner's transactions under this
+// snapshot, numbering its results on its own.
+func (s *Snapshot) Enricher(partner string) *Enricher { return s.EnricherFor(partner, s.NewResults()) }
+
+// EnricherFor returns an enricher for partner's transactions that numbers
+// the results it makes in results.
+func (s *Snapshot) EnricherFor(partner string, results *Results) *Enricher {
+	return &Enricher{snap: s, partner: s.partners[partner], pkey: partner + "\x00", numbered: results,
 		cleaned: map[string]*cleanName{}, title: cases.Title(language.English),
 		decided: map[decision]*Result{}, checks: map[string]*Result{}, blanks: map[string]*Result{}}
 }
@@ -354,6 +403,7 @@ func (e *Enricher) result(d decision) *Result {
 			r.Nickname = k.nickname
 		}
 	}
+	e.numbered.add(r)
 	if len(e.decided) >= cacheSize {
 		clear(e.decided)
 	}
@@ -367,6 +417,7 @@ func (e *Enricher) blank(memo string) *Result {
 		return r
 	}
 	r := &Result{Nickname: memo, Reason: "unmatched"}
+	e.numbered.add(r)
 	if len(e.blanks) >= cacheSize {
 		clear(e.blanks)
 	}
@@ -415,6 +466,7 @@ func (e *Enricher) check(sent string) (*Result, bool) {
 	}
 	nickname := "Check " + string(num)
 	r := &Result{Nickname: nickname, Reason: "check", MerchantKey: "CHECK", CheckNumber: nickname[len("Check "):], Source: SourceCheck}
+	e.numbered.add(r)
 	if len(e.checks) >= cacheSize {
 		clear(e.checks)
 	}

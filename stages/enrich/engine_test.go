@@ -225,3 +225,34 @@ func BenchmarkEnrichUnmatched(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "txn/s")
 }
+
+// Rows carry their result's number: every result two enrichers of one file
+// hand out, concurrently, is numbered, and the number finds it.
+func TestResultsNumberEveryResult(t *testing.T) {
+	s := defaultSnapshot(t)
+	results := s.NewResults()
+	memos := append([]string{"CHECK 1021", "CHECK 1022", "   ", "ATM WITHDRAWAL 123 MAIN ST", "JOES PIZZA 12 AUSTIN TX"}, hits...)
+	got := make([][]*Result, 2)
+	done := make(chan int)
+	for w := range got {
+		go func() {
+			e := s.EnricherFor("demo", results)
+			for _, memo := range memos {
+				for _, cents := range []int64{-500, 500} {
+					got[w] = append(got[w], e.Enrich(Input{Memo: memo, Cents: cents}))
+				}
+			}
+			done <- w
+		}()
+	}
+	<-done
+	<-done
+	byID := results.ByID()
+	for _, rs := range got {
+		for _, r := range rs {
+			if r.ID == 0 || int(r.ID) >= len(byID) || byID[r.ID] != r {
+				t.Errorf("%q (%s): number %d does not find it", r.Nickname, r.Reason, r.ID)
+			}
+		}
+	}
+}
