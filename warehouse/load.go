@@ -65,39 +65,54 @@ type Load struct {
 	// if not, Commit need not look for rows to replace.
 	hadTransactions bool
 	trace           bool // FLATFILER_TRACE_SQL: print each statement's duration
-	// usedResults marks the enrichment results the staged rows use: a file
-	// has few (one per merchant and tag), so rows stage a number instead of
-	// four strings, and the results are staged once, at commit.
-	usedResults []bool
+	// Rows stage the number of their enrichment result instead of four
+	// strings: a file has few results (one per merchant and tag), staged
+	// at commit, or with a batch once many pile up. usedFixed marks the
+	// dictionary's results (by number) that rows used since last staged.
+	usedFixed []bool
 	// userRules: Commit found rules of the partner's users to apply.
 	userRules bool
 }
 
-// usedEnrichments returns the results the staged rows use.
-func (l *Load) usedEnrichments() []*enrich.Result {
-	if l.opts.Enrichments == nil {
+// takeEnrichments returns the results to stage: those the enrichers made
+// since the last call, and the dictionary's that rows used since then.
+func (l *Load) takeEnrichments() []*enrich.Result {
+	results := l.opts.Enrichments
+	if results == nil {
 		return nil
 	}
-	var out []*enrich.Result
-	byID := l.opts.Enrichments.ByID()
-	for id, used := range l.usedResults {
-		if used && id > 0 && id < len(byID) {
-			out = append(out, byID[id])
+	out := results.Take()
+	for id, used := range l.usedFixed {
+		if used {
+			if r := results.Fixed(uint32(id)); r != nil {
+				out = append(out, r)
+			}
+			l.usedFixed[id] = false
 		}
 	}
 	return out
 }
 
-// markUsed notes the enrichment results rows use.
+// markUsed notes the dictionary's results rows use; made results are
+// staged whether used or not.
 func (l *Load) markUsed(rows []stages.Transaction) {
+	if l.opts.Enrichments == nil {
+		return
+	}
 	for i := range rows {
-		id := int(rows[i].EnrichmentID)
-		if id >= len(l.usedResults) {
-			l.usedResults = append(l.usedResults, make([]bool, id+1-len(l.usedResults)+1024)...)
+		id := rows[i].EnrichmentID
+		if l.opts.Enrichments.Fixed(id) != nil {
+			if int(id) >= len(l.usedFixed) {
+				l.usedFixed = append(l.usedFixed, make([]bool, int(id)+1-len(l.usedFixed))...)
+			}
+			l.usedFixed[id] = true
 		}
-		l.usedResults[id] = true
 	}
 }
+
+// stageEnrichmentsEvery is how many made results a load holds before it
+// stages them with a batch rather than at commit.
+var stageEnrichmentsEvery = 1 << 15
 
 // Applied is what the warehouse decided about a batch beyond validation.
 type Applied struct {
@@ -330,6 +345,11 @@ func (l *Load) Apply(ctx context.Context, b *stages.Batch) (Applied, error) {
 		if properties.NumRows() > 0 {
 			step("INSERT INTO {S}.properties SELECT * FROM v_properties", staged{"v_properties", properties})
 		}
+	}
+	if l.opts.Enrichments != nil && l.opts.Enrichments.Made() >= stageEnrichmentsEvery {
+		rec := enrichmentsRecord(l.takeEnrichments())
+		defer rec.Release()
+		step("INSERT INTO {S}.enrichments SELECT * FROM v_enrichments", staged{"v_enrichments", rec})
 	}
 	if len(b.Transactions) > 0 {
 		step("INSERT INTO {S}.transactions SELECT * EXCLUDE (needs_account) FROM v_transactions", staged{"v_transactions", txns})
@@ -647,7 +667,7 @@ func (l *Load) Commit(ctx context.Context, rec IngestRecord) error {
 	if err != nil {
 		return err
 	}
-	if results := l.usedEnrichments(); len(results) > 0 {
+	if results := l.takeEnrichments(); len(results) > 0 {
 		rec := enrichmentsRecord(results)
 		defer rec.Release()
 		if err := l.execWith(ctx, "INSERT INTO {S}.enrichments SELECT * FROM v_enrichments", staged{"v_enrichments", rec}); err != nil {

@@ -274,37 +274,59 @@ const cacheSize = 1 << 14 // of each cache; a full one is emptied
 // own (dictionary hits) have fixed numbers, and those made while enriching
 // (cleaned names, keyword and partner-rule tags, checks) are numbered as
 // they are made. Rows then carry a number, which the warehouse stages
-// without looking anything up. Enrichers sharing one may run on several
-// goroutines.
+// without looking anything up; it takes the made results as they pile up,
+// so they do not grow with the file. Enrichers sharing one may run on
+// several goroutines.
 type Results struct {
 	snap *Snapshot
 	mu   sync.Mutex
-	made []*Result
+	next uint32
+	made []*Result // since the last Take
 }
 
 // NewResults starts the numbering of one file's results.
-func (s *Snapshot) NewResults() *Results { return &Results{snap: s} }
+func (s *Snapshot) NewResults() *Results { return &Results{snap: s, next: s.unnumberedCheck.ID + 1} }
 
 // add numbers a result an enricher made.
 func (rs *Results) add(r *Result) {
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
-	r.ID = rs.snap.unnumberedCheck.ID + 1 + uint32(len(rs.made))
+	r.ID = rs.next
+	rs.next++
 	rs.made = append(rs.made, r)
 }
 
-// ByID returns every result numbered so far, indexed by ID (index 0 nil).
-func (rs *Results) ByID() []*Result {
+// Made returns how many results were made since the last Take.
+func (rs *Results) Made() int {
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
+	return len(rs.made)
+}
+
+// Take returns the results made since the last Take.
+func (rs *Results) Take() []*Result {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	made := rs.made
+	rs.made = nil
+	return made
+}
+
+// Fixed returns the snapshot's result numbered id, or nil if id numbers
+// a made one (or none).
+func (rs *Results) Fixed(id uint32) *Result {
 	s := rs.snap
-	out := make([]*Result, s.unnumberedCheck.ID+1, int(s.unnumberedCheck.ID)+1+len(rs.made))
-	for i := range s.merchants {
-		m := &s.merchants[i]
-		out[m.debit.ID], out[m.credit.ID] = &m.debit, &m.credit
+	switch {
+	case id == 0 || id > s.unnumberedCheck.ID:
+		return nil
+	case id == s.unnumberedCheck.ID:
+		return &s.unnumberedCheck
 	}
-	out[s.unnumberedCheck.ID] = &s.unnumberedCheck
-	return append(out, rs.made...)
+	m := &s.merchants[(id-1)/2]
+	if id%2 == 1 {
+		return &m.debit
+	}
+	return &m.credit
 }
 
 // Enricher returns an enricher for partner's transactions under this

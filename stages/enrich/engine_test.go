@@ -247,12 +247,21 @@ func TestResultsNumberEveryResult(t *testing.T) {
 	}
 	<-done
 	<-done
-	byID := results.ByID()
+	made := map[uint32]*Result{}
+	for _, r := range results.Take() {
+		if made[r.ID] != nil {
+			t.Errorf("number %d made twice", r.ID)
+		}
+		made[r.ID] = r
+	}
 	for _, rs := range got {
 		for _, r := range rs {
-			if r.ID == 0 || int(r.ID) >= len(byID) || byID[r.ID] != r {
+			if found := results.Fixed(r.ID); r.ID == 0 || (found != r && made[r.ID] != r) {
 				t.Errorf("%q (%s): number %d does not find it", r.Nickname, r.Reason, r.ID)
 			}
 		}
+	}
+	if len(results.Take()) != 0 {
+		t.Error("Take returned results twice")
 	}
 }
