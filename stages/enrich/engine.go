@@ -244,6 +244,9 @@ type Enricher struct {
 	upper   []byte
 	tokens  []token
 	scratch []byte
+	// kinds are the tokens' vocabulary bits, once classified.
+	kinds      []uint64
+	classified bool
 	// cleaned caches the names of memos no dictionary names: a partner's
 	// long tail repeats, and title-casing allocates.
 	cleaned map[string]*cleanName
@@ -549,11 +552,10 @@ const (
 
 // keywords returns the keyword rule that tags the memo, or -1.
 func (e *Enricher) keywords(credit bool) int {
+	e.classify()
 	var b uint32
-	for i := range e.tokens {
-		if e.tokens[i].flags&hasLetter != 0 {
-			b |= keywordBits[string(e.word(i))]
-		}
+	for _, k := range e.kinds {
+		b |= uint32(k) // the keyword bits
 	}
 	has := func(bits uint32) bool { return b&bits == bits }
 	switch {

@@ -81,7 +81,7 @@ func (e *Enricher) tokenize(memo string) {
 		tokens = append(tokens, token{start: int32(start), end: int32(len(upper)), flags: flags})
 		spacesOnly = prev == ' ' || prev == '\t'
 	}
-	e.upper, e.tokens = upper, tokens
+	e.upper, e.tokens, e.classified = upper, tokens, false
 	// A domain suffix is only known once its word is read.
 	for i := range e.tokens {
 		t := &e.tokens[i]
@@ -209,9 +209,51 @@ func set(words ...string) map[string]bool {
 	return m
 }
 
+// What the words of the sets above are, and the keyword bits (see
+// keywordBits), in one table: a memo's words are looked up once each.
+const (
+	wLeadingNoise uint64 = 1 << (32 + iota)
+	wProcessor
+	wACHLabel
+	wTrailingNoise
+	wState
+)
+
+var vocabulary = func() map[string]uint64 {
+	v := map[string]uint64{}
+	for w, bits := range keywordBits {
+		v[w] |= uint64(bits)
+	}
+	for kind, words := range map[uint64]map[string]bool{wLeadingNoise: leadingNoise, wProcessor: processors,
+		wACHLabel: achLabels, wTrailingNoise: trailingNoise, wState: states} {
+		for w := range words {
+			v[w] |= kind
+		}
+	}
+	return v
+}()
+
+// classify sets e.kinds: each word's vocabulary bits. No vocabulary word
+// has a digit.
+func (e *Enricher) classify() {
+	if e.classified {
+		return
+	}
+	e.kinds = e.kinds[:0]
+	for i := range e.tokens {
+		var k uint64
+		if e.tokens[i].flags&hasDigit == 0 {
+			k = vocabulary[string(e.word(i))]
+		}
+		e.kinds = append(e.kinds, k)
+	}
+	e.classified = true
+}
+
 // span is the part of the memo that names the payee: [first, last) over
 // e.tokens, with ids and noise words to be skipped inside it.
 func (e *Enricher) nameSpan() (first, last int) {
+	e.classify()
 	n := len(e.tokens)
 	first = 0
 	// CHASE ACH: ORIG CO NAME:ACME CORP ORIG ID:...: the name follows the label.
@@ -225,9 +267,9 @@ func (e *Enricher) nameSpan() (first, last int) {
 		t := e.tokens[first]
 		w := e.word(first)
 		switch {
-		case t.flags&beforeStar != 0 && processors[string(w)] && first+1 < n:
+		case t.flags&beforeStar != 0 && e.kinds[first]&wProcessor != 0 && first+1 < n:
 			first++
-		case leadingNoise[string(w)] || t.flags&hasDigit != 0 || len(w) == 1 && !isAlnum(w[0]):
+		case e.kinds[first]&wLeadingNoise != 0 || t.flags&hasDigit != 0 || len(w) == 1 && !isAlnum(w[0]):
 			first++
 		case first > 0 && first+1 < n && (string(w) == "PAYMENT" || string(w) == "PMT"):
 			first++ // RECURRING PAYMENT, ACH PMT: how, not who
@@ -242,7 +284,7 @@ lead:
 	for i := first + 1; i < n; i++ {
 		t := e.tokens[i]
 		if t.flags&(hasDigit|beforeHash) != 0 || t.flags&afterDash != 0 && i-first >= 2 ||
-			t.flags&label != 0 && achLabels[string(e.word(i))] {
+			t.flags&label != 0 && e.kinds[i]&wACHLabel != 0 {
 			last = i
 			break
 		}
@@ -253,7 +295,7 @@ lead:
 		for last > first {
 			t := e.tokens[last-1]
 			w := e.word(last - 1)
-			if t.flags&(hasDigit|domain|afterHash) != 0 || noise && trailingNoise[string(w)] || len(w) == 1 && !isAlnum(w[0]) {
+			if t.flags&(hasDigit|domain|afterHash) != 0 || noise && e.kinds[last-1]&wTrailingNoise != 0 || len(w) == 1 && !isAlnum(w[0]) {
 				last--
 				continue
 			}
@@ -261,7 +303,7 @@ lead:
 		}
 	}
 	trim(false)
-	if last-first >= 3 && states[string(e.word(last-1))] {
+	if last-first >= 3 && e.kinds[last-1]&wState != 0 {
 		last--
 		trim(false)
 		if k := cityWords(e, first, last); k > 0 {
