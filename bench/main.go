@@ -6,7 +6,7 @@
 // Files are generated once into --out and reused; each ingest starts from an
 // empty warehouse and runs in a child process so its peak RSS is its own.
 // For --compare-enrich SIZE, ingest runs --rounds times with enrichment and
-// as many without, alternating, and the medians are compared.
+// as many without, alternating (ABBA), and the medians are compared.
 package main
 
 import (
@@ -42,7 +42,7 @@ func main() {
 	sizes := flag.String("sizes", "1GiB,4GiB", "comma-separated sizes of generated files (empty: none)")
 	out := flag.String("out", "bench/out", "directory for generated files and warehouses")
 	compare := flag.String("compare-enrich", "1GiB", "size at which to compare ingest with and without enrichment (empty: skip)")
-	rounds := flag.Int("rounds", 3, "ingests each way for --compare-enrich")
+	rounds := flag.Int("rounds", 7, "ingests each way for --compare-enrich")
 	flag.Parse()
 	if err := os.MkdirAll(*out, 0o755); err != nil {
 		fail(err)
@@ -74,7 +74,16 @@ func compareEnrich(bin, dir, size string, rounds int) error {
 	}
 	var on, off []float64
 	for i := 0; i < rounds; i++ {
-		for _, enrich := range []bool{false, true} {
+		// ABBA order: neither kind always runs first, after the other's
+		// page cache and temp files.
+		order := []bool{false, true}
+		if i%2 == 1 {
+			order = []bool{true, false}
+		}
+		for _, enrich := range order {
+			// The previous run's warehouse and temp files are deleted now:
+			// let the disk settle, so their release does not land on this run.
+			settle(dir, size)
 			r := result{size: size}
 			if err := ingest(bin, dir, path, &r, "--enrich="+fmt.Sprint(enrich)); err != nil {
 				return err
@@ -88,9 +97,20 @@ func compareEnrich(bin, dir, size string, rounds int) error {
 		}
 	}
 	mOn, mOff := median(on), median(off)
-	fmt.Printf("\nenrichment cost at %s (median of %d each, alternating): without %.1f s, with %.1f s: %+.1f%%\n",
+	fmt.Printf("\nenrichment cost at %s (median of %d each, alternating): without %.2f s, with %.2f s: %+.1f%%\n",
 		size, rounds, mOff, mOn, 100*(mOn-mOff)/mOff)
 	return nil
+}
+
+// settle deletes the size's warehouse files, syncs, and waits a little.
+func settle(dir, size string) {
+	db := filepath.Join(dir, "bench-"+size+".duckdb")
+	for _, p := range []string{db, db + ".wal"} {
+		os.Remove(p)
+	}
+	os.RemoveAll(db + ".tmp")
+	syscall.Sync()
+	time.Sleep(5 * time.Second)
 }
 
 func median(v []float64) float64 {
