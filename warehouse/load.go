@@ -589,28 +589,44 @@ WHERE t.action = 'upsert' AND t.seq > coalesce(k.seq, -1)`
 )
 
 // The file's enrichment decisions get the warehouse's ids: those it has
-// already, else new ones numbered after them, in a fixed order. {LOCAL}
-// lists the decisions by their id in the load: the results staged with
+// already, else new ones numbered after them, in a fixed order. The
+// decisions are listed by their id in the load: the results staged with
 // transactions (positive) and, with user rules, the rules that won some
 // (negative). Commit holds the store's write lock from here to its end, so
 // no other writer takes the same ids.
 const (
-	newEnrichments = `CREATE TABLE {S}.new_enrichments AS
-SELECT (SELECT coalesce(max(enrichment_id), 0) FROM enrichments)
-    + row_number() OVER (ORDER BY nickname, tag, tag_reason, merchant_key) AS enrichment_id, *
-FROM (SELECT nickname, tag, tag_reason, merchant_key FROM {LOCAL}
-  EXCEPT SELECT nickname, tag, tag_reason, merchant_key FROM enrichments)`
-	mapDecisions = `CREATE TABLE {S}.decisions AS
-SELECT l.local_id, min(g.enrichment_id) AS enrichment_id
-FROM {LOCAL} l JOIN (SELECT * FROM enrichments UNION ALL BY NAME SELECT * FROM {S}.new_enrichments) g
-  ON g.nickname IS NOT DISTINCT FROM l.nickname AND g.tag IS NOT DISTINCT FROM l.tag
-  AND g.tag_reason IS NOT DISTINCT FROM l.tag_reason AND g.merchant_key IS NOT DISTINCT FROM l.merchant_key
-GROUP BY l.local_id`
 	stagedDecisions = `(SELECT id AS local_id, nickname, tag, tag_reason, merchant_key FROM {S}.enrichments)`
 	userDecisions   = `(SELECT id AS local_id, nickname, tag, tag_reason, merchant_key FROM {S}.enrichments
   UNION ALL SELECT DISTINCT local_id, nickname, tag, reason, merchant_key FROM {S}.user_tagged)`
 	insertEnrichments = `INSERT INTO enrichments SELECT * FROM {S}.new_enrichments`
 )
+
+// newEnrichments numbers the decisions the query lists that enrichments
+// does not hold yet, after its highest id, in a fixed order: rows to insert.
+func newEnrichments(decisions string) string {
+	return `SELECT (SELECT coalesce(max(enrichment_id), 0) FROM enrichments)
+    + row_number() OVER (ORDER BY nickname, tag, tag_reason, merchant_key) AS enrichment_id, *
+FROM (SELECT nickname, tag, tag_reason, merchant_key FROM ` + decisions + `
+  EXCEPT SELECT nickname, tag, tag_reason, merchant_key FROM enrichments)`
+}
+
+// mapDecisions gives each of the load's decisions its warehouse id.
+func mapDecisions(decisions string) string {
+	return `CREATE TABLE {S}.decisions AS
+SELECT l.local_id, min(g.enrichment_id) AS enrichment_id
+FROM ` + decisions + ` l JOIN (SELECT * FROM enrichments UNION ALL BY NAME SELECT * FROM {S}.new_enrichments) g
+  ON ` + sameEnrichment("g", "l") + `
+GROUP BY l.local_id`
+}
+
+// sameEnrichment matches the decision columns of a and b, NULLs alike.
+func sameEnrichment(a, b string) string {
+	var conds []string
+	for _, c := range []string{"nickname", "tag", "tag_reason", "merchant_key"} {
+		conds = append(conds, a+"."+c+" IS NOT DISTINCT FROM "+b+"."+c)
+	}
+	return strings.Join(conds, " AND ")
+}
 
 // plan lists Commit's statements: resolution in the staging database, then
 // the warehouse's transaction.
@@ -627,7 +643,7 @@ func (l *Load) plan() (resolve, apply []string) {
 		resolve = append(resolve, l.rankUserRulesStmt())
 		local, users, decision = userDecisions, joinUserTagged, "coalesce(u.local_id, t.enrichment_id)"
 	}
-	resolve = append(resolve, strings.ReplaceAll(newEnrichments, "{LOCAL}", local), strings.ReplaceAll(mapDecisions, "{LOCAL}", local))
+	resolve = append(resolve, "CREATE TABLE {S}.new_enrichments AS "+newEnrichments(local), mapDecisions(local))
 	if l.deletes {
 		apply = append(apply, deleteKilledTransactions)
 	}

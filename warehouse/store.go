@@ -112,19 +112,15 @@ func moveEnrichmentColumns(ctx context.Context, db *sql.DB) error {
 	// rows move in one transaction, then the columns go, merchant_key first,
 	// so a move is never repeated and columns left by a stop go next time.
 	if marker > 0 {
-		same := `e.nickname IS NOT DISTINCT FROM t.nickname AND e.tag IS NOT DISTINCT FROM t.tag
-		AND e.tag_reason IS NOT DISTINCT FROM t.tag_reason AND e.merchant_key IS NOT DISTINCT FROM t.merchant_key`
 		tx, err := db.BeginTx(ctx, nil)
 		if err != nil {
 			return err
 		}
 		defer tx.Rollback()
 		for _, stmt := range []string{
-			`INSERT INTO enrichments
-			SELECT (SELECT coalesce(max(enrichment_id), 0) FROM enrichments)
-				+ row_number() OVER (ORDER BY nickname, tag, tag_reason, merchant_key), *
-			FROM (SELECT DISTINCT nickname, tag, tag_reason, merchant_key FROM transactions WHERE tag_reason IS NOT NULL)`,
-			`UPDATE transactions t SET enrichment_id = e.enrichment_id FROM enrichments e WHERE ` + same,
+			"INSERT INTO enrichments " + newEnrichments(
+				"(SELECT DISTINCT nickname, tag, tag_reason, merchant_key FROM transactions WHERE tag_reason IS NOT NULL)"),
+			"UPDATE transactions t SET enrichment_id = e.enrichment_id FROM enrichments e WHERE " + sameEnrichment("e", "t"),
 		} {
 			if _, err := tx.ExecContext(ctx, stmt); err != nil {
 				return fmt.Errorf("move enrichment columns: %w", err)

@@ -108,9 +108,9 @@ func Build(dict *Dictionary, partners map[string][]PartnerRule, users []UserRule
 		reason := "dictionary:" + m.ID
 		s.merchants = append(s.merchants, merchantEntry{Merchant: m,
 			debit: Result{Nickname: m.Nickname, Tag: m.DebitTag, Reason: reason, MerchantKey: m.ID, Source: SourceDictionary,
-				ID: uint32(2*i + 1)},
+				ID: merchantResultID(i, false)},
 			credit: Result{Nickname: m.Nickname, Tag: m.CreditTag, Reason: reason, MerchantKey: m.ID, Source: SourceDictionary,
-				ID: uint32(2*i + 2)}})
+				ID: merchantResultID(i, true)}})
 		for _, a := range m.Aliases {
 			if err := s.dict.add(e, a, int32(i), describe); err != nil {
 				return nil, fmt.Errorf("merchants line %d: %w", m.Line, err)
@@ -118,7 +118,7 @@ func Build(dict *Dictionary, partners map[string][]PartnerRule, users []UserRule
 		}
 	}
 	s.dict.seal()
-	s.unnumberedCheck.ID = uint32(2*len(s.merchants) + 1)
+	s.unnumberedCheck.ID = merchantResultID(len(s.merchants), false)
 	for partner, rules := range partners {
 		pr := &partnerRules{rules: rules}
 		byKey := map[string]int32{}
@@ -325,11 +325,20 @@ func (rs *Results) Fixed(id uint32) *Result {
 	case id == s.unnumberedCheck.ID:
 		return &s.unnumberedCheck
 	}
-	m := &s.merchants[(id-1)/2]
-	if id%2 == 1 {
-		return &m.debit
+	i := int(id-1) / 2
+	if id == merchantResultID(i, false) { // arithmetic: the loader asks for every row
+		return &s.merchants[i].debit
 	}
-	return &m.credit
+	return &s.merchants[i].credit
+}
+
+// merchantResultID numbers the snapshot's own results: merchant i's debit
+// and credit results, then the unnumbered check (i past the last merchant).
+func merchantResultID(i int, credit bool) uint32 {
+	if credit {
+		return uint32(2*i + 2)
+	}
+	return uint32(2*i + 1)
 }
 
 // Enricher returns an enricher for partner's transactions under this
