@@ -1,6 +1,8 @@
 // Package api is flatfiler's HTTP surface: upload notifications and jobs
-// (the spec's /api/v2/uploads), Prometheus metrics, and SQL for operators
-// of the running server. Errors have the spec's shape:
+// (the spec's /api/v2/uploads), the reporting API on the warehouse (users,
+// accounts, transactions, expenses, networth, tags) with API-key and JWT
+// authentication, Prometheus metrics, and SQL for operators of the running
+// server. Errors have the spec's shape:
 // {"error": {"message": ..., "data": [...]}}.
 package api
 
@@ -10,12 +12,14 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/flatfiler/flatfiler/intake/jobs"
 	"github.com/flatfiler/flatfiler/intake/partner"
+	"github.com/flatfiler/flatfiler/stages/enrich"
 	"github.com/flatfiler/flatfiler/warehouse"
 )
 
@@ -29,6 +33,11 @@ type Server struct {
 	AdminToken string
 	Logger     *slog.Logger
 	Metrics    *Metrics
+	// Enrich receives the rules users add (PUT transaction with
+	// tagging.repeat), so the files to come follow them; nil: stored only.
+	Enrich *enrich.Engine
+	// Now is the clock for JWT checks and default date ranges; nil: time.Now.
+	Now func() time.Time
 }
 
 // Handler routes requests.
@@ -47,6 +56,7 @@ func (s *Server) Handler() http.Handler {
 	route("POST /api/v2/uploads/received", "uploads_received", s.partnerOnly(s.uploadsReceived, countRefused))
 	route("GET /api/v2/uploads/{job_id}", "upload", s.partnerOnly(s.upload, nil))
 	route("GET /api/v2/uploads", "uploads", s.partnerOnly(s.uploads, nil))
+	s.reportRoutes(route)
 	route("POST /admin/sql", "admin_sql", s.adminSQL)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.Gatherer, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(s.Logger.Handler(), slog.LevelError)}))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

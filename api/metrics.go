@@ -12,6 +12,7 @@ type Metrics struct {
 	Notifications *prometheus.CounterVec // outcome
 	Requests      *prometheus.CounterVec // handler, code, method
 	Duration      *prometheus.HistogramVec
+	AuthFailures  prometheus.Counter // reporting API requests refused with 401
 }
 
 // Notification outcomes.
@@ -31,12 +32,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "flatfiler_http_request_duration_seconds", Help: "HTTP request latency by handler.",
 			Buckets: prometheus.DefBuckets,
 		}, []string{"handler"}),
+		AuthFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "flatfiler_api_auth_failures_total",
+			Help: "Reporting API requests refused for their credentials: bad or missing API key, or a JWT that does not verify.",
+		}),
 	}
 	for _, o := range notificationOutcomes {
 		m.Notifications.WithLabelValues(o)
 	}
 	if reg != nil {
-		reg.MustRegister(m.Notifications, m.Requests, m.Duration)
+		reg.MustRegister(m.Notifications, m.Requests, m.Duration, m.AuthFailures)
 	}
 	return m
 }

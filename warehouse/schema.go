@@ -104,14 +104,50 @@ CREATE TABLE IF NOT EXISTS tag_rules (
 	posted_from         DATE,    -- NULL: any date
 	created_at          TIMESTAMPTZ NOT NULL
 );
--- What analysts read: each transaction with its enrichment.
+-- Added with the reporting API. A user's edits of one transaction (PUT
+-- transactions/:id): they overlay the enrichment and outlive re-sends of
+-- the transaction, since a file never writes here.
+CREATE TABLE IF NOT EXISTS transaction_edits (
+	partner_id     VARCHAR NOT NULL,
+	account_id     VARCHAR NOT NULL,
+	transaction_id VARCHAR NOT NULL,
+	nickname       VARCHAR, -- NULL: the enrichment's
+	-- NULL: the enrichment's tag; []: untagged; else the user's tags, each
+	-- with the part of the absolute amount it carries (a split, or one tag).
+	tags           STRUCT(name VARCHAR, amount DECIMAL(18,2))[],
+	edited_at      TIMESTAMPTZ NOT NULL
+);
+-- Users' manual networth accounts (additional_networth_account).
+CREATE TABLE IF NOT EXISTS networth_accounts (
+	partner_id          VARCHAR NOT NULL,
+	partner_customer_id VARCHAR NOT NULL,
+	networth_account_id BIGINT NOT NULL,
+	name                VARCHAR NOT NULL,
+	account_type        VARCHAR NOT NULL, -- asset or debt
+	balance             DECIMAL(18,2) NOT NULL,
+	created_at          TIMESTAMPTZ NOT NULL,
+	updated_at          TIMESTAMPTZ NOT NULL
+);
+-- The API finds a user's accounts by owner, per request. Users and accounts
+-- are small beside transactions, so these indexes stay small; transactions
+-- are found by account through zone maps instead (see README, Reporting API).
+CREATE INDEX IF NOT EXISTS users_by_customer ON users (partner_customer_id);
+CREATE INDEX IF NOT EXISTS accounts_by_owner ON accounts (partner_customer_id);
+-- What analysts read: each transaction with its enrichment, and the user's
+-- nickname where they gave one.
 CREATE OR REPLACE VIEW enriched_transactions AS
 SELECT t.partner_id, t.account_id, t.transaction_id, t.transaction_type, t.posted_at, t.posted_on,
 	t.originated_at, t.originated_on, t.amount, t.memo, t.original_name, t.check_number, t.source_file,
-	t.source_line, t.updated_at, e.nickname, e.tag, e.tag_reason, e.merchant_key
-FROM transactions t LEFT JOIN enrichments e USING (enrichment_id);
--- The spec's tags [{name, amount}]: one tag carrying the absolute amount.
+	t.source_line, t.updated_at, coalesce(x.nickname, e.nickname) AS nickname, e.tag, e.tag_reason, e.merchant_key,
+	x.tags AS user_tags, x.edited_at
+FROM transactions t LEFT JOIN enrichments e USING (enrichment_id)
+LEFT JOIN transaction_edits x USING (partner_id, account_id, transaction_id);
+-- The spec's tags [{name, balance}]: the user's tags where they set them,
+-- else the enrichment's one tag carrying the absolute amount.
 CREATE OR REPLACE VIEW transaction_tags AS
 SELECT partner_id, account_id, transaction_id, tag, abs(amount) AS amount, tag_reason
-FROM enriched_transactions WHERE tag IS NOT NULL;
+FROM enriched_transactions WHERE user_tags IS NULL AND tag IS NOT NULL
+UNION ALL
+SELECT partner_id, account_id, transaction_id, u.name, u.amount, 'user' AS tag_reason
+FROM (SELECT partner_id, account_id, transaction_id, unnest(user_tags) AS u FROM enriched_transactions WHERE user_tags IS NOT NULL);
 `

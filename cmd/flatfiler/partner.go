@@ -15,7 +15,7 @@ import (
 
 func partnerCmd(_ context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || args[0] != "add" {
-		fmt.Fprintln(stderr, "Usage: flatfiler partner add ID [--data DIR] [--domain fi.example.com] [--ssh-key FILE.pub] [--json]")
+		fmt.Fprintln(stderr, "Usage: flatfiler partner add ID [--data DIR] [--domain fi.example.com] [--api-key KEY] [--ssh-key FILE.pub] [--json]")
 		return 2
 	}
 	fs := flag.NewFlagSet("partner add", flag.ContinueOnError)
@@ -23,6 +23,7 @@ func partnerCmd(_ context.Context, args []string, stdout, stderr io.Writer) int 
 	data := fs.String("data", "./data", "data directory of the server")
 	domain := fs.String("domain", "", "the partner's PFM domain (the JWT audience of the reporting API)")
 	sshKey := fs.String("ssh-key", "", "an SSH public key file (authorized_keys format) for SFTP logins without a password")
+	apiKey := fs.String("api-key", "", "import this API key instead of generating one (at least 16 printable characters; it also signs the partner's JWTs)")
 	asJSON := fs.Bool("json", false, `print {"partner_id","api_key","sftp_user","sftp_password"}`)
 	var opts partner.NewOptions
 	fs.Var(sizeFlag{&opts.MaxFileSize}, "max-file-size", "largest file this partner may upload (default: the server's)")
@@ -44,6 +45,7 @@ func partnerCmd(_ context.Context, args []string, stdout, stderr io.Writer) int 
 		return 2
 	}
 	opts.Domain = *domain
+	opts.APIKey = *apiKey
 	if *sshKey != "" {
 		keys, err := os.ReadFile(*sshKey)
 		if err != nil {
@@ -70,7 +72,7 @@ func partnerCmd(_ context.Context, args []string, stdout, stderr io.Writer) int 
 		_ = json.NewEncoder(stdout).Encode(creds)
 		return 0
 	}
-	fmt.Fprintf(stdout, "partner %s created. Its secrets are shown this once and stored only hashed:\n", creds.PartnerID)
+	fmt.Fprintf(stdout, "partner %s created. Its secrets are shown this once:\n", creds.PartnerID)
 	fmt.Fprintf(stdout, "  API key        %s\n  SFTP user      %s\n  SFTP password  %s\n", creds.APIKey, creds.SFTPUser, creds.SFTPPassword)
 	if len(opts.AuthorizedKeys) > 0 {
 		fmt.Fprintf(stdout, "  SSH keys       %d authorized\n", len(opts.AuthorizedKeys))

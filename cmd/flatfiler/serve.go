@@ -148,7 +148,7 @@ func startService(ctx context.Context, cfg serveConfig) (_ *service, err error) 
 	_, _ = rand.Read(token)
 	apiServer := &api.Server{
 		Partners: s.partners, Jobs: s.jobs, Store: s.store, Gatherer: reg,
-		AdminToken: hex.EncodeToString(token), Logger: log, Metrics: api.NewMetrics(reg),
+		AdminToken: hex.EncodeToString(token), Logger: log, Metrics: api.NewMetrics(reg), Enrich: engine,
 	}
 	if s.sftpLn, err = net.Listen("tcp", cfg.SFTPAddr); err != nil {
 		return nil, fmt.Errorf("sftp: %w", err)
@@ -306,7 +306,7 @@ func (s *service) printBanner(w io.Writer) {
 	fmt.Fprintf(w, "  HTTP  http://%s  (POST /api/v2/uploads/received, GET /api/v2/uploads, GET /metrics)\n", s.httpLn.Addr())
 	fmt.Fprintf(w, "  partners: %s\n", strings.Join(s.partners.IDs(), ", "))
 	if c := s.demo; c != nil {
-		fmt.Fprintf(w, "\nFirst start: created partner %q. Its secrets are shown this once and stored only hashed:\n", c.PartnerID)
+		fmt.Fprintf(w, "\nFirst start: created partner %q. Its secrets are shown this once:\n", c.PartnerID)
 		fmt.Fprintf(w, "  API key        %s\n  SFTP user      %s\n  SFTP password  %s\n", c.APIKey, c.SFTPUser, c.SFTPPassword)
 		fmt.Fprintf(w, "\nDeliver the spec's example (in another terminal):\n")
 		fmt.Fprintf(w, "  FLATFILER_API_KEY=%s FLATFILER_SFTP_PASSWORD=%s \\\n    scripts/deliver.sh fixtures/spec/combined.xml\n", c.APIKey, c.SFTPPassword)

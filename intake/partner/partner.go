@@ -1,7 +1,9 @@
 // Package partner keeps the financial institutions that deliver files: their
 // API key, SFTP credentials and limits, one file per partner under a
-// directory, mode 0600. Secrets are generated here and shown once; only
-// hashes are stored, since they are only ever compared.
+// directory, mode 0600. Secrets are generated here (or imported) and shown
+// once. The SFTP password is stored only as a hash, since it is only ever
+// compared; the API key is kept as well, because it is also the HMAC secret
+// that signs the partner's JWTs, and verifying HS256 needs the secret itself.
 package partner
 
 import (
@@ -39,6 +41,10 @@ type Partner struct {
 	// bits, so a fast hash is enough; it also lets a request be matched to
 	// its partner without trying every one.
 	APIKeySHA256 string `json:"api_key_sha256"`
+	// APIKey is the key itself: the HS256 secret of the partner's JWTs.
+	// Empty for partners created before the reporting API, whose JWTs are
+	// refused until their key is re-imported (partner add --api-key).
+	APIKey string `json:"api_key,omitempty"`
 	// SFTPPasswordBcrypt is the bcrypt of the SFTP password: SFTP logins are
 	// rare and the cost slows guessing further.
 	SFTPPasswordBcrypt string    `json:"sftp_password_bcrypt"`
@@ -58,7 +64,10 @@ type Credentials struct {
 
 // NewOptions describe a partner to add.
 type NewOptions struct {
-	Domain         string
+	Domain string
+	// APIKey imports an existing key (a partner moving from another
+	// platform keeps the key its JWT code signs with); empty: generate one.
+	APIKey         string
 	AuthorizedKeys []string // authorized_keys lines, checked here
 	MaxFileSize    int64
 	QuotaBytes     int64
@@ -199,14 +208,19 @@ func (r *Registry) Add(id string, opts NewOptions) (Credentials, error) {
 			return Credentials{}, fmt.Errorf("partner %s: SSH public key: %w", id, err)
 		}
 	}
-	creds := Credentials{PartnerID: id, SFTPUser: id, APIKey: secret(32), SFTPPassword: secret(16)}
+	creds := Credentials{PartnerID: id, SFTPUser: id, APIKey: opts.APIKey, SFTPPassword: secret(16)}
+	if creds.APIKey == "" {
+		creds.APIKey = secret(32)
+	} else if err := checkImportedKey(creds.APIKey); err != nil {
+		return Credentials{}, fmt.Errorf("partner %s: API key: %w", id, err)
+	}
 	keySum := sha256.Sum256([]byte(creds.APIKey))
 	pwHash, err := bcrypt.GenerateFromPassword([]byte(creds.SFTPPassword), bcrypt.DefaultCost)
 	if err != nil {
 		return Credentials{}, err
 	}
 	p := Partner{
-		ID: id, Domain: opts.Domain, APIKeySHA256: hex.EncodeToString(keySum[:]),
+		ID: id, Domain: opts.Domain, APIKeySHA256: hex.EncodeToString(keySum[:]), APIKey: creds.APIKey,
 		SFTPPasswordBcrypt: string(pwHash), AuthorizedKeys: opts.AuthorizedKeys,
 		MaxFileSize: opts.MaxFileSize, QuotaBytes: opts.QuotaBytes, CreatedAt: time.Now().UTC(),
 	}
@@ -240,6 +254,22 @@ func (r *Registry) Add(id string, opts NewOptions) (Credentials, error) {
 		return Credentials{}, err
 	}
 	return creds, nil
+}
+
+// minImportedKey keeps imported keys guessable only with effort: the spec's
+// own example key has 20 hex digits (80 bits).
+const minImportedKey = 16
+
+func checkImportedKey(key string) error {
+	if len(key) < minImportedKey {
+		return fmt.Errorf("at least %d characters, got %d", minImportedKey, len(key))
+	}
+	for _, c := range key {
+		if c <= ' ' || c > '~' || c == ':' {
+			return fmt.Errorf("printable ASCII without spaces or ':' (it is an HTTP Basic user name)")
+		}
+	}
+	return nil
 }
 
 // secret returns n random bytes in hex: safe in URLs, shells and password

@@ -1,0 +1,367 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/flatfiler/flatfiler/stages/enrich"
+	"github.com/flatfiler/flatfiler/warehouse"
+)
+
+// The reporting API (the spec's Users, Accounts, Transactions, Expenses,
+// Networth, Tags and Ping), read from the warehouse per request.
+
+const (
+	defaultPerPage = 25
+	maxPerPage     = 100
+)
+
+func (s *Server) reportRoutes(route func(pattern, name string, h http.HandlerFunc)) {
+	const v2 = "/api/v2"
+	route("GET "+v2+"/ping", "ping", s.authorized(keyOrToken, s.ping))
+	route("GET "+v2+"/tags", "tags", s.authorized(keyOrToken, s.defaultTags))
+	route("GET "+v2+"/users", "users", s.authorized(keyOnly, s.users))
+	route("GET "+v2+"/users/current", "user_current", s.authorized(keyOrToken, s.currentUser))
+	route("GET "+v2+"/users/{user_id}", "user", s.authorized(keyOnly, s.forUser(s.user)))
+	route("GET "+v2+"/users/{user_id}/tags", "user_tags", s.authorized(keyOrToken, s.forUser(s.userTags)))
+	route("GET "+v2+"/users/{user_id}/accounts", "accounts", s.authorized(keyOrToken, s.forUser(s.accounts)))
+	route("GET "+v2+"/users/{user_id}/accounts/all", "accounts_all", s.authorized(keyOrToken, s.forUser(s.accounts)))
+	route("GET "+v2+"/users/{user_id}/accounts/{account_id}", "account", s.authorized(keyOrToken, s.forUser(s.account)))
+	route("GET "+v2+"/users/{user_id}/accounts/{account_id}/transactions", "account_transactions", s.authorized(keyOrToken, s.forUser(s.accountTransactions)))
+	route("GET "+v2+"/users/{user_id}/transactions", "transactions", s.authorized(keyOrToken, s.forUser(s.transactions)))
+	route("GET "+v2+"/users/{user_id}/transactions/search", "transactions_search", s.authorized(keyOrToken, s.forUser(s.searchTransactions)))
+	route("PUT "+v2+"/users/{user_id}/transactions/{transaction_id}", "transaction_update", s.authorized(keyOrToken, s.forUser(s.updateTransaction)))
+	route("GET "+v2+"/users/{user_id}/expenses", "expenses", s.authorized(keyOrToken, s.forUser(s.expenses(""))))
+	for _, period := range []string{"last_month", "this_month", "last_thirty_days"} {
+		route("GET "+v2+"/users/{user_id}/expenses/"+period, "expenses_"+period, s.authorized(keyOrToken, s.forUser(s.expenses(period))))
+	}
+	route("GET "+v2+"/users/{user_id}/networth", "networth", s.authorized(keyOrToken, s.forUser(s.networth)))
+	route("POST "+v2+"/users/{user_id}/networth/accounts", "networth_account_create", s.authorized(keyOrToken, s.forUser(s.createNetworthAccount)))
+	route("PUT "+v2+"/users/{user_id}/networth/accounts/{account_id}", "networth_account_update", s.authorized(keyOrToken, s.forUser(s.updateNetworthAccount)))
+	route("DELETE "+v2+"/users/{user_id}/networth/accounts/{account_id}", "networth_account_delete", s.authorized(keyOrToken, s.forUser(s.deleteNetworthAccount)))
+}
+
+// userRequest is a request about one user of the caller's partner, known
+// to exist.
+type userRequest struct {
+	caller
+	user string
+}
+
+func (u userRequest) partnerID() string { return u.partner.ID }
+
+type userHandler func(w http.ResponseWriter, r *http.Request, u userRequest)
+
+// forUser answers 404 for a user the partner does not have.
+func (s *Server) forUser(h userHandler) reportHandler {
+	return func(w http.ResponseWriter, r *http.Request, c caller) {
+		id := r.PathValue("user_id")
+		ok, err := s.Store.UserExists(r.Context(), c.partner.ID, id)
+		if err != nil {
+			s.internalError(w, r, err)
+			return
+		}
+		if !ok {
+			writeError(w, http.StatusNotFound, fmt.Sprintf("no user %q", id), nil)
+			return
+		}
+		h(w, r, userRequest{caller: c, user: id})
+	}
+}
+
+func (s *Server) internalError(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, r.Context().Err()) {
+		return
+	}
+	s.Logger.Error("api request failed", "path", r.URL.Path, "err", err)
+	writeError(w, http.StatusInternalServerError, "internal error; the server log has the details", nil)
+}
+
+// invalid answers 422 with the spec's shape: a message and one entry per
+// problem, each naming the parameter.
+func invalid(w http.ResponseWriter, message string, problems []string) {
+	writeError(w, http.StatusUnprocessableEntity, message, problems)
+}
+
+func (s *Server) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
+}
+
+func (s *Server) ping(w http.ResponseWriter, _ *http.Request, _ caller) {
+	writeJSON(w, http.StatusOK, map[string]string{"response": "PONG"})
+}
+
+func (s *Server) defaultTags(w http.ResponseWriter, _ *http.Request, _ caller) {
+	writeJSON(w, http.StatusOK, map[string][]string{"tags": enrich.DefaultTags})
+}
+
+// Users.
+
+type userJSON struct {
+	ID          string   `json:"id"`
+	Login       *string  `json:"login"`
+	FirstName   string   `json:"first_name"`
+	LastName    string   `json:"last_name"`
+	Email       string   `json:"email"`
+	LoginCount  *int     `json:"login_count"`
+	LastLoginAt *string  `json:"last_login_at"`
+	PostalCode  string   `json:"postal_code"`
+	BirthYear   *int     `json:"birth_year"`
+	Sex         *string  `json:"sex"`
+	CustomTags  []string `json:"custom_tags"`
+}
+
+// userView shows a user. Flat files carry no login, birth year or sex, and
+// flatfiler has no logins: those are null.
+func (s *Server) userView(r *http.Request, partnerID string, u warehouse.User) (userJSON, error) {
+	tags, err := s.customTags(r, partnerID, u.ID)
+	if err != nil {
+		return userJSON{}, err
+	}
+	return userJSON{ID: u.ID, FirstName: u.FirstName, LastName: u.LastName, Email: u.Email, PostalCode: u.ZipCode, CustomTags: tags}, nil
+}
+
+func (s *Server) customTags(r *http.Request, partnerID, user string) ([]string, error) {
+	all, err := s.Store.UserTags(r.Context(), partnerID, user)
+	if err != nil {
+		return nil, err
+	}
+	custom := []string{}
+	for _, t := range all {
+		if !enrich.IsDefaultTag(t) {
+			custom = append(custom, t)
+		}
+	}
+	return custom, nil
+}
+
+type pageMeta struct {
+	CurrentPage int `json:"current_page"`
+	TotalPages  int `json:"total_pages"`
+}
+
+func metaFor(p warehouse.Page, total int) pageMeta {
+	return pageMeta{CurrentPage: p.Number, TotalPages: (total + p.Size - 1) / p.Size}
+}
+
+// pageParams reads page (from 1) and per_page (1 to 100, default 25).
+func pageParams(q url.Values) (warehouse.Page, []string) {
+	p := warehouse.Page{Number: 1, Size: defaultPerPage}
+	var problems []string
+	if v := q.Get("page"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			problems = append(problems, fmt.Sprintf("page: %q is not a page number (1, 2, ...)", v))
+		}
+		p.Number = n
+	}
+	if v := q.Get("per_page"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxPerPage {
+			problems = append(problems, fmt.Sprintf("per_page: %q is not between 1 and %d", v, maxPerPage))
+		}
+		p.Size = n
+	}
+	return p, problems
+}
+
+func (s *Server) users(w http.ResponseWriter, r *http.Request, c caller) {
+	page, problems := pageParams(r.URL.Query())
+	if problems != nil {
+		invalid(w, "invalid parameters", problems)
+		return
+	}
+	users, total, err := s.Store.Users(r.Context(), c.partner.ID, page)
+	if err != nil {
+		s.internalError(w, r, err)
+		return
+	}
+	out := make([]userJSON, 0, len(users))
+	for _, u := range users {
+		v, err := s.userView(r, c.partner.ID, u)
+		if err != nil {
+			s.internalError(w, r, err)
+			return
+		}
+		out = append(out, v)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"meta": metaFor(page, total), "users": out})
+}
+
+func (s *Server) writeUser(w http.ResponseWriter, r *http.Request, partnerID, id string) {
+	u, err := s.Store.User(r.Context(), partnerID, id)
+	if errors.Is(err, warehouse.ErrNotFound) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no user %q", id), nil)
+		return
+	}
+	if err != nil {
+		s.internalError(w, r, err)
+		return
+	}
+	v, err := s.userView(r, partnerID, u)
+	if err != nil {
+		s.internalError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string][]userJSON{"users": {v}})
+}
+
+func (s *Server) user(w http.ResponseWriter, r *http.Request, u userRequest) {
+	s.writeUser(w, r, u.partnerID(), u.user)
+}
+
+func (s *Server) currentUser(w http.ResponseWriter, r *http.Request, c caller) {
+	if !c.byToken() {
+		writeError(w, http.StatusNotFound, "no current user: the API key acts for every user; call users/current with a user's JWT, or users/:user_id:", nil)
+		return
+	}
+	s.writeUser(w, r, c.partner.ID, c.user)
+}
+
+func (s *Server) userTags(w http.ResponseWriter, r *http.Request, u userRequest) {
+	custom, err := s.customTags(r, u.partnerID(), u.user)
+	if err != nil {
+		s.internalError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string][]string{"tags": append(custom, enrich.DefaultTags...)})
+}
+
+// Accounts.
+
+// expenseTypes are the account types included in expenses, budgets and
+// cashflow by default: the spec's Cash group and credit cards.
+var expenseTypes = map[string]bool{"checking": true, "savings": true, "money_market": true, "cards": true}
+
+// primaryBalance is the balance type an account shows: Current for deposit
+// accounts, Outstanding for credit accounts (the first of each class's
+// balance types in the flat file spec).
+func primaryBalance(a warehouse.Account) (int64, bool) {
+	typ := "Current"
+	if a.Class == "credit" {
+		typ = "Outstanding"
+	}
+	return warehouse.Snapshot{Balances: a.Balances}.Balance(typ)
+}
+
+type fiJSON struct {
+	ID   *int   `json:"id"`
+	Name string `json:"name"`
+}
+
+type balanceJSON struct {
+	BalanceType string `json:"balance_type"`
+	Balance     string `json:"balance"`
+}
+
+type accountJSON struct {
+	ID                 int64         `json:"id"`
+	Name               string        `json:"name"`
+	Balance            *string       `json:"balance"`
+	ReferenceID        string        `json:"reference_id"`
+	AggregationType    string        `json:"aggregation_type"`
+	State              string        `json:"state"`
+	HarvestUpdatedAt   string        `json:"harvest_updated_at"`
+	AccountType        string        `json:"account_type"`
+	DisplayAccountType string        `json:"display_account_type"`
+	IncludeInExpenses  bool          `json:"include_in_expenses"`
+	IncludeInBudget    bool          `json:"include_in_budget"`
+	IncludeInCashflow  bool          `json:"include_in_cashflow"`
+	IncludeInDashboard bool          `json:"include_in_dashboard"`
+	IncludeInGoals     bool          `json:"include_in_goals"`
+	IncludeInNetworth  bool          `json:"include_in_networth"`
+	FI                 fiJSON        `json:"fi"`
+	OtherBalances      []balanceJSON `json:"other_balances"`
+}
+
+func accountName(a warehouse.Account) string {
+	if a.Nickname != "" {
+		return a.Nickname
+	}
+	return a.FIName
+}
+
+func (s *Server) accountView(partnerID string, a warehouse.Account) accountJSON {
+	v := accountJSON{
+		ID: accountNumber(partnerID, a.ID), Name: accountName(a), ReferenceID: a.ID,
+		AggregationType: "partner", State: "active", HarvestUpdatedAt: accountTime(a.UpdatedAt),
+		AccountType: a.Type, DisplayAccountType: a.Type,
+		IncludeInExpenses: expenseTypes[a.Type], IncludeInBudget: expenseTypes[a.Type], IncludeInCashflow: expenseTypes[a.Type],
+		IncludeInDashboard: true, IncludeInGoals: true, IncludeInNetworth: true,
+		FI:            fiJSON{Name: partnerID},
+		OtherBalances: []balanceJSON{},
+	}
+	if a.State != "open" {
+		v.State = a.State
+	}
+	if c, ok := primaryBalance(a); ok {
+		b := cents2(c)
+		v.Balance = &b
+	}
+	for _, b := range a.Balances {
+		v.OtherBalances = append(v.OtherBalances, balanceJSON{BalanceType: strings.ToLower(b.Type), Balance: cents2(b.Cents)})
+	}
+	return v
+}
+
+func (s *Server) accounts(w http.ResponseWriter, r *http.Request, u userRequest) {
+	accts, err := s.Store.Accounts(r.Context(), u.partnerID(), u.user)
+	if err != nil {
+		s.internalError(w, r, err)
+		return
+	}
+	out := make([]accountJSON, 0, len(accts))
+	for _, a := range accts {
+		out = append(out, s.accountView(u.partnerID(), a))
+	}
+	writeJSON(w, http.StatusOK, map[string][]accountJSON{"accounts": out})
+}
+
+// findAccount resolves :account_id: among the user's accounts: the id the
+// API shows, or the partner's own account id (reference_id).
+func findAccount(partnerID string, accts []warehouse.Account, ref string) (warehouse.Account, bool) {
+	for _, a := range accts {
+		if a.ID == ref {
+			return a, true
+		}
+	}
+	if n, err := strconv.ParseInt(ref, 10, 64); err == nil {
+		for _, a := range accts {
+			if accountNumber(partnerID, a.ID) == n {
+				return a, true
+			}
+		}
+	}
+	return warehouse.Account{}, false
+}
+
+func (s *Server) userAccount(w http.ResponseWriter, r *http.Request, u userRequest) (warehouse.Account, []warehouse.Account, bool) {
+	accts, err := s.Store.Accounts(r.Context(), u.partnerID(), u.user)
+	if err != nil {
+		s.internalError(w, r, err)
+		return warehouse.Account{}, nil, false
+	}
+	ref := r.PathValue("account_id")
+	a, ok := findAccount(u.partnerID(), accts, ref)
+	if !ok {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("user %q has no account %q", u.user, ref), nil)
+		return warehouse.Account{}, nil, false
+	}
+	return a, accts, true
+}
+
+func (s *Server) account(w http.ResponseWriter, r *http.Request, u userRequest) {
+	a, _, ok := s.userAccount(w, r, u)
+	if !ok {
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string][]accountJSON{"accounts": {s.accountView(u.partnerID(), a)}})
+}

@@ -1,0 +1,391 @@
+package warehouse
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// The reporting API reads one user at a time. Each read finds the user's
+// accounts through the accounts_by_owner index, then reads transactions and
+// balances with the account ids as a literal IN list: DuckDB prunes those
+// scans with zone maps, where a join against accounts would scan every
+// transaction of the partner. Amounts come out as integer cents.
+
+// ErrNotFound is returned for a user, account, transaction or networth
+// account that does not exist within the partner.
+var ErrNotFound = errors.New("not found")
+
+// User is a row of users, or a user known only from the accounts a file
+// gave it.
+type User struct {
+	ID        string // partner_customer_id
+	FirstName string
+	LastName  string
+	Email     string
+	ZipCode   string
+	UpdatedAt time.Time
+}
+
+// Account is one of a user's accounts with its latest balance snapshot.
+type Account struct {
+	ID        string // the partner's account_id
+	Owner     string
+	Number    string
+	FIName    string
+	Nickname  string
+	Type      string // lower case, from the spec's closed list
+	Class     string // deposit or credit
+	State     string
+	UpdatedAt time.Time
+	AsOf      time.Time // the latest snapshot's business date; zero: no balances
+	Balances  []Balance // that snapshot
+}
+
+// Balance is one balance of a snapshot.
+type Balance struct {
+	Type     string
+	Cents    int64
+	Currency string
+}
+
+// Transaction is a stored transaction with what enrichment and the user
+// made of it.
+type Transaction struct {
+	AccountID    string
+	ID           string // the partner's transaction_id
+	Type         string // debit or credit
+	PostedAt     time.Time
+	PostedOn     time.Time
+	Cents        int64 // signed: debits negative
+	Memo         string
+	OriginalName string
+	CheckNumber  string
+	UpdatedAt    time.Time
+	Nickname     string
+	Tag          string // the enrichment's; empty: untagged
+	MerchantKey  string
+	// UserTags are the user's tags; nil: none set, use Tag.
+	UserTags []TagPart
+	Edited   bool
+}
+
+// TagPart is a tag and the part of a transaction's absolute amount it
+// carries.
+type TagPart struct {
+	Name  string
+	Cents int64
+}
+
+// Tags are the transaction's tags with their amounts: the user's if set,
+// else the enrichment's one tag carrying the whole absolute amount.
+func (t *Transaction) Tags() []TagPart {
+	if t.UserTags != nil {
+		return t.UserTags
+	}
+	if t.Tag == "" {
+		return []TagPart{}
+	}
+	return []TagPart{{Name: t.Tag, Cents: abs(t.Cents)}}
+}
+
+func abs(c int64) int64 {
+	if c < 0 {
+		return -c
+	}
+	return c
+}
+
+// TransactionFilter narrows a user's transactions (the spec's search).
+type TransactionFilter struct {
+	Accounts []string // partner account ids; empty: all the user's
+	Query    string   // case-insensitive, in memo, original name or nickname
+	Untagged bool
+	Tags     []string // any of
+	From, To time.Time
+	Debits   bool // only negative amounts
+}
+
+// Page is one page of a listing.
+type Page struct {
+	Number, Size int // Number from 1
+}
+
+func (p Page) offset() int { return (p.Number - 1) * p.Size }
+
+// UserExists reports whether the partner has the user, as a users row or as
+// the owner of accounts.
+func (s *Store) UserExists(ctx context.Context, partnerID, user string) (bool, error) {
+	var n int
+	err := s.db.QueryRowContext(ctx, `SELECT
+		(SELECT count(*) FROM (SELECT partner_id FROM users WHERE partner_customer_id = ?) WHERE partner_id = ?) +
+		(SELECT count(*) FROM (SELECT partner_id FROM accounts WHERE partner_customer_id = ?) WHERE partner_id = ?)`,
+		user, partnerID, user, partnerID).Scan(&n)
+	if err != nil {
+		return false, fmt.Errorf("warehouse: user %s: %w", user, err)
+	}
+	return n > 0, nil
+}
+
+const userColumns = `partner_customer_id, coalesce(first_name, ''), coalesce(last_name, ''), coalesce(email, ''),
+	coalesce(zip_code, ''), updated_at`
+
+func scanUser(rows interface{ Scan(...any) error }) (User, error) {
+	var u User
+	err := rows.Scan(&u.ID, &u.FirstName, &u.LastName, &u.Email, &u.ZipCode, &u.UpdatedAt)
+	return u, err
+}
+
+// User returns one user; a user known only from accounts has an ID alone.
+func (s *Store) User(ctx context.Context, partnerID, user string) (User, error) {
+	// The index serves the equality on partner_customer_id only when it is
+	// the scan's one filter, so the partner is checked outside.
+	row := s.db.QueryRowContext(ctx, `SELECT `+userColumns+` FROM (SELECT * FROM users WHERE partner_customer_id = ?)
+		WHERE partner_id = ?`, user, partnerID)
+	u, err := scanUser(row)
+	if errors.Is(err, sql.ErrNoRows) {
+		ok, err := s.UserExists(ctx, partnerID, user)
+		if err != nil {
+			return User{}, err
+		}
+		if !ok {
+			return User{}, fmt.Errorf("user %s: %w", user, ErrNotFound)
+		}
+		return User{ID: user}, nil
+	}
+	if err != nil {
+		return User{}, fmt.Errorf("warehouse: user %s: %w", user, err)
+	}
+	return u, nil
+}
+
+// Users returns a page of the partner's users in id order, and how many
+// there are.
+func (s *Store) Users(ctx context.Context, partnerID string, page Page) ([]User, int, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+userColumns+`, count(*) OVER () FROM users WHERE partner_id = ?
+		ORDER BY partner_customer_id LIMIT ? OFFSET ?`, partnerID, page.Size, page.offset())
+	if err != nil {
+		return nil, 0, fmt.Errorf("warehouse: users: %w", err)
+	}
+	defer rows.Close()
+	var out []User
+	total := 0
+	for rows.Next() {
+		var u User
+		if err := rows.Scan(&u.ID, &u.FirstName, &u.LastName, &u.Email, &u.ZipCode, &u.UpdatedAt, &total); err != nil {
+			return nil, 0, fmt.Errorf("warehouse: users: %w", err)
+		}
+		out = append(out, u)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, 0, fmt.Errorf("warehouse: users: %w", err)
+	}
+	if len(out) == 0 && page.Number > 1 {
+		// Past the last page the window count is lost; count apart.
+		if err := s.db.QueryRowContext(ctx, "SELECT count(*) FROM users WHERE partner_id = ?", partnerID).Scan(&total); err != nil {
+			return nil, 0, fmt.Errorf("warehouse: users: %w", err)
+		}
+	}
+	return out, total, nil
+}
+
+// Accounts returns the user's accounts, each with its latest balance
+// snapshot, ordered by account id.
+func (s *Store) Accounts(ctx context.Context, partnerID, user string) ([]Account, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT account_id, partner_customer_id, coalesce(account_number, ''), fi_name,
+		coalesce(nickname, ''), account_type, account_class, state, updated_at
+		FROM (SELECT * FROM accounts WHERE partner_customer_id = ?) WHERE partner_id = ? ORDER BY account_id`, user, partnerID)
+	if err != nil {
+		return nil, fmt.Errorf("warehouse: accounts of %s: %w", user, err)
+	}
+	defer rows.Close()
+	var out []Account
+	for rows.Next() {
+		var a Account
+		if err := rows.Scan(&a.ID, &a.Owner, &a.Number, &a.FIName, &a.Nickname, &a.Type, &a.Class, &a.State, &a.UpdatedAt); err != nil {
+			return nil, fmt.Errorf("warehouse: accounts of %s: %w", user, err)
+		}
+		out = append(out, a)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("warehouse: accounts of %s: %w", user, err)
+	}
+	if len(out) == 0 {
+		return out, nil
+	}
+	ids := make([]string, len(out))
+	for i, a := range out {
+		ids[i] = a.ID
+	}
+	snaps, err := s.Snapshots(ctx, partnerID, ids)
+	if err != nil {
+		return nil, err
+	}
+	for i := range out {
+		if h := snaps[out[i].ID]; len(h) > 0 {
+			last := h[len(h)-1]
+			out[i].AsOf, out[i].Balances = last.AsOf, last.Balances
+		}
+	}
+	return out, nil
+}
+
+// Snapshot is an account's balances on one business date.
+type Snapshot struct {
+	AsOf     time.Time
+	Balances []Balance
+}
+
+// Balance returns the snapshot's balance of type typ.
+func (s Snapshot) Balance(typ string) (int64, bool) {
+	for _, b := range s.Balances {
+		if b.Type == typ {
+			return b.Cents, true
+		}
+	}
+	return 0, false
+}
+
+// Snapshots returns every balance snapshot of the accounts, oldest first.
+func (s *Store) Snapshots(ctx context.Context, partnerID string, accounts []string) (map[string][]Snapshot, error) {
+	out := map[string][]Snapshot{}
+	if len(accounts) == 0 {
+		return out, nil
+	}
+	in, args := inList(accounts)
+	rows, err := s.db.QueryContext(ctx, `SELECT account_id, as_of, balance_type, CAST(amount * 100 AS BIGINT), currency_code
+		FROM balances WHERE partner_id = ? AND account_id IN (`+in+`) ORDER BY account_id, as_of, balance_type`,
+		append([]any{partnerID}, args...)...)
+	if err != nil {
+		return nil, fmt.Errorf("warehouse: balances: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		var b Balance
+		var asOf time.Time
+		if err := rows.Scan(&id, &asOf, &b.Type, &b.Cents, &b.Currency); err != nil {
+			return nil, fmt.Errorf("warehouse: balances: %w", err)
+		}
+		h := out[id]
+		if n := len(h); n == 0 || !h[n-1].AsOf.Equal(asOf) {
+			h = append(h, Snapshot{AsOf: asOf})
+		}
+		h[len(h)-1].Balances = append(h[len(h)-1].Balances, b)
+		out[id] = h
+	}
+	return out, rows.Err()
+}
+
+// inList makes "?, ?, ?" for values.
+func inList(values []string) (string, []any) {
+	args := make([]any, len(values))
+	for i, v := range values {
+		args[i] = v
+	}
+	return strings.TrimSuffix(strings.Repeat("?, ", len(values)), ", "), args
+}
+
+// Transactions returns a page of the transactions on accounts (the user's,
+// found with Accounts) that pass the filter, newest first, and how many
+// pass. A zero page returns them all.
+func (s *Store) Transactions(ctx context.Context, partnerID string, accounts []string, f TransactionFilter, page Page) ([]Transaction, int, error) {
+	if len(f.Accounts) > 0 {
+		accounts = f.Accounts
+	}
+	if len(accounts) == 0 {
+		return nil, 0, nil
+	}
+	in, args := inList(accounts)
+	where := []string{"partner_id = ?", "account_id IN (" + in + ")"}
+	args = append([]any{partnerID}, args...)
+	if !f.From.IsZero() {
+		where, args = append(where, "posted_on >= ?"), append(args, f.From.Format(time.DateOnly))
+	}
+	if !f.To.IsZero() {
+		where, args = append(where, "posted_on <= ?"), append(args, f.To.Format(time.DateOnly))
+	}
+	if f.Debits {
+		where = append(where, "amount < 0")
+	}
+	// Search, tags and untagged depend on enrichment and edits, which are
+	// joined only to the user's transactions the scan kept.
+	var outer []string
+	var outerArgs []any
+	if f.Query != "" {
+		outer = append(outer, `(t.memo ILIKE ? ESCAPE '\' OR t.original_name ILIKE ? ESCAPE '\' OR coalesce(x.nickname, e.nickname) ILIKE ? ESCAPE '\')`)
+		pat := "%" + escapeLike(f.Query) + "%"
+		outerArgs = append(outerArgs, pat, pat, pat)
+	}
+	if f.Untagged {
+		outer = append(outer, "(CASE WHEN x.tags IS NULL THEN e.tag IS NULL ELSE len(x.tags) = 0 END)")
+	}
+	if len(f.Tags) > 0 {
+		tin, targs := inList(f.Tags)
+		outer = append(outer, "(CASE WHEN x.tags IS NULL THEN e.tag IN ("+tin+") ELSE len(list_filter(x.tags, u -> u.name IN ("+tin+"))) > 0 END)")
+		outerArgs = append(append(outerArgs, targs...), targs...)
+	}
+	cond := ""
+	if len(outer) > 0 {
+		cond = "WHERE " + strings.Join(outer, " AND ")
+	}
+	limit := ""
+	if page.Size > 0 {
+		limit = fmt.Sprintf("LIMIT %d OFFSET %d", page.Size, page.offset())
+	}
+	q := `WITH t AS (SELECT account_id, transaction_id, transaction_type, posted_at, posted_on, CAST(amount * 100 AS BIGINT) AS cents,
+		memo, original_name, coalesce(check_number, '') AS check_number, updated_at, enrichment_id
+		FROM transactions WHERE ` + strings.Join(where, " AND ") + `),
+	x AS (SELECT * FROM transaction_edits WHERE partner_id = ? AND account_id IN (` + in + `)),
+	e AS (SELECT * FROM enrichments WHERE enrichment_id IN (SELECT enrichment_id FROM t))
+	SELECT t.account_id, t.transaction_id, t.transaction_type, t.posted_at, t.posted_on, t.cents, t.memo, t.original_name,
+		t.check_number, t.updated_at, coalesce(x.nickname, e.nickname, ''), coalesce(e.tag, ''), coalesce(e.merchant_key, ''),
+		CASE WHEN x.tags IS NULL THEN NULL ELSE to_json(list_transform(x.tags, u -> {'name': u.name, 'cents': CAST(u.amount * 100 AS BIGINT)}))::VARCHAR END,
+		x.edited_at IS NOT NULL, count(*) OVER ()
+	FROM t LEFT JOIN e USING (enrichment_id) LEFT JOIN x USING (account_id, transaction_id) ` + cond + `
+	ORDER BY t.posted_at DESC, t.account_id, t.transaction_id ` + limit
+	all := append(args, partnerID)
+	for _, a := range accounts {
+		all = append(all, a)
+	}
+	all = append(all, outerArgs...)
+	rows, err := s.db.QueryContext(ctx, q, all...)
+	if err != nil {
+		return nil, 0, fmt.Errorf("warehouse: transactions: %w", err)
+	}
+	defer rows.Close()
+	var out []Transaction
+	total := 0
+	for rows.Next() {
+		var t Transaction
+		var tags sql.NullString
+		if err := rows.Scan(&t.AccountID, &t.ID, &t.Type, &t.PostedAt, &t.PostedOn, &t.Cents, &t.Memo, &t.OriginalName,
+			&t.CheckNumber, &t.UpdatedAt, &t.Nickname, &t.Tag, &t.MerchantKey, &tags, &t.Edited, &total); err != nil {
+			return nil, 0, fmt.Errorf("warehouse: transactions: %w", err)
+		}
+		if tags.Valid {
+			if t.UserTags, err = decodeTagParts(tags.String); err != nil {
+				return nil, 0, fmt.Errorf("warehouse: transactions: %w", err)
+			}
+		}
+		out = append(out, t)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, 0, fmt.Errorf("warehouse: transactions: %w", err)
+	}
+	if len(out) == 0 && page.Number > 1 {
+		// Past the last page: count without the page.
+		_, total, err = s.Transactions(ctx, partnerID, accounts, f, Page{Number: 1, Size: 1})
+		if err != nil {
+			return nil, 0, err
+		}
+	}
+	return out, total, nil
+}
+
+func escapeLike(s string) string {
+	return strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(s)
+}
