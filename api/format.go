@@ -44,7 +44,7 @@ func centsNumber(c int64) json.RawMessage { return json.RawMessage(cents2(c)) }
 // transactions milliseconds and an offset ("2016-02-19T00:00:00.000+00:00").
 const transactionTime = "2006-01-02T15:04:05.000-07:00"
 
-func accountTime(t time.Time) string     { return t.UTC().Format(time.RFC3339) }
+func accountTime(t time.Time) string      { return t.UTC().Format(time.RFC3339) }
 func transactionStamp(t time.Time) string { return t.UTC().Format(transactionTime) }
 
 // accountNumber is the integer id the API shows for an account (the spec's

@@ -186,15 +186,15 @@ type account struct {
 }
 
 type transaction struct {
-	ID              string          `json:"id"`
-	ReferenceID     string          `json:"reference_id"`
-	TransactionType string          `json:"transaction_type"`
-	Memo            string          `json:"memo"`
-	Balance         json.Number     `json:"balance"`
-	PostedAt        string          `json:"posted_at"`
-	Nickname        string          `json:"nickname"`
-	OriginalName    string          `json:"original_name"`
-	CheckNumber     *string         `json:"check_number"`
+	ID              string      `json:"id"`
+	ReferenceID     string      `json:"reference_id"`
+	TransactionType string      `json:"transaction_type"`
+	Memo            string      `json:"memo"`
+	Balance         json.Number `json:"balance"`
+	PostedAt        string      `json:"posted_at"`
+	Nickname        string      `json:"nickname"`
+	OriginalName    string      `json:"original_name"`
+	CheckNumber     *string     `json:"check_number"`
 	Tags            []struct {
 		Name    string      `json:"name"`
 		Balance json.Number `json:"balance"`
