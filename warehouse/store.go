@@ -56,25 +56,39 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 			return nil, fmt.Errorf("open warehouse: %w", err)
 		}
 	}
+	// The database's settings are global: they are made on the first
+	// connection. Later connections (the pool grows with concurrent API
+	// requests) only repeat the session's time zone; DuckDB refuses to set
+	// temp_directory again once a load has spilled there.
+	global := []string{
+		fmt.Sprintf("SET memory_limit = '%s'", opts.MemoryLimit),
+		fmt.Sprintf("SET temp_directory = %s", quote(opts.TempDir)),
+		// File order is kept through seq columns, not through insertion order.
+		"SET preserve_insertion_order = false",
+		// Hand freed memory back to the system soon, so the process's
+		// footprint stays near the limit rather than the limit plus caches.
+		"SET allocator_flush_threshold = '16MB'",
+		"SET allocator_background_threads = true",
+	}
+	if opts.Threads > 0 {
+		global = append(global, fmt.Sprintf("SET threads = %d", opts.Threads))
+	}
+	var configure sync.Once
 	init := func(execer driver.ExecerContext) error {
-		stmts := []string{
-			fmt.Sprintf("SET memory_limit = '%s'", opts.MemoryLimit),
-			fmt.Sprintf("SET temp_directory = %s", quote(opts.TempDir)),
-			// File order is kept through seq columns, not through insertion order.
-			"SET preserve_insertion_order = false",
-			"SET TimeZone = 'UTC'",
-			// Hand freed memory back to the system soon, so the process's
-			// footprint stays near the limit rather than the limit plus caches.
-			"SET allocator_flush_threshold = '16MB'",
-			"SET allocator_background_threads = true",
-		}
-		if opts.Threads > 0 {
-			stmts = append(stmts, fmt.Sprintf("SET threads = %d", opts.Threads))
-		}
-		for _, s := range stmts {
-			if _, err := execer.ExecContext(ctx, s, nil); err != nil {
-				return fmt.Errorf("%s: %w", s, err)
+		var err error
+		configure.Do(func() {
+			for _, s := range global {
+				if _, err = execer.ExecContext(context.Background(), s, nil); err != nil {
+					err = fmt.Errorf("%s: %w", s, err)
+					return
+				}
 			}
+		})
+		if err != nil {
+			return err
+		}
+		if _, err := execer.ExecContext(context.Background(), "SET TimeZone = 'UTC'", nil); err != nil {
+			return fmt.Errorf("SET TimeZone: %w", err)
 		}
 		return nil
 	}

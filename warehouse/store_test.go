@@ -2,6 +2,7 @@ package warehouse
 
 import (
 	"context"
+	"database/sql"
 	"path/filepath"
 	"testing"
 )
@@ -60,5 +61,32 @@ func TestOpenMovesEnrichmentColumns(t *testing.T) {
 	}
 	if columns != 0 {
 		t.Error("transactions still has its nickname column")
+	}
+}
+
+// The pool opens connections as API requests come in, also after a load
+// has spilled to the temporary directory, which DuckDB then refuses to
+// switch: new connections must not set it again.
+func TestNewConnectionsAfterSpill(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, filepath.Join(t.TempDir(), "w.duckdb"), Options{MemoryLimit: "32MB", Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	// A sort beyond the memory limit spills.
+	var n int64
+	if err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM (SELECT range, md5(range::VARCHAR) AS h FROM range(3000000) ORDER BY h)`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	s.db.SetMaxIdleConns(0) // every query below opens a new connection
+	conns := make([]*sql.Conn, 4)
+	for i := range conns {
+		c, err := s.db.Conn(ctx)
+		if err != nil {
+			t.Fatalf("connection %d after a spill: %v", i, err)
+		}
+		defer c.Close()
+		conns[i] = c
 	}
 }
