@@ -7,7 +7,7 @@ BIN     := bin/flatfiler
 DB      ?= data/warehouse.duckdb
 SOURCES := $(shell find . -name '*.go' -not -path './bench/out/*') go.mod go.sum
 
-.PHONY: build run test fuzz vet bench clean tools enrich-eval
+.PHONY: build run test fuzz vet bench bench-api clean tools enrich-eval
 
 # System tools the tests and benchmarks drive: promtool (Debian's prometheus
 # package) checks /metrics, the OpenSSH sftp client and curl walk the
@@ -53,6 +53,14 @@ enrich-eval: $(BIN)
 bench: $(BIN) tools
 	$(GO) run $(GOTAGS) ./bench --bin $(BIN) --sizes 1GiB,4GiB
 	bench/sftp.sh $(BIN) 1GiB
+
+# The reporting API under load: 100k generated users (about 12M
+# transactions) served by flatfiler serve, 32 connections on expenses,
+# networth and a transactions page, alone and while a 1 GiB nightly file is
+# uploaded and applied. The warehouse is built once in bench/out/api (about
+# 10 minutes and 6 GB the first time) and reused.
+bench-api: $(BIN) tools
+	$(GO) run $(GOTAGS) ./bench/api --bin $(BIN)
 
 clean:
 	rm -rf bin bench/out

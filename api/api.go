@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -38,6 +39,12 @@ type Server struct {
 	Enrich *enrich.Engine
 	// Now is the clock for JWT checks and default date ranges; nil: time.Now.
 	Now func() time.Time
+	// MaxConcurrentReads bounds reporting requests reading the warehouse at
+	// once; 0: twice the cores.
+	MaxConcurrentReads int
+
+	readersOnce sync.Once
+	readersSem  chan struct{}
 }
 
 // Handler routes requests.

@@ -141,19 +141,15 @@ func (s *Server) expenses(period string) userHandler {
 			invalid(w, "invalid parameters", problems)
 			return
 		}
-		accts, err := s.Store.Accounts(r.Context(), u.partnerID(), u.user)
-		if err != nil {
-			s.internalError(w, r, err)
-			return
-		}
 		var included []string
-		for _, a := range accts {
+		for _, a := range u.accounts {
 			if expenseTypes[a.Type] {
 				included = append(included, a.ID)
 			}
 		}
 		var txns []warehouse.Transaction
 		if len(included) > 0 {
+			var err error
 			txns, _, err = s.Store.Transactions(r.Context(), u.partnerID(), included,
 				warehouse.TransactionFilter{From: from, To: to, Debits: true}, warehouse.Page{})
 			if err != nil {
@@ -273,11 +269,7 @@ func networthHistory(accts []warehouse.Account, snaps map[string][]warehouse.Sna
 
 func (s *Server) networth(w http.ResponseWriter, r *http.Request, u userRequest) {
 	ctx := r.Context()
-	accts, err := s.Store.Accounts(ctx, u.partnerID(), u.user)
-	if err != nil {
-		s.internalError(w, r, err)
-		return
-	}
+	accts := u.accounts
 	snaps, err := s.Store.Snapshots(ctx, u.partnerID(), accountIDs(accts))
 	if err != nil {
 		s.internalError(w, r, err)

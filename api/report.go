@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"runtime"
 	"strings"
 	"time"
 
@@ -50,18 +51,33 @@ func (s *Server) reportRoutes(route func(pattern, name string, h http.HandlerFun
 // to exist.
 type userRequest struct {
 	caller
-	user string
+	user     string
+	accounts []warehouse.Account // without balances
 }
 
 func (u userRequest) partnerID() string { return u.partner.ID }
 
 type userHandler func(w http.ResponseWriter, r *http.Request, u userRequest)
 
-// forUser answers 404 for a user the partner does not have.
+// forUser answers 404 for a user the partner does not have. It also admits
+// at most a few reads into the warehouse at once: DuckDB runs each query on
+// every core, so more at once only share the cores and its memory limit
+// (past which queries fail), while the rest wait here in order.
 func (s *Server) forUser(h userHandler) reportHandler {
 	return func(w http.ResponseWriter, r *http.Request, c caller) {
+		select {
+		case s.readers() <- struct{}{}:
+			defer func() { <-s.readers() }()
+		case <-r.Context().Done():
+			return
+		}
 		id := r.PathValue("user_id")
-		ok, err := s.Store.UserExists(r.Context(), c.partner.ID, id)
+		// A user with accounts exists; only one without needs a second look.
+		accts, err := s.Store.Accounts(r.Context(), c.partner.ID, id)
+		ok := len(accts) > 0
+		if err == nil && !ok {
+			ok, err = s.Store.UserExists(r.Context(), c.partner.ID, id)
+		}
 		if err != nil {
 			s.internalError(w, r, err)
 			return
@@ -70,7 +86,7 @@ func (s *Server) forUser(h userHandler) reportHandler {
 			writeError(w, http.StatusNotFound, fmt.Sprintf("no user %q", id), nil)
 			return
 		}
-		h(w, r, userRequest{caller: c, user: id})
+		h(w, r, userRequest{caller: c, user: id, accounts: accts})
 	}
 }
 
@@ -86,6 +102,18 @@ func (s *Server) internalError(w http.ResponseWriter, r *http.Request, err error
 // problem, each naming the parameter.
 func invalid(w http.ResponseWriter, message string, problems []string) {
 	writeError(w, http.StatusUnprocessableEntity, message, problems)
+}
+
+// readers is the admission semaphore of forUser.
+func (s *Server) readers() chan struct{} {
+	s.readersOnce.Do(func() {
+		n := s.MaxConcurrentReads
+		if n <= 0 {
+			n = 2 * runtime.GOMAXPROCS(0)
+		}
+		s.readersSem = make(chan struct{}, n)
+	})
+	return s.readersSem
 }
 
 func (s *Server) now() time.Time {
@@ -313,8 +341,8 @@ func (s *Server) accountView(partnerID string, a warehouse.Account) accountJSON 
 }
 
 func (s *Server) accounts(w http.ResponseWriter, r *http.Request, u userRequest) {
-	accts, err := s.Store.Accounts(r.Context(), u.partnerID(), u.user)
-	if err != nil {
+	accts := u.accounts
+	if err := s.Store.WithBalances(r.Context(), u.partnerID(), accts); err != nil {
 		s.internalError(w, r, err)
 		return
 	}
@@ -343,25 +371,26 @@ func findAccount(partnerID string, accts []warehouse.Account, ref string) (wareh
 	return warehouse.Account{}, false
 }
 
-func (s *Server) userAccount(w http.ResponseWriter, r *http.Request, u userRequest) (warehouse.Account, []warehouse.Account, bool) {
-	accts, err := s.Store.Accounts(r.Context(), u.partnerID(), u.user)
-	if err != nil {
-		s.internalError(w, r, err)
-		return warehouse.Account{}, nil, false
-	}
+func (s *Server) userAccount(w http.ResponseWriter, r *http.Request, u userRequest) (warehouse.Account, bool) {
 	ref := r.PathValue("account_id")
-	a, ok := findAccount(u.partnerID(), accts, ref)
+	a, ok := findAccount(u.partnerID(), u.accounts, ref)
 	if !ok {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("user %q has no account %q", u.user, ref), nil)
-		return warehouse.Account{}, nil, false
+		return warehouse.Account{}, false
 	}
-	return a, accts, true
+	return a, true
 }
 
 func (s *Server) account(w http.ResponseWriter, r *http.Request, u userRequest) {
-	a, _, ok := s.userAccount(w, r, u)
+	a, ok := s.userAccount(w, r, u)
 	if !ok {
 		return
 	}
+	one := []warehouse.Account{a}
+	if err := s.Store.WithBalances(r.Context(), u.partnerID(), one); err != nil {
+		s.internalError(w, r, err)
+		return
+	}
+	a = one[0]
 	writeJSON(w, http.StatusOK, map[string][]accountJSON{"accounts": {s.accountView(u.partnerID(), a)}})
 }

@@ -111,16 +111,11 @@ func (s *Server) listTransactions(w http.ResponseWriter, r *http.Request, u user
 }
 
 func (s *Server) transactions(w http.ResponseWriter, r *http.Request, u userRequest) {
-	accts, err := s.Store.Accounts(r.Context(), u.partnerID(), u.user)
-	if err != nil {
-		s.internalError(w, r, err)
-		return
-	}
-	s.listTransactions(w, r, u, accts, warehouse.TransactionFilter{})
+	s.listTransactions(w, r, u, u.accounts, warehouse.TransactionFilter{})
 }
 
 func (s *Server) accountTransactions(w http.ResponseWriter, r *http.Request, u userRequest) {
-	a, _, ok := s.userAccount(w, r, u)
+	a, ok := s.userAccount(w, r, u)
 	if !ok {
 		return
 	}
@@ -166,11 +161,7 @@ func boolParam(q url.Values, name string, problems *[]string) bool {
 }
 
 func (s *Server) searchTransactions(w http.ResponseWriter, r *http.Request, u userRequest) {
-	accts, err := s.Store.Accounts(r.Context(), u.partnerID(), u.user)
-	if err != nil {
-		s.internalError(w, r, err)
-		return
-	}
+	accts := u.accounts
 	q := r.URL.Query()
 	var problems []string
 	f := warehouse.TransactionFilter{
@@ -204,11 +195,7 @@ func (s *Server) searchTransactions(w http.ResponseWriter, r *http.Request, u us
 // the UUID the API shows, or the partner's transaction id (reference_id)
 // when it names one transaction of the user.
 func (s *Server) findTransaction(r *http.Request, u userRequest, ref string) (warehouse.Transaction, error) {
-	accts, err := s.Store.Accounts(r.Context(), u.partnerID(), u.user)
-	if err != nil {
-		return warehouse.Transaction{}, err
-	}
-	txns, _, err := s.Store.Transactions(r.Context(), u.partnerID(), accountIDs(accts), warehouse.TransactionFilter{}, warehouse.Page{})
+	txns, _, err := s.Store.Transactions(r.Context(), u.partnerID(), accountIDs(u.accounts), warehouse.TransactionFilter{}, warehouse.Page{})
 	if err != nil {
 		return warehouse.Transaction{}, err
 	}

@@ -192,8 +192,8 @@ func (s *Store) Users(ctx context.Context, partnerID string, page Page) ([]User,
 	return out, total, nil
 }
 
-// Accounts returns the user's accounts, each with its latest balance
-// snapshot, ordered by account id.
+// Accounts returns the user's accounts, ordered by account id, without
+// balances (see WithBalances).
 func (s *Store) Accounts(ctx context.Context, partnerID, user string) ([]Account, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT account_id, partner_customer_id, coalesce(account_number, ''), fi_name,
 		coalesce(nickname, ''), account_type, account_class, state, updated_at
@@ -213,24 +213,26 @@ func (s *Store) Accounts(ctx context.Context, partnerID, user string) ([]Account
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("warehouse: accounts of %s: %w", user, err)
 	}
-	if len(out) == 0 {
-		return out, nil
-	}
-	ids := make([]string, len(out))
-	for i, a := range out {
+	return out, nil
+}
+
+// WithBalances sets each account's latest balance snapshot.
+func (s *Store) WithBalances(ctx context.Context, partnerID string, accts []Account) error {
+	ids := make([]string, len(accts))
+	for i, a := range accts {
 		ids[i] = a.ID
 	}
 	snaps, err := s.Snapshots(ctx, partnerID, ids)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	for i := range out {
-		if h := snaps[out[i].ID]; len(h) > 0 {
+	for i := range accts {
+		if h := snaps[accts[i].ID]; len(h) > 0 {
 			last := h[len(h)-1]
-			out[i].AsOf, out[i].Balances = last.AsOf, last.Balances
+			accts[i].AsOf, accts[i].Balances = last.AsOf, last.Balances
 		}
 	}
-	return out, nil
+	return nil
 }
 
 // Snapshot is an account's balances on one business date.

@@ -1,0 +1,370 @@
+// Command api benchmarks the reporting API (make bench-api): a warehouse of
+// generated users (100k users, about 12M transactions by default) served by
+// `flatfiler serve`, loaded over loopback by a fixed number of connections
+// asking for expenses, networth and a transactions page of random users.
+// It measures alone, then while a nightly file goes through the server's
+// own path (SFTP upload, notification, job), and prints p50, p99 and
+// requests per second.
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/pkg/sftp"
+	"golang.org/x/crypto/ssh"
+)
+
+const (
+	apiKey   = "bench-api-key-0123456789abcdef"
+	httpAddr = "127.0.0.1:18680"
+	sftpAddr = "127.0.0.1:18622"
+)
+
+type config struct {
+	bin, dir, nightly string
+	users, conns      int
+	duration          time.Duration
+}
+
+func main() {
+	var c config
+	flag.StringVar(&c.bin, "bin", "bin/flatfiler", "flatfiler binary")
+	flag.StringVar(&c.dir, "dir", "bench/out/api", "work directory: the generated file and the server's data, kept between runs")
+	flag.StringVar(&c.nightly, "nightly", "bench/out/generated-v2-1GiB.xml", "file ingested during the second phase (generated if missing)")
+	flag.IntVar(&c.users, "users", 102500, "users to generate: about 2% are deleted by the file itself, leaving over 100k")
+	flag.IntVar(&c.conns, "conns", 32, "concurrent connections")
+	flag.DurationVar(&c.duration, "duration", 30*time.Second, "length of the phase without ingest")
+	flag.Parse()
+	if err := run(c); err != nil {
+		fmt.Fprintln(os.Stderr, "bench-api:", err)
+		os.Exit(1)
+	}
+}
+
+type credentials struct {
+	APIKey       string `json:"api_key"`
+	SFTPPassword string `json:"sftp_password"`
+}
+
+func run(c config) error {
+	data := filepath.Join(c.dir, "data")
+	db := filepath.Join(data, "warehouse.duckdb")
+	credsFile := filepath.Join(c.dir, "credentials.json")
+	if _, err := os.Stat(db); err != nil {
+		if err := build(c, data, db, credsFile); err != nil {
+			return err
+		}
+	}
+	var creds credentials
+	b, err := os.ReadFile(credsFile)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, &creds); err != nil {
+		return err
+	}
+	users, err := column(c.bin, db, "SELECT partner_customer_id FROM users ORDER BY 1")
+	if err != nil {
+		return err
+	}
+	counts, err := column(c.bin, db, "SELECT (SELECT count(*) FROM transactions) || ' transactions, ' || (SELECT count(*) FROM users) || ' users, ' || (SELECT count(*) FROM accounts) || ' accounts'")
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(c.nightly); err != nil {
+		if err := sh(c.bin, "gen", "--size", "1GiB", "-o", c.nightly); err != nil {
+			return err
+		}
+	}
+	fmt.Printf("warehouse: %s (%s)\n", counts[0], db)
+
+	srv := exec.Command(c.bin, "serve", "--data", data, "--http-addr", httpAddr, "--sftp-addr", sftpAddr, "--log-level", "warn")
+	srv.Stdout, srv.Stderr = io.Discard, os.Stderr
+	if err := srv.Start(); err != nil {
+		return err
+	}
+	defer func() {
+		_ = srv.Process.Signal(syscall.SIGTERM)
+		_ = srv.Wait()
+	}()
+	if err := waitReady(); err != nil {
+		return err
+	}
+	fmt.Printf("%d connections; expenses, networth and transactions page 1 in turn, random users\n\n", c.conns)
+	fmt.Println("| phase | endpoint | requests | per second | p50 | p99 | max | errors |")
+	fmt.Println("|---|---|---|---|---|---|---|---|")
+	load(c, users, func(ctx context.Context) error {
+		select {
+		case <-time.After(c.duration):
+		case <-ctx.Done():
+		}
+		return nil
+	}).print("alone")
+
+	var ingest time.Duration
+	stats := load(c, users, func(ctx context.Context) error {
+		start := time.Now()
+		err := deliver(ctx, c.nightly, creds)
+		ingest = time.Since(start)
+		return err
+	})
+	stats.print("during ingest")
+	if stats.err != nil {
+		return stats.err
+	}
+	fmt.Printf("\nnightly file %s: uploaded, notified and applied in %.1f s while loaded\n", filepath.Base(c.nightly), ingest.Seconds())
+	if rss, err := peakRSS(srv.Process.Pid); err == nil {
+		fmt.Printf("server peak RSS: %d MB\n", rss/1e6)
+	}
+	return nil
+}
+
+// build generates the users and ingests them once; later runs reuse it.
+func build(c config, data, db, credsFile string) error {
+	src := filepath.Join(c.dir, fmt.Sprintf("users-%d.xml", c.users))
+	if _, err := os.Stat(src); err != nil {
+		if err := sh(c.bin, "gen", "--users", fmt.Sprint(c.users), "-o", src); err != nil {
+			return err
+		}
+	}
+	out, err := exec.Command(c.bin, "partner", "add", "demo", "--data", data, "--domain", "bench.flatfiler.local", "--api-key", apiKey, "--json").Output()
+	if err != nil {
+		return fmt.Errorf("partner add: %w", err)
+	}
+	if err := os.WriteFile(credsFile, out, 0o600); err != nil {
+		return err
+	}
+	// Balances dated at the generator's anchor, so networth has a month.
+	return sh(c.bin, "ingest", "--db", db, "--partner", "demo", "--as-of", "2026-10-31", src)
+}
+
+func sh(bin string, args ...string) error {
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	fmt.Fprintf(os.Stderr, "$ %s %s\n", bin, strings.Join(args, " "))
+	return cmd.Run()
+}
+
+func column(bin, db, query string) ([]string, error) {
+	out, err := exec.Command(bin, "sql", "--db", db, "--format", "csv", query).Output()
+	if err != nil {
+		return nil, fmt.Errorf("sql %q: %w", query, err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	return lines[1:], nil
+}
+
+func waitReady() error {
+	for i := 0; i < 600; i++ {
+		req, _ := http.NewRequest("GET", "http://"+httpAddr+"/api/v2/ping", nil)
+		req.SetBasicAuth(apiKey, "")
+		if res, err := http.DefaultClient.Do(req); err == nil {
+			res.Body.Close()
+			if res.StatusCode == 200 {
+				return nil
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return errors.New("server did not answer /api/v2/ping")
+}
+
+var endpoints = []struct {
+	name string
+	path func(user string) string
+}{
+	{"expenses", func(u string) string {
+		return "/api/v2/users/" + u + "/expenses?begin_on=2026-10-01&end_on=2026-10-31"
+	}},
+	{"networth", func(u string) string { return "/api/v2/users/" + u + "/networth" }},
+	{"transactions", func(u string) string { return "/api/v2/users/" + u + "/transactions" }},
+}
+
+type result struct {
+	latencies [][]time.Duration // per endpoint
+	errors    []int
+	elapsed   time.Duration
+	err       error
+}
+
+// load runs conns workers, each waiting for its answer before asking
+// again, until phase returns.
+func load(c config, users []string, phase func(context.Context) error) *result {
+	tr := &http.Transport{MaxIdleConnsPerHost: c.conns, MaxConnsPerHost: c.conns}
+	client := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	defer tr.CloseIdleConnections()
+	ctx, cancel := context.WithCancel(context.Background())
+	res := &result{latencies: make([][]time.Duration, len(endpoints)), errors: make([]int, len(endpoints))}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	start := time.Now()
+	for w := 0; w < c.conns; w++ {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(w), 7))
+			for i := w; ctx.Err() == nil; i++ {
+				e := i % len(endpoints)
+				req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+httpAddr+endpoints[e].path(users[rng.IntN(len(users))]), nil)
+				req.SetBasicAuth(apiKey, "")
+				t := time.Now()
+				r, err := client.Do(req)
+				ok := err == nil && r.StatusCode == 200
+				if err == nil {
+					_, _ = io.Copy(io.Discard, r.Body)
+					r.Body.Close()
+				}
+				d := time.Since(t)
+				if ctx.Err() != nil {
+					return
+				}
+				mu.Lock()
+				if ok {
+					res.latencies[e] = append(res.latencies[e], d)
+				} else {
+					res.errors[e]++
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	res.err = phase(ctx)
+	res.elapsed = time.Since(start)
+	cancel()
+	wg.Wait()
+	return res
+}
+
+func (r *result) print(phase string) {
+	var all []time.Duration
+	errs := 0
+	for i, l := range r.latencies {
+		all = append(all, l...)
+		errs += r.errors[i]
+		row(phase, endpoints[i].name, l, r.errors[i], r.elapsed)
+	}
+	row(phase, "all", all, errs, r.elapsed)
+}
+
+func row(phase, name string, l []time.Duration, errs int, elapsed time.Duration) {
+	if len(l) == 0 {
+		fmt.Printf("| %s | %s | 0 | | | | | %d |\n", phase, name, errs)
+		return
+	}
+	slices.Sort(l)
+	q := func(p float64) string { return fmt.Sprintf("%.1f ms", float64(l[int(p*float64(len(l)-1))].Microseconds())/1000) }
+	fmt.Printf("| %s | %s | %d | %.0f | %s | %s | %s | %d |\n", phase, name, len(l), float64(len(l))/elapsed.Seconds(), q(0.5), q(0.99), q(1), errs)
+}
+
+// deliver sends a nightly file as a partner does: SFTP upload, then the
+// notification with its MD5, then polling the job to its end.
+func deliver(ctx context.Context, path string, creds credentials) error {
+	conn, err := ssh.Dial("tcp", sftpAddr, &ssh.ClientConfig{
+		User: "demo", Auth: []ssh.AuthMethod{ssh.Password(creds.SFTPPassword)},
+		HostKeyCallback: ssh.InsecureIgnoreHostKey(), // loopback, a server this run started
+	})
+	if err != nil {
+		return fmt.Errorf("ssh: %w", err)
+	}
+	defer conn.Close()
+	client, err := sftp.NewClient(conn)
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	name := fmt.Sprintf("nightly-%d.xml", time.Now().UnixNano())
+	src, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	dst, err := client.Create(name)
+	if err != nil {
+		return err
+	}
+	if _, err := dst.ReadFrom(src); err != nil {
+		return err
+	}
+	if err := dst.Close(); err != nil {
+		return err
+	}
+	sum, err := exec.Command("md5sum", path).Output()
+	if err != nil {
+		return err
+	}
+	url := fmt.Sprintf("http://%s/api/v2/uploads/received?api_key=%s&filenames=%s&hashes=%s", httpAddr, apiKey, name, bytes.Fields(sum)[0])
+	res, err := http.Post(url, "", nil)
+	if err != nil {
+		return err
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode/100 != 2 {
+		return fmt.Errorf("notification: %d %s", res.StatusCode, body)
+	}
+	var accepted struct {
+		Jobs []struct {
+			ID string `json:"job_id"`
+		} `json:"uploads"`
+	}
+	if err := json.Unmarshal(body, &accepted); err != nil || len(accepted.Jobs) != 1 {
+		return fmt.Errorf("notification answer: %s", body)
+	}
+	for ctx.Err() == nil {
+		time.Sleep(500 * time.Millisecond)
+		req, _ := http.NewRequest("GET", "http://"+httpAddr+"/api/v2/uploads/"+accepted.Jobs[0].ID, nil)
+		req.SetBasicAuth(apiKey, "")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		var job struct {
+			Upload struct {
+				Status  string `json:"status"`
+				Message string `json:"message"`
+			} `json:"upload"`
+		}
+		err = json.NewDecoder(res.Body).Decode(&job)
+		res.Body.Close()
+		if err != nil {
+			return err
+		}
+		switch job.Upload.Status {
+		case "success", "partial-success":
+			return nil
+		case "error":
+			return fmt.Errorf("nightly job failed: %s", job.Upload.Message)
+		}
+	}
+	return ctx.Err()
+}
+
+// peakRSS reads the process's high-water resident set (Linux).
+func peakRSS(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			var kb int64
+			_, err := fmt.Sscan(strings.TrimSuffix(strings.TrimSpace(v), " kB"), &kb)
+			return kb * 1024, err
+		}
+	}
+	return 0, errors.New("no VmHWM")
+}
