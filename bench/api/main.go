@@ -66,6 +66,9 @@ func run(c config) error {
 	data := filepath.Join(c.dir, "data")
 	db := filepath.Join(data, "warehouse.duckdb")
 	credsFile := filepath.Join(c.dir, "credentials.json")
+	if err := os.MkdirAll(c.dir, 0o755); err != nil {
+		return err
+	}
 	if _, err := os.Stat(db); err != nil {
 		if err := build(c, data, db, credsFile); err != nil {
 			return err
