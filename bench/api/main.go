@@ -269,7 +269,9 @@ func row(phase, name string, l []time.Duration, errs int, elapsed time.Duration)
 		return
 	}
 	slices.Sort(l)
-	q := func(p float64) string { return fmt.Sprintf("%.1f ms", float64(l[int(p*float64(len(l)-1))].Microseconds())/1000) }
+	q := func(p float64) string {
+		return fmt.Sprintf("%.1f ms", float64(l[int(p*float64(len(l)-1))].Microseconds())/1000)
+	}
 	fmt.Printf("| %s | %s | %d | %.0f | %s | %s | %s | %d |\n", phase, name, len(l), float64(len(l))/elapsed.Seconds(), q(0.5), q(0.99), q(1), errs)
 }
 
