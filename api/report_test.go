@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -555,7 +556,7 @@ func TestTransactionsPagingAndSearch(t *testing.T) {
 	}
 	for _, c := range cases {
 		got := search(c.query)
-		sortStrings(got)
+		slices.Sort(got)
 		if strings.Join(got, " ") != c.want {
 			t.Errorf("search?%s = %v, want %s", c.query, got, c.want)
 		}
@@ -576,14 +577,6 @@ func TestTransactionsPagingAndSearch(t *testing.T) {
 	e.wantError("GET", base+"/transactions?page=0", a, "", 422, "page")
 	e.wantError("GET", base+"/transactions?per_page=1000", a, "", 422, "per_page")
 	e.wantError("GET", "/users/nobody/transactions", a, "", 404, "no user")
-}
-
-func sortStrings(s []string) {
-	for i := 1; i < len(s); i++ {
-		for j := i; j > 0 && s[j] < s[j-1]; j-- {
-			s[j], s[j-1] = s[j-1], s[j]
-		}
-	}
 }
 
 func TestUsersTagsAndPing(t *testing.T) {

@@ -39,8 +39,7 @@ func (s *Store) EditTransaction(ctx context.Context, e TransactionEdit) error {
 		return fmt.Errorf("transaction %s of account %s: %w", e.Transaction, e.Account, ErrNotFound)
 	}
 	var oldNickname, oldTags sql.NullString
-	err = tx.QueryRowContext(ctx, `SELECT nickname, CASE WHEN tags IS NULL THEN NULL ELSE
-		to_json(list_transform(tags, u -> {'name': u.name, 'cents': CAST(u.amount * 100 AS BIGINT)}))::VARCHAR END
+	err = tx.QueryRowContext(ctx, `SELECT nickname, `+tagsJSON("tags")+`
 		FROM transaction_edits WHERE partner_id = ? AND account_id = ? AND transaction_id = ?`,
 		e.Partner, e.Account, e.Transaction).Scan(&oldNickname, &oldTags)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
@@ -78,6 +77,14 @@ func (s *Store) EditTransaction(ctx context.Context, e TransactionEdit) error {
 		return fmt.Errorf("warehouse: edit transaction: %w", err)
 	}
 	return nil
+}
+
+// tagsJSON reads a transaction_edits tags column as JSON with cents (NULL
+// stays NULL), the form decodeTagParts and EditTransaction's insert take,
+// so amounts stay exact.
+func tagsJSON(column string) string {
+	return `CASE WHEN ` + column + ` IS NULL THEN NULL ELSE to_json(list_transform(` + column +
+		`, u -> {'name': u.name, 'cents': CAST(u.amount * 100 AS BIGINT)}))::VARCHAR END`
 }
 
 type tagPartJSON struct {

@@ -70,7 +70,6 @@ type Transaction struct {
 	MerchantKey  string
 	// UserTags are the user's tags; nil: none set, use Tag.
 	UserTags []TagPart
-	Edited   bool
 }
 
 // TagPart is a tag and the part of a transaction's absolute amount it
@@ -363,8 +362,7 @@ func (s *Store) Transactions(ctx context.Context, partnerID string, accounts []s
 	e AS (SELECT * FROM enrichments WHERE enrichment_id IN (SELECT enrichment_id FROM t))
 	SELECT t.account_id, t.transaction_id, t.transaction_type, t.posted_at, t.posted_on, t.cents, t.memo, t.original_name,
 		t.check_number, t.updated_at, coalesce(x.nickname, e.nickname, ''), coalesce(e.tag, ''), coalesce(e.merchant_key, ''),
-		CASE WHEN x.tags IS NULL THEN NULL ELSE to_json(list_transform(x.tags, u -> {'name': u.name, 'cents': CAST(u.amount * 100 AS BIGINT)}))::VARCHAR END,
-		x.edited_at IS NOT NULL, count(*) OVER ()
+		` + tagsJSON("x.tags") + `, count(*) OVER ()
 	FROM t LEFT JOIN e USING (enrichment_id) LEFT JOIN x USING (account_id, transaction_id) ` + cond + `
 	ORDER BY t.posted_at DESC, t.account_id, t.transaction_id ` + limit
 	all := append(args, partnerID)
@@ -383,7 +381,7 @@ func (s *Store) Transactions(ctx context.Context, partnerID string, accounts []s
 		var t Transaction
 		var tags sql.NullString
 		if err := rows.Scan(&t.AccountID, &t.ID, &t.Type, &t.PostedAt, &t.PostedOn, &t.Cents, &t.Memo, &t.OriginalName,
-			&t.CheckNumber, &t.UpdatedAt, &t.Nickname, &t.Tag, &t.MerchantKey, &tags, &t.Edited, &total); err != nil {
+			&t.CheckNumber, &t.UpdatedAt, &t.Nickname, &t.Tag, &t.MerchantKey, &tags, &total); err != nil {
 			return nil, 0, fmt.Errorf("warehouse: transactions: %w", err)
 		}
 		if tags.Valid {
