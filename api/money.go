@@ -141,10 +141,10 @@ func (s *Server) expenses(period string) userHandler {
 			invalid(w, "invalid parameters", problems)
 			return
 		}
-		var included []string
+		var included []warehouse.Account
 		for _, a := range u.accounts {
 			if expenseTypes[a.Type] {
-				included = append(included, a.ID)
+				included = append(included, a)
 			}
 		}
 		var txns []warehouse.Transaction
@@ -270,7 +270,7 @@ func networthHistory(accts []warehouse.Account, snaps map[string][]warehouse.Sna
 func (s *Server) networth(w http.ResponseWriter, r *http.Request, u userRequest) {
 	ctx := r.Context()
 	accts := u.accounts
-	snaps, err := s.Store.Snapshots(ctx, u.partnerID(), accountIDs(accts))
+	snaps, err := s.Store.Snapshots(ctx, accts)
 	if err != nil {
 		s.internalError(w, r, err)
 		return

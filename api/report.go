@@ -342,7 +342,7 @@ func (s *Server) accountView(partnerID string, a warehouse.Account) accountJSON 
 
 func (s *Server) accounts(w http.ResponseWriter, r *http.Request, u userRequest) {
 	accts := u.accounts
-	if err := s.Store.WithBalances(r.Context(), u.partnerID(), accts); err != nil {
+	if err := s.Store.WithBalances(r.Context(), accts); err != nil {
 		s.internalError(w, r, err)
 		return
 	}
@@ -387,7 +387,7 @@ func (s *Server) account(w http.ResponseWriter, r *http.Request, u userRequest) 
 		return
 	}
 	one := []warehouse.Account{a}
-	if err := s.Store.WithBalances(r.Context(), u.partnerID(), one); err != nil {
+	if err := s.Store.WithBalances(r.Context(), one); err != nil {
 		s.internalError(w, r, err)
 		return
 	}

@@ -76,14 +76,6 @@ func abs(c int64) int64 {
 	return c
 }
 
-func accountIDs(accts []warehouse.Account) []string {
-	ids := make([]string, len(accts))
-	for i, a := range accts {
-		ids[i] = a.ID
-	}
-	return ids
-}
-
 // listTransactions writes a page of the user's transactions on accts.
 func (s *Server) listTransactions(w http.ResponseWriter, r *http.Request, u userRequest, accts []warehouse.Account, f warehouse.TransactionFilter) {
 	page, problems := pageParams(r.URL.Query())
@@ -91,7 +83,7 @@ func (s *Server) listTransactions(w http.ResponseWriter, r *http.Request, u user
 		invalid(w, "invalid parameters", problems)
 		return
 	}
-	txns, total, err := s.Store.Transactions(r.Context(), u.partnerID(), accountIDs(accts), f, page)
+	txns, total, err := s.Store.Transactions(r.Context(), u.partnerID(), accts, f, page)
 	if err != nil {
 		s.internalError(w, r, err)
 		return
@@ -195,7 +187,7 @@ func (s *Server) searchTransactions(w http.ResponseWriter, r *http.Request, u us
 // the UUID the API shows, or the partner's transaction id (reference_id)
 // when it names one transaction of the user.
 func (s *Server) findTransaction(r *http.Request, u userRequest, ref string) (warehouse.Transaction, error) {
-	txns, _, err := s.Store.Transactions(r.Context(), u.partnerID(), accountIDs(u.accounts), warehouse.TransactionFilter{}, warehouse.Page{})
+	txns, _, err := s.Store.Transactions(r.Context(), u.partnerID(), u.accounts, warehouse.TransactionFilter{}, warehouse.Page{})
 	if err != nil {
 		return warehouse.Transaction{}, err
 	}

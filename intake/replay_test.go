@@ -47,6 +47,9 @@ func TestActionsMatchReplayOneByOne(t *testing.T) {
 					t.Fatalf("after file %d (batches of %d rows), warehouse and replay differ:\n%s\nfile:\n%s",
 						day+1, batch, diffLines(got, want), doc)
 				}
+				if n := h.count(misplacedKeys); n != 0 {
+					t.Fatalf("after file %d: %d accounts, balances or transactions with a missing, shared or wrong account_key", day+1, n)
+				}
 			}
 		})
 	}
@@ -55,6 +58,14 @@ func TestActionsMatchReplayOneByOne(t *testing.T) {
 		t.Errorf("the random files miss a case: %+v", seen)
 	}
 }
+
+// misplacedKeys counts accounts without a key of their own, and balances
+// and transactions without their account's key.
+const misplacedKeys = `SELECT
+  (SELECT count(*) FROM accounts WHERE account_key IS NULL) +
+  (SELECT count(*) - count(DISTINCT account_key) FROM accounts) +
+  (SELECT count(*) FROM transactions t LEFT JOIN accounts a USING (partner_id, account_id) WHERE t.account_key IS DISTINCT FROM a.account_key) +
+  (SELECT count(*) FROM balances b LEFT JOIN accounts a USING (partner_id, account_id) WHERE b.account_key IS DISTINCT FROM a.account_key)`
 
 type modelStats struct {
 	userKills, accountDeletes, ownerChanges, replaced, transactionDeletes int

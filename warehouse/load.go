@@ -534,6 +534,13 @@ SELECT account_id, seq FROM {S}.accounts WHERE action = 'delete'`,
 SELECT a.* FROM {S}.accounts a LEFT JOIN {S}.last_kills k USING (account_id)
 WHERE a.action = 'upsert' AND a.seq > coalesce(k.seq, -1)
 QUALIFY row_number() OVER (PARTITION BY a.account_id ORDER BY a.seq DESC) = 1`,
+	// A stored account keeps its key; a new one gets the next, in file order
+	// (see account_key in the schema). Commit holds the write lock, so no
+	// other load takes the same keys.
+	`CREATE TABLE {S}.account_keys AS
+SELECT a.account_id, coalesce(k.account_key, (SELECT coalesce(max(account_key), 0) FROM accounts)
+  + row_number() OVER (PARTITION BY k.account_key IS NULL ORDER BY a.seq)) AS account_key
+FROM {S}.last_accounts a LEFT JOIN (SELECT account_id, account_key FROM accounts WHERE partner_id = {P}) k USING (account_id)`,
 }
 
 // applyResolved changes the warehouse, in one transaction.
@@ -546,18 +553,18 @@ FROM {S}.last_users WHERE action = 'upsert'`,
 	`DELETE FROM accounts WHERE partner_id = {P} AND account_id IN (
   SELECT account_id FROM {S}.last_accounts UNION ALL SELECT account_id FROM {S}.last_kills)`,
 	`INSERT INTO accounts (partner_id, partner_customer_id, account_id, account_number, fi_name, nickname,
-  account_type, account_class, state, account_experience, source_file, source_line, updated_at)
+  account_type, account_class, state, account_experience, source_file, source_line, updated_at, account_key)
 SELECT {P}, partner_customer_id, account_id, account_number, fi_name, nickname,
-  account_type, account_class, 'open', account_experience, {SRC}, line, {NOW}
-FROM {S}.last_accounts`,
+  account_type, account_class, 'open', account_experience, {SRC}, line, {NOW}, k.account_key
+FROM {S}.last_accounts JOIN {S}.account_keys k USING (account_id)`,
 	// A snapshot is keyed by (account, as_of): the same key again replaces it;
 	// a killed account loses its history.
 	`DELETE FROM balances WHERE partner_id = {P} AND (
   account_id IN (SELECT account_id FROM {S}.last_kills) OR
   (as_of = {D} AND account_id IN (SELECT account_id FROM {S}.last_accounts)))`,
-	`INSERT INTO balances (partner_id, account_id, balance_type, amount, currency_code, as_of, updated_at)
-SELECT {P}, b.account_id, b.balance_type, b.amount, b.currency_code, {D}, {NOW}
-FROM {S}.balances b SEMI JOIN {S}.last_accounts a ON a.seq = b.account_seq`,
+	`INSERT INTO balances (partner_id, account_id, balance_type, amount, currency_code, as_of, updated_at, account_key)
+SELECT {P}, b.account_id, b.balance_type, b.amount, b.currency_code, {D}, {NOW}, k.account_key
+FROM {S}.balances b JOIN {S}.last_accounts a ON a.seq = b.account_seq JOIN {S}.account_keys k ON k.account_id = a.account_id`,
 	`DELETE FROM account_properties WHERE partner_id = {P} AND account_id IN (
   SELECT account_id FROM {S}.last_accounts UNION ALL SELECT account_id FROM {S}.last_kills)`,
 	`INSERT INTO account_properties (partner_id, account_id, property_type, property_value, updated_at)
@@ -573,17 +580,20 @@ DELETE FROM transactions t USING {S}.transactions s
 WHERE t.partner_id = {P} AND t.account_id = s.account_id AND t.transaction_id = s.transaction_id`
 	// {USERS} and {DECISION} are filled by plan: with user rules, the
 	// rule that wins a transaction overrides the enrichment staged with it.
+	// The account's key comes from the warehouse's accounts, which this
+	// transaction has already given the file's accounts.
 	insertTransactions = `
 INSERT INTO transactions (partner_id, account_id, transaction_id, transaction_type, posted_at, posted_on,
   originated_at, originated_on, amount, memo, original_name, check_number, source_file, source_line, updated_at,
-  enrichment_id)
+  enrichment_id, account_key)
 SELECT {P}, t.account_id, t.transaction_id, t.transaction_type, t.posted_at, t.posted_on,
   t.originated_at, t.originated_on, t.amount, t.memo, t.original_name, t.check_number, {SRC}, t.line, {NOW},
-  d.enrichment_id
-FROM {S}.transactions t{USERS} LEFT JOIN {S}.decisions d ON d.local_id = {DECISION}`
+  d.enrichment_id, a.account_key
+FROM {S}.transactions t{USERS} LEFT JOIN {S}.decisions d ON d.local_id = {DECISION}
+  LEFT JOIN (SELECT account_id, account_key FROM accounts WHERE partner_id = {P}) a ON a.account_id = t.account_id`
 	joinUserTagged = ` LEFT JOIN {S}.user_tagged u ON u.seq = t.seq`
 	// Without kills, the insert need not join: most files.
-	survivingKills = ` LEFT JOIN {S}.last_kills k USING (account_id)
+	survivingKills = ` LEFT JOIN {S}.last_kills k ON k.account_id = t.account_id
 WHERE t.action = 'upsert' AND t.seq > coalesce(k.seq, -1)`
 	upsertsOnly = ` WHERE t.action = 'upsert'`
 )

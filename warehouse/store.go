@@ -102,6 +102,9 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		if err == nil {
 			err = moveEnrichmentColumns(ctx, db)
 		}
+		if err == nil {
+			err = assignAccountKeys(ctx, db)
+		}
 		if err != nil {
 			db.Close()
 			return nil, fmt.Errorf("migrate warehouse %s: %w", path, err)
@@ -147,6 +150,50 @@ func moveEnrichmentColumns(ctx context.Context, db *sql.DB) error {
 	for _, column := range []string{"merchant_key", "nickname", "tag", "tag_reason"} {
 		if _, err := db.ExecContext(ctx, "ALTER TABLE transactions DROP COLUMN IF EXISTS "+column); err != nil {
 			return fmt.Errorf("move enrichment columns: %w", err)
+		}
+	}
+	return nil
+}
+
+// keyBatchRows bounds one UPDATE of assignAccountKeys: DuckDB holds a
+// transaction's updated values in memory until it checkpoints.
+const keyBatchRows = 1 << 20
+
+// assignAccountKeys upgrades warehouses of builds before account_key: each
+// account gets a key after the highest given, and its balances and
+// transactions copy it. Batches
+// commit one by one and only fill NULL keys, so an interrupted upgrade
+// resumes at the next open.
+func assignAccountKeys(ctx context.Context, db *sql.DB) error {
+	// Keys follow where each account's transactions first lie in the table,
+	// so zone maps on the key are as narrow as the table's order allows.
+	_, err := db.ExecContext(ctx, `UPDATE accounts SET account_key = n.account_key
+FROM (SELECT a.partner_id, a.account_id,
+    (SELECT coalesce(max(account_key), 0) FROM accounts) + row_number() OVER (ORDER BY f.first NULLS LAST, a.rowid) AS account_key
+  FROM accounts a LEFT JOIN (SELECT partner_id, account_id, min(rowid) AS first FROM transactions GROUP BY ALL) f
+    USING (partner_id, account_id)
+  WHERE a.account_key IS NULL) n
+WHERE accounts.partner_id = n.partner_id AND accounts.account_id = n.account_id`)
+	if err != nil {
+		return fmt.Errorf("assign account keys: %w", err)
+	}
+	for _, table := range []string{"balances", "transactions"} {
+		var missing bool
+		var last int64
+		err := db.QueryRowContext(ctx, `SELECT count(*) > 0, coalesce(max(rowid), 0) FROM `+table+` WHERE account_key IS NULL`).Scan(&missing, &last)
+		if err != nil {
+			return fmt.Errorf("assign account keys to %s: %w", table, err)
+		}
+		for lo := int64(0); missing && lo <= last; lo += keyBatchRows {
+			_, err := db.ExecContext(ctx, `UPDATE `+table+` SET account_key = a.account_key FROM accounts a
+WHERE `+table+`.rowid >= ? AND `+table+`.rowid < ? AND `+table+`.account_key IS NULL
+  AND a.partner_id = `+table+`.partner_id AND a.account_id = `+table+`.account_id`, lo, lo+keyBatchRows)
+			if err == nil {
+				_, err = db.ExecContext(ctx, "CHECKPOINT")
+			}
+			if err != nil {
+				return fmt.Errorf("assign account keys to %s: %w", table, err)
+			}
 		}
 	}
 	return nil

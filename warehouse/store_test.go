@@ -90,3 +90,84 @@ func TestNewConnectionsAfterSpill(t *testing.T) {
 		conns[i] = c
 	}
 }
+
+// A warehouse of a build before account_key gets keys when opened: unique
+// per account, numbered where the account's transactions first lie in the
+// table, copied to its balances and transactions; keys given before stay.
+func TestOpenAssignsAccountKeys(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "w.duckdb")
+	s, err := Open(ctx, path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, stmt := range []string{
+		`INSERT INTO accounts (partner_id, partner_customer_id, account_id, fi_name, account_type, account_class, state, updated_at, account_key) VALUES
+			('p', 'u1', 'kept', 'FI', 'checking', 'deposit', 'open', now(), 7),
+			('p', 'u1', 'b', 'FI', 'checking', 'deposit', 'open', now(), NULL),
+			('p', 'u2', 'a', 'FI', 'checking', 'deposit', 'open', now(), NULL),
+			('q', 'u1', 'a', 'FI', 'savings', 'deposit', 'open', now(), NULL),
+			('p', 'u3', 'idle', 'FI', 'savings', 'deposit', 'open', now(), NULL)`,
+		`INSERT INTO balances (partner_id, account_id, balance_type, amount, currency_code, as_of, updated_at) VALUES
+			('p', 'a', 'Current', 1, 'USD', current_date, now()), ('q', 'a', 'Current', 2, 'USD', current_date, now()),
+			('p', 'idle', 'Current', 3, 'USD', current_date, now())`,
+		// Transactions lie in the order a (of p), b, a (of q).
+		`INSERT INTO transactions (partner_id, account_id, transaction_id, transaction_type, posted_at, posted_on,
+			amount, memo, original_name, updated_at) VALUES
+			('p', 'a', '1', 'debit', now(), current_date, -1, 'm', 'm', now()),
+			('p', 'b', '1', 'debit', now(), current_date, -1, 'm', 'm', now()),
+			('p', 'a', '2', 'debit', now(), current_date, -1, 'm', 'm', now()),
+			('q', 'a', '1', 'debit', now(), current_date, -1, 'm', 'm', now())`,
+	} {
+		if _, err := s.DB().Exec(stmt); err != nil {
+			t.Fatalf("%s: %v", stmt, err)
+		}
+	}
+	s.Close()
+
+	s, err = Open(ctx, path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var got string
+	err = s.DB().QueryRow(`SELECT string_agg(partner_id || '/' || account_id || '=' || account_key, ' ' ORDER BY account_key) FROM accounts`).Scan(&got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "p/kept=7 p/a=8 p/b=9 q/a=10 p/idle=11"; got != want {
+		t.Errorf("account keys:\n got %s\nwant %s", got, want)
+	}
+	var wrong int
+	err = s.DB().QueryRow(`SELECT
+		(SELECT count(*) FROM transactions t LEFT JOIN accounts a USING (partner_id, account_id) WHERE t.account_key IS DISTINCT FROM a.account_key) +
+		(SELECT count(*) FROM balances b LEFT JOIN accounts a USING (partner_id, account_id) WHERE b.account_key IS DISTINCT FROM a.account_key)`).Scan(&wrong)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if wrong != 0 {
+		t.Errorf("%d balances or transactions without their account's key", wrong)
+	}
+}
+
+// Keys far apart are read in scans of their own, none lost.
+func TestByAccountKeyRuns(t *testing.T) {
+	scan := func(keys string) string { return "[" + keys + "]" }
+	for _, c := range []struct {
+		keys []int64
+		want string
+	}{
+		{[]int64{5}, "[5]"},
+		{[]int64{3, 1, 2}, "[1, 2, 3]"},
+		{[]int64{1, 1 + keyRunGap}, "[1, 257]"},
+		{[]int64{900, 1, 2 + keyRunGap}, "[1]\nUNION ALL\n[258]\nUNION ALL\n[900]"},
+	} {
+		var accts []Account
+		for _, k := range c.keys {
+			accts = append(accts, Account{Key: k})
+		}
+		if got := byAccountKey(accts, scan); got != c.want {
+			t.Errorf("keys %v: got %q, want %q", c.keys, got, c.want)
+		}
+	}
+}
