@@ -43,8 +43,9 @@ type Server struct {
 	// once; 0: twice the cores.
 	MaxConcurrentReads int
 
-	readersOnce sync.Once
-	readersSem  chan struct{}
+	readersOnce   sync.Once
+	readersSem    chan struct{}
+	commitReaders chan struct{} // made with readersSem
 }
 
 // Handler routes requests.

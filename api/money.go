@@ -150,8 +150,7 @@ func (s *Server) expenses(period string) userHandler {
 		var txns []warehouse.Transaction
 		if len(included) > 0 {
 			var err error
-			txns, _, err = s.Store.Transactions(r.Context(), u.partnerID(), included,
-				warehouse.TransactionFilter{From: from, To: to, Debits: true}, warehouse.Page{})
+			txns, err = s.Store.Debits(r.Context(), u.partnerID(), included, from, to)
 			if err != nil {
 				s.internalError(w, r, err)
 				return

@@ -48,7 +48,7 @@ func TestActionsMatchReplayOneByOne(t *testing.T) {
 						day+1, batch, diffLines(got, want), doc)
 				}
 				if n := h.count(misplacedKeys); n != 0 {
-					t.Fatalf("after file %d: %d accounts, balances or transactions with a missing, shared or wrong account_key", day+1, n)
+					t.Fatalf("after file %d: %d accounts, balances or transactions with a missing, shared or wrong account_key or owner_hash", day+1, n)
 				}
 			}
 		})
@@ -59,10 +59,11 @@ func TestActionsMatchReplayOneByOne(t *testing.T) {
 	}
 }
 
-// misplacedKeys counts accounts without a key of their own, and balances
-// and transactions without their account's key.
+// misplacedKeys counts accounts without a key of their own or their owner's
+// hash, and balances and transactions without their account's key.
 const misplacedKeys = `SELECT
   (SELECT count(*) FROM accounts WHERE account_key IS NULL) +
+  (SELECT count(*) FROM accounts WHERE owner_hash IS DISTINCT FROM md5_number_upper(partner_id || ':' || partner_customer_id)) +
   (SELECT count(*) - count(DISTINCT account_key) FROM accounts) +
   (SELECT count(*) FROM transactions t LEFT JOIN accounts a USING (partner_id, account_id) WHERE t.account_key IS DISTINCT FROM a.account_key) +
   (SELECT count(*) FROM balances b LEFT JOIN accounts a USING (partner_id, account_id) WHERE b.account_key IS DISTINCT FROM a.account_key)`

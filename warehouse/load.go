@@ -553,9 +553,9 @@ FROM {S}.last_users WHERE action = 'upsert'`,
 	`DELETE FROM accounts WHERE partner_id = {P} AND account_id IN (
   SELECT account_id FROM {S}.last_accounts UNION ALL SELECT account_id FROM {S}.last_kills)`,
 	`INSERT INTO accounts (partner_id, partner_customer_id, account_id, account_number, fi_name, nickname,
-  account_type, account_class, state, account_experience, source_file, source_line, updated_at, account_key)
+  account_type, account_class, state, account_experience, source_file, source_line, updated_at, account_key, owner_hash)
 SELECT {P}, partner_customer_id, account_id, account_number, fi_name, nickname,
-  account_type, account_class, 'open', account_experience, {SRC}, line, {NOW}, k.account_key
+  account_type, account_class, 'open', account_experience, {SRC}, line, {NOW}, k.account_key, ` + ownerHash("{P}", "partner_customer_id") + `
 FROM {S}.last_accounts JOIN {S}.account_keys k USING (account_id)`,
 	// A snapshot is keyed by (account, as_of): the same key again replaces it;
 	// a killed account loses its history.
@@ -702,6 +702,8 @@ func (l *Load) Commit(ctx context.Context, rec IngestRecord) error {
 	}
 	l.store.writeMu.Lock()
 	defer l.store.writeMu.Unlock()
+	l.store.committing.Add(1)
+	defer l.store.committing.Add(-1)
 	if err := l.findUserRules(ctx); err != nil {
 		return err
 	}

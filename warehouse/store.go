@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 
 	"github.com/duckdb/duckdb-go/v2"
 )
@@ -35,6 +36,10 @@ type Store struct {
 	// transactions, and DuckDB would fail one of two concurrent writers of
 	// the same rows.
 	writeMu sync.Mutex
+	// committing counts loads applying a file (see Committing).
+	committing atomic.Int32
+	// enrichments caches the enrichments table for the API's reads.
+	enrichments enrichmentCache
 }
 
 // Open opens (and if writable, creates and migrates) the warehouse at path.
@@ -159,23 +164,31 @@ func moveEnrichmentColumns(ctx context.Context, db *sql.DB) error {
 // transaction's updated values in memory until it checkpoints.
 const keyBatchRows = 1 << 20
 
-// assignAccountKeys upgrades warehouses of builds before account_key: each
-// account gets a key after the highest given, and its balances and
-// transactions copy it. Batches
+// assignAccountKeys upgrades warehouses of builds before account_key and
+// owner_hash: each account gets a key after the highest given and its
+// owner's hash, and its balances and transactions copy the key. Batches
 // commit one by one and only fill NULL keys, so an interrupted upgrade
 // resumes at the next open.
 func assignAccountKeys(ctx context.Context, db *sql.DB) error {
 	// Keys follow where each account's transactions first lie in the table,
-	// so zone maps on the key are as narrow as the table's order allows.
+	// so zone maps on the key are as narrow as the table's order allows; an
+	// account without transactions goes with its owner's first, so a user's
+	// keys stay near each other.
 	_, err := db.ExecContext(ctx, `UPDATE accounts SET account_key = n.account_key
-FROM (SELECT a.partner_id, a.account_id,
-    (SELECT coalesce(max(account_key), 0) FROM accounts) + row_number() OVER (ORDER BY f.first NULLS LAST, a.rowid) AS account_key
-  FROM accounts a LEFT JOIN (SELECT partner_id, account_id, min(rowid) AS first FROM transactions GROUP BY ALL) f
-    USING (partner_id, account_id)
-  WHERE a.account_key IS NULL) n
+FROM (SELECT partner_id, account_id,
+    (SELECT coalesce(max(account_key), 0) FROM accounts) + row_number() OVER (ORDER BY place NULLS LAST, stored) AS account_key
+  FROM (SELECT a.partner_id, a.account_id, a.rowid AS stored,
+      coalesce(f.first, min(f.first) OVER (PARTITION BY a.partner_id, a.partner_customer_id)) AS place
+    FROM accounts a LEFT JOIN (SELECT partner_id, account_id, min(rowid) AS first FROM transactions GROUP BY ALL) f
+      USING (partner_id, account_id)
+    WHERE a.account_key IS NULL)) n
 WHERE accounts.partner_id = n.partner_id AND accounts.account_id = n.account_id`)
 	if err != nil {
 		return fmt.Errorf("assign account keys: %w", err)
+	}
+	_, err = db.ExecContext(ctx, `UPDATE accounts SET owner_hash = `+ownerHash("partner_id", "partner_customer_id")+` WHERE owner_hash IS NULL`)
+	if err != nil {
+		return fmt.Errorf("assign owner hashes: %w", err)
 	}
 	for _, table := range []string{"balances", "transactions"} {
 		var missing bool
@@ -198,6 +211,11 @@ WHERE `+table+`.rowid >= ? AND `+table+`.rowid < ? AND `+table+`.account_key IS 
 	}
 	return nil
 }
+
+// Committing reports whether a load is applying a file now. A commit needs
+// most of DuckDB's memory limit, and every read pins blocks within the same
+// limit: readers that can wait (the reporting API) let fewer in meanwhile.
+func (s *Store) Committing() bool { return s.committing.Load() > 0 }
 
 // DB exposes the database for queries (the sql command, tests, the API).
 func (s *Store) DB() *sql.DB { return s.db }
