@@ -10,13 +10,7 @@ import (
 // A warehouse of the first enrichment build kept enrichments in four
 // columns of transactions: opening it moves them to enrichments, whole.
 func TestOpenMovesEnrichmentColumns(t *testing.T) {
-	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "w.duckdb")
-	s, err := Open(ctx, path, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, stmt := range []string{
+	s := reopened(t, []string{
 		"ALTER TABLE transactions ADD COLUMN nickname VARCHAR",
 		"ALTER TABLE transactions ADD COLUMN tag VARCHAR",
 		"ALTER TABLE transactions ADD COLUMN tag_reason VARCHAR",
@@ -27,20 +21,10 @@ func TestOpenMovesEnrichmentColumns(t *testing.T) {
 			('p', 'a', '2', 'Debit', now(), current_date, -2, 'DUNKIN #2', 'DUNKIN #2', now(), 'Dunkin', 'Diningout', 'dictionary:dunkin', 'dunkin'),
 			('p', 'a', '3', 'Debit', now(), current_date, -3, 'JOES', 'JOES', now(), 'Joes', NULL, 'unmatched', 'JOES'),
 			('p', 'a', '4', 'Debit', now(), current_date, -4, 'OFF', 'OFF', now(), NULL, NULL, NULL, NULL)`,
-	} {
-		if _, err := s.DB().Exec(stmt); err != nil {
-			t.Fatalf("%s: %v", stmt, err)
-		}
-	}
-	s.Close()
-
-	s, err = Open(ctx, path, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	})
 	defer s.Close()
 	var got string
-	err = s.DB().QueryRow(`SELECT string_agg(transaction_id || ':' || coalesce(nickname, '-') || '/' || coalesce(tag, '-') || '/' ||
+	err := s.DB().QueryRow(`SELECT string_agg(transaction_id || ':' || coalesce(nickname, '-') || '/' || coalesce(tag, '-') || '/' ||
 		coalesce(tag_reason, '-') || '/' || coalesce(merchant_key, '-'), ' ' ORDER BY transaction_id) FROM enriched_transactions`).Scan(&got)
 	if err != nil {
 		t.Fatal(err)
@@ -95,13 +79,7 @@ func TestNewConnectionsAfterSpill(t *testing.T) {
 // per account, numbered where the account's transactions first lie in the
 // table, copied to its balances and transactions; keys given before stay.
 func TestOpenAssignsAccountKeys(t *testing.T) {
-	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "w.duckdb")
-	s, err := Open(ctx, path, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, stmt := range []string{
+	s := reopened(t, []string{
 		`INSERT INTO accounts (partner_id, partner_customer_id, account_id, fi_name, account_type, account_class, state, updated_at, account_key) VALUES
 			('p', 'u1', 'kept', 'FI', 'checking', 'deposit', 'open', now(), 7),
 			('p', 'u1', 'b', 'FI', 'checking', 'deposit', 'open', now(), NULL),
@@ -119,20 +97,10 @@ func TestOpenAssignsAccountKeys(t *testing.T) {
 			('p', 'b', '1', 'debit', now(), current_date, -1, 'm', 'm', now()),
 			('p', 'a', '2', 'debit', now(), current_date, -1, 'm', 'm', now()),
 			('q', 'a', '1', 'debit', now(), current_date, -1, 'm', 'm', now())`,
-	} {
-		if _, err := s.DB().Exec(stmt); err != nil {
-			t.Fatalf("%s: %v", stmt, err)
-		}
-	}
-	s.Close()
-
-	s, err = Open(ctx, path, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	})
 	defer s.Close()
 	var got string
-	err = s.DB().QueryRow(`SELECT string_agg(partner_id || '/' || account_id || '=' || account_key, ' ' ORDER BY account_key) FROM accounts`).Scan(&got)
+	err := s.DB().QueryRow(`SELECT string_agg(partner_id || '/' || account_id || '=' || account_key, ' ' ORDER BY account_key) FROM accounts`).Scan(&got)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,19 +147,7 @@ func TestByAccountKeyRuns(t *testing.T) {
 // API reads ran; a warehouse, new or opened from a build that had them, has
 // none.
 func TestNoARTIndexes(t *testing.T) {
-	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "w.duckdb")
-	s, err := Open(ctx, path, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.DB().Exec("CREATE INDEX accounts_by_owner ON accounts (partner_customer_id)"); err != nil {
-		t.Fatal(err)
-	}
-	s.Close()
-	if s, err = Open(ctx, path, Options{}); err != nil {
-		t.Fatal(err)
-	}
+	s := reopened(t, []string{"CREATE INDEX accounts_by_owner ON accounts (partner_customer_id)"})
 	defer s.Close()
 	var n int
 	if err := s.DB().QueryRow("SELECT count(*) FROM duckdb_indexes() WHERE database_name = current_database()").Scan(&n); err != nil {
@@ -200,4 +156,26 @@ func TestNoARTIndexes(t *testing.T) {
 	if n != 0 {
 		t.Errorf("%d indexes after open, want none", n)
 	}
+}
+
+// reopened makes a warehouse, runs stmts on it (the state an earlier build
+// left), and opens it again, as an upgrade does.
+func reopened(t *testing.T, stmts []string) *Store {
+	t.Helper()
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "w.duckdb")
+	s, err := Open(ctx, path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, stmt := range stmts {
+		if _, err := s.DB().Exec(stmt); err != nil {
+			t.Fatalf("%s: %v", stmt, err)
+		}
+	}
+	s.Close()
+	if s, err = Open(ctx, path, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
