@@ -13,8 +13,8 @@ import (
 )
 
 // The reporting API reads one user at a time. Each read finds the user's
-// accounts through the accounts_by_owner index, then reads transactions and
-// balances by the accounts' keys as literal integers: DuckDB prunes those
+// accounts by owner_hash, then reads transactions and balances by the
+// accounts' keys as literal integers: DuckDB prunes those
 // scans with zone maps and compares one integer column, where account_id
 // strings cost three times as much and a join against accounts would scan
 // every transaction of the partner. Amounts come out as integer cents.
@@ -81,6 +81,8 @@ type Transaction struct {
 	MerchantKey  string
 	// UserTags are the user's tags; nil: none set, use Tag.
 	UserTags []TagPart
+
+	enrichmentID int64 // 0: none; read by decorate
 }
 
 // TagPart is a tag and the part of a transaction's absolute amount it
@@ -335,8 +337,8 @@ func inList(values []string) (string, []any) {
 	return strings.TrimSuffix(strings.Repeat("?, ", len(values)), ", "), args
 }
 
-// transactionColumns are what the API shows of a transaction, as scanned
-// by scanTransaction.
+// transactionColumns are what the API shows of a transaction, in the order
+// Transactions scans them.
 const transactionColumns = `account_id, transaction_id, transaction_type, posted_at, posted_on,
 		CAST(amount * 100 AS BIGINT) AS cents, memo, original_name, coalesce(check_number, '') AS check_number, updated_at,
 		coalesce(enrichment_id, 0) AS enrichment_id`
@@ -379,22 +381,19 @@ func (s *Store) Transactions(ctx context.Context, partnerID string, accounts []A
 	}
 	defer rows.Close()
 	var out []Transaction
-	var decisions []int64
 	total := 0
 	for rows.Next() {
 		var t Transaction
-		var decision int64
 		if err := rows.Scan(&t.AccountID, &t.ID, &t.Type, &t.PostedAt, &t.PostedOn, &t.Cents, &t.Memo, &t.OriginalName,
-			&t.CheckNumber, &t.UpdatedAt, &decision, &total); err != nil {
+			&t.CheckNumber, &t.UpdatedAt, &t.enrichmentID, &total); err != nil {
 			return nil, 0, fmt.Errorf("warehouse: transactions: %w", err)
 		}
 		out = append(out, t)
-		decisions = append(decisions, decision)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, 0, fmt.Errorf("warehouse: transactions: %w", err)
 	}
-	if err := s.decorate(ctx, partnerID, accounts, out, decisions); err != nil {
+	if err := s.decorate(ctx, partnerID, accounts, out); err != nil {
 		return nil, 0, err
 	}
 	if searching {
@@ -453,34 +452,34 @@ func (s *Store) Debits(ctx context.Context, partnerID string, accounts []Account
 	}
 	defer rows.Close()
 	var out []Transaction
-	var decisions []int64
 	for rows.Next() {
 		var t Transaction
-		var decision int64
-		if err := rows.Scan(&t.AccountID, &t.ID, &t.Cents, &decision); err != nil {
+		if err := rows.Scan(&t.AccountID, &t.ID, &t.Cents, &t.enrichmentID); err != nil {
 			return nil, fmt.Errorf("warehouse: debits: %w", err)
 		}
 		out = append(out, t)
-		decisions = append(decisions, decision)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("warehouse: debits: %w", err)
 	}
-	return out, s.decorate(ctx, partnerID, accounts, out, decisions)
+	return out, s.decorate(ctx, partnerID, accounts, out)
 }
 
-// decorate sets each transaction's enrichment (decisions[i] is txns[i]'s
-// enrichment_id, 0 for none) and the user's edits.
-func (s *Store) decorate(ctx context.Context, partnerID string, accounts []Account, txns []Transaction, decisions []int64) error {
+// decorate sets each transaction's enrichment and the user's edits.
+func (s *Store) decorate(ctx context.Context, partnerID string, accounts []Account, txns []Transaction) error {
 	if len(txns) == 0 {
 		return nil
 	}
-	found, err := s.enrichments.get(ctx, s.db, decisions)
+	ids := make([]int64, len(txns))
+	for i, t := range txns {
+		ids[i] = t.enrichmentID
+	}
+	found, err := s.enrichments.get(ctx, s.db, ids)
 	if err != nil {
 		return err
 	}
 	for i := range txns {
-		e := found[decisions[i]]
+		e := found[txns[i].enrichmentID]
 		txns[i].Nickname, txns[i].Tag, txns[i].MerchantKey = e.nickname, e.tag, e.merchantKey
 	}
 	edits, err := s.edits(ctx, partnerID, accounts)

@@ -170,6 +170,35 @@ const keyBatchRows = 1 << 20
 // commit one by one and only fill NULL keys, so an interrupted upgrade
 // resumes at the next open.
 func assignAccountKeys(ctx context.Context, db *sql.DB) error {
+	// Most opens find every account done: skip the upgrade's scan of all
+	// transactions then.
+	var keyless, hashless int
+	err := db.QueryRowContext(ctx, `SELECT count(*) FILTER (WHERE account_key IS NULL), count(*) FILTER (WHERE owner_hash IS NULL)
+FROM accounts`).Scan(&keyless, &hashless)
+	if err != nil {
+		return fmt.Errorf("assign account keys: %w", err)
+	}
+	if keyless > 0 {
+		if err := keyAccounts(ctx, db); err != nil {
+			return err
+		}
+	}
+	if hashless > 0 {
+		_, err = db.ExecContext(ctx, `UPDATE accounts SET owner_hash = `+ownerHash("partner_id", "partner_customer_id")+` WHERE owner_hash IS NULL`)
+		if err != nil {
+			return fmt.Errorf("assign owner hashes: %w", err)
+		}
+	}
+	for _, table := range []string{"balances", "transactions"} {
+		if err := copyAccountKeys(ctx, db, table); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// keyAccounts gives accounts without a key one.
+func keyAccounts(ctx context.Context, db *sql.DB) error {
 	// Keys follow where each account's transactions first lie in the table,
 	// so zone maps on the key are as narrow as the table's order allows; an
 	// account without transactions goes with its owner's first, so a user's
@@ -186,27 +215,27 @@ WHERE accounts.partner_id = n.partner_id AND accounts.account_id = n.account_id`
 	if err != nil {
 		return fmt.Errorf("assign account keys: %w", err)
 	}
-	_, err = db.ExecContext(ctx, `UPDATE accounts SET owner_hash = `+ownerHash("partner_id", "partner_customer_id")+` WHERE owner_hash IS NULL`)
+	return nil
+}
+
+// copyAccountKeys gives table's rows without a key their account's, in
+// batches by rowid.
+func copyAccountKeys(ctx context.Context, db *sql.DB, table string) error {
+	var missing bool
+	var last int64
+	err := db.QueryRowContext(ctx, `SELECT count(*) > 0, coalesce(max(rowid), 0) FROM `+table+` WHERE account_key IS NULL`).Scan(&missing, &last)
 	if err != nil {
-		return fmt.Errorf("assign owner hashes: %w", err)
+		return fmt.Errorf("assign account keys to %s: %w", table, err)
 	}
-	for _, table := range []string{"balances", "transactions"} {
-		var missing bool
-		var last int64
-		err := db.QueryRowContext(ctx, `SELECT count(*) > 0, coalesce(max(rowid), 0) FROM `+table+` WHERE account_key IS NULL`).Scan(&missing, &last)
-		if err != nil {
-			return fmt.Errorf("assign account keys to %s: %w", table, err)
-		}
-		for lo := int64(0); missing && lo <= last; lo += keyBatchRows {
-			_, err := db.ExecContext(ctx, `UPDATE `+table+` SET account_key = a.account_key FROM accounts a
+	for lo := int64(0); missing && lo <= last; lo += keyBatchRows {
+		_, err := db.ExecContext(ctx, `UPDATE `+table+` SET account_key = a.account_key FROM accounts a
 WHERE `+table+`.rowid >= ? AND `+table+`.rowid < ? AND `+table+`.account_key IS NULL
   AND a.partner_id = `+table+`.partner_id AND a.account_id = `+table+`.account_id`, lo, lo+keyBatchRows)
-			if err == nil {
-				_, err = db.ExecContext(ctx, "CHECKPOINT")
-			}
-			if err != nil {
-				return fmt.Errorf("assign account keys to %s: %w", table, err)
-			}
+		if err == nil {
+			_, err = db.ExecContext(ctx, "CHECKPOINT")
+		}
+		if err != nil {
+			return fmt.Errorf("assign account keys to %s: %w", table, err)
 		}
 	}
 	return nil
