@@ -58,7 +58,7 @@ bench: $(BIN) tools
 # transactions) served by flatfiler serve, 32 connections on expenses,
 # networth and a transactions page, alone and while a 1 GiB nightly file is
 # uploaded and applied. The warehouse is built once in bench/out/api (about
-# 10 minutes and 6 GB the first time) and reused.
+# 5 minutes and 7 GB the first time); every run starts from a copy of it.
 bench-api: $(BIN) tools
 	$(GO) run $(GOTAGS) ./bench/api --bin $(BIN)
 

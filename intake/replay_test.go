@@ -50,6 +50,9 @@ func TestActionsMatchReplayOneByOne(t *testing.T) {
 				if n := h.count(misplacedKeys); n != 0 {
 					t.Fatalf("after file %d: %d accounts, balances or transactions with a missing, shared or wrong account_key or owner_hash", day+1, n)
 				}
+				if n := h.count(outOfKeyOrder); n != 0 {
+					t.Fatalf("after file %d: %d transactions stored before a lower account_key of their file", day+1, n)
+				}
 			}
 		})
 	}
@@ -67,6 +70,14 @@ const misplacedKeys = `SELECT
   (SELECT count(*) - count(DISTINCT account_key) FROM accounts) +
   (SELECT count(*) FROM transactions t LEFT JOIN accounts a USING (partner_id, account_id) WHERE t.account_key IS DISTINCT FROM a.account_key) +
   (SELECT count(*) FROM balances b LEFT JOIN accounts a USING (partner_id, account_id) WHERE b.account_key IS DISTINCT FROM a.account_key)`
+
+// outOfKeyOrder counts transactions that lie after a row of their file with
+// a higher account_key: each file's rows are stored sorted by key, so that a
+// row group spans few accounts. A file's rows share their commit's
+// updated_at (the files of this test share a name).
+const outOfKeyOrder = `SELECT count(*) FROM (
+  SELECT account_key, lag(account_key) OVER (PARTITION BY updated_at ORDER BY rowid) AS previous FROM transactions)
+WHERE account_key < previous`
 
 type modelStats struct {
 	userKills, accountDeletes, ownerChanges, replaced, transactionDeletes int

@@ -596,6 +596,11 @@ FROM {S}.transactions t{USERS} LEFT JOIN {S}.decisions d ON d.local_id = {DECISI
 	survivingKills = ` LEFT JOIN {S}.last_kills k ON k.account_id = t.account_id
 WHERE t.action = 'upsert' AND t.seq > coalesce(k.seq, -1)`
 	upsertsOnly = ` WHERE t.action = 'upsert'`
+	// A user's rows are read by their account keys, and zone maps skip
+	// the row groups whose key range misses them. A file that updates old
+	// accounts and opens new ones would otherwise append row groups that
+	// each span almost every key, read by every request.
+	inKeyOrder = ` ORDER BY a.account_key`
 )
 
 // The file's enrichment decisions get the warehouse's ids: those it has
@@ -663,9 +668,9 @@ func (l *Load) plan() (resolve, apply []string) {
 	apply = append(apply, insertEnrichments)
 	insert := strings.NewReplacer("{USERS}", users, "{DECISION}", decision).Replace(insertTransactions)
 	if l.users || l.accounts {
-		apply = append(apply, insert+survivingKills)
+		apply = append(apply, insert+survivingKills+inKeyOrder)
 	} else {
-		apply = append(apply, insert+upsertsOnly)
+		apply = append(apply, insert+upsertsOnly+inKeyOrder)
 	}
 	return resolve, apply
 }

@@ -4,7 +4,8 @@
 // asking for expenses, networth and a transactions page of random users.
 // It measures alone, then while a nightly file goes through the server's
 // own path (SFTP upload, notification, job), and prints p50, p99 and
-// requests per second.
+// requests per second. Every run starts from the same warehouse, a copy of
+// the one built the first time (bench/out/api/base.duckdb).
 package main
 
 import (
@@ -65,14 +66,23 @@ type credentials struct {
 func run(c config) error {
 	data := filepath.Join(c.dir, "data")
 	db := filepath.Join(data, "warehouse.duckdb")
+	base := filepath.Join(c.dir, "base.duckdb")
 	credsFile := filepath.Join(c.dir, "credentials.json")
 	if err := os.MkdirAll(c.dir, 0o755); err != nil {
 		return err
 	}
-	if _, err := os.Stat(db); err != nil {
+	if _, err := os.Stat(base); err != nil {
 		if err := build(c, data, db, credsFile); err != nil {
 			return err
 		}
+		if err := copyFile(db, base); err != nil {
+			return err
+		}
+	}
+	// Each run applies a nightly file: start every run from the same
+	// warehouse, and drop the jobs (and archived files) of the last.
+	if err := restore(base, data, db); err != nil {
+		return err
 	}
 	var creds credentials
 	b, err := os.ReadFile(credsFile)
@@ -138,8 +148,12 @@ func run(c config) error {
 	return nil
 }
 
-// build generates the users and ingests them once; later runs reuse it.
+// build generates the users and ingests them once into a new data
+// directory; later runs reuse it.
 func build(c config, data, db, credsFile string) error {
+	if err := os.RemoveAll(data); err != nil {
+		return err
+	}
 	src := filepath.Join(c.dir, fmt.Sprintf("users-%d.xml", c.users))
 	if _, err := os.Stat(src); err != nil {
 		if err := sh(c.bin, "gen", "--users", fmt.Sprint(c.users), "-o", src); err != nil {
@@ -155,6 +169,34 @@ func build(c config, data, db, credsFile string) error {
 	}
 	// Balances dated at the generator's anchor, so networth has a month.
 	return sh(c.bin, "ingest", "--db", db, "--partner", "demo", "--as-of", "2026-10-31", src)
+}
+
+// restore puts the built warehouse back and empties the job directory.
+func restore(base, data, db string) error {
+	if err := os.RemoveAll(filepath.Join(data, "jobs")); err != nil {
+		return err
+	}
+	if err := os.Remove(db + ".wal"); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return copyFile(base, db)
+}
+
+func copyFile(from, to string) error {
+	src, err := os.Open(from)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	dst, err := os.Create(to)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(dst, src); err != nil {
+		dst.Close()
+		return err
+	}
+	return dst.Close()
 }
 
 func sh(bin string, args ...string) error {
