@@ -40,7 +40,7 @@ type Server struct {
 	// Now is the clock for JWT checks and default date ranges; nil: time.Now.
 	Now func() time.Time
 	// MaxConcurrentReads bounds reporting requests reading the warehouse at
-	// once; 0: twice the cores.
+	// once; 0: one per core.
 	MaxConcurrentReads int
 
 	readersOnce   sync.Once

@@ -61,17 +61,19 @@ func (u userRequest) partnerID() string { return u.partner.ID }
 type userHandler func(w http.ResponseWriter, r *http.Request, u userRequest)
 
 // forUser answers 404 for a user the partner does not have. It also admits
-// at most a few reads into the warehouse at once: DuckDB runs each query on
-// every core, so more at once only share the cores and its memory limit
-// (past which queries fail), while the rest wait here in order. While a
-// file is being committed, one read at a time: with four, a nightly file's
-// commit failed for DuckDB memory under make bench-api.
+// at most one read per core into the warehouse at once (serve runs DuckDB
+// one thread per query): more at once only share the cores and DuckDB's
+// memory limit, while the rest wait here in order. While a file is being
+// committed, one read at a time: with four, a nightly file's commit failed
+// for DuckDB memory under make bench-api. A commit that fails for memory
+// all the same runs again with no reads (Store.Reading).
 func (s *Server) forUser(h userHandler) reportHandler {
 	return func(w http.ResponseWriter, r *http.Request, c caller) {
 		if !admit(r.Context(), s.readers()) {
 			return
 		}
 		defer func() { <-s.readers() }()
+		defer s.Store.Reading()()
 		if s.Store.Committing() {
 			if !admit(r.Context(), s.commitReaders) {
 				return
@@ -126,7 +128,7 @@ func (s *Server) readers() chan struct{} {
 	s.readersOnce.Do(func() {
 		n := s.MaxConcurrentReads
 		if n <= 0 {
-			n = 2 * runtime.GOMAXPROCS(0)
+			n = runtime.GOMAXPROCS(0)
 		}
 		s.readersSem = make(chan struct{}, n)
 		s.commitReaders = make(chan struct{}, 1)

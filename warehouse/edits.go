@@ -73,6 +73,7 @@ func (s *Store) EditTransaction(ctx context.Context, e TransactionEdit) error {
 		e.Partner, e.Account, e.Transaction, nickname, tags, tags, e.Edited.UTC()); err != nil {
 		return fmt.Errorf("warehouse: edit transaction: %w", err)
 	}
+	s.edited.add(e.Partner, e.Account)
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("warehouse: edit transaction: %w", err)
 	}
@@ -126,6 +127,9 @@ type NetworthAccount struct {
 
 // NetworthAccounts returns the user's manual networth accounts by id.
 func (s *Store) NetworthAccounts(ctx context.Context, partnerID, user string) ([]NetworthAccount, error) {
+	if !s.manualNetworth.has(partnerID, user) {
+		return nil, nil
+	}
 	rows, err := s.db.QueryContext(ctx, `SELECT networth_account_id, name, account_type, CAST(balance * 100 AS BIGINT), created_at, updated_at
 		FROM networth_accounts WHERE partner_id = ? AND partner_customer_id = ? ORDER BY networth_account_id`, partnerID, user)
 	if err != nil {
@@ -147,6 +151,7 @@ func (s *Store) NetworthAccounts(ctx context.Context, partnerID, user string) ([
 func (s *Store) AddNetworthAccount(ctx context.Context, a NetworthAccount) (NetworthAccount, error) {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
+	s.manualNetworth.add(a.Partner, a.User)
 	err := s.db.QueryRowContext(ctx, `INSERT INTO networth_accounts
 		SELECT ?, ?, (SELECT coalesce(max(networth_account_id), 0) + 1 FROM networth_accounts), ?, ?, CAST(? AS DECIMAL(18,2)) / 100, ?, ?
 		RETURNING networth_account_id`, a.Partner, a.User, a.Name, a.Type, a.Cents, a.CreatedAt.UTC(), a.CreatedAt.UTC()).Scan(&a.ID)

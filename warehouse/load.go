@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"regexp"
@@ -197,7 +198,13 @@ func (l *Load) expand(stmt string) string {
 func (l *Load) exec(ctx context.Context, stmt string) error {
 	stmt = l.expand(stmt)
 	t0 := time.Now()
-	_, err := l.conn.ExecContext(ctx, stmt)
+	var err error
+	if fault := l.store.fault; fault != nil {
+		err = fault(stmt)
+	}
+	if err == nil {
+		_, err = l.conn.ExecContext(ctx, stmt)
+	}
 	first, _, _ := strings.Cut(strings.TrimSpace(stmt), "\n")
 	if l.trace {
 		fmt.Fprintf(os.Stderr, "%8.1fms %.90s\n", float64(time.Since(t0).Microseconds())/1000, first)
@@ -509,9 +516,9 @@ const dedupeSuspects = `DELETE FROM {S}.transactions s USING (
 WHERE s.account_id = d.account_id AND s.transaction_id = d.transaction_id AND s.seq < d.last`
 
 var resolveUsersAndAccounts = []string{
-	`CREATE TABLE {S}.last_users AS
+	`CREATE OR REPLACE TABLE {S}.last_users AS
 SELECT * FROM {S}.users QUALIFY row_number() OVER (PARTITION BY partner_customer_id ORDER BY seq DESC) = 1`,
-	`CREATE TABLE {S}.account_kills AS
+	`CREATE OR REPLACE TABLE {S}.account_kills AS
 WITH user_deletes AS (
   SELECT partner_customer_id, seq FROM {S}.users WHERE action = 'delete'),
 upserts AS (
@@ -529,15 +536,15 @@ SELECT c.account_id, c.seq FROM candidates c
 WHERE coalesce(u.partner_customer_id, s.partner_customer_id) = c.partner_customer_id
 UNION ALL
 SELECT account_id, seq FROM {S}.accounts WHERE action = 'delete'`,
-	`CREATE TABLE {S}.last_kills AS SELECT account_id, max(seq) AS seq FROM {S}.account_kills GROUP BY ALL`,
-	`CREATE TABLE {S}.last_accounts AS
+	`CREATE OR REPLACE TABLE {S}.last_kills AS SELECT account_id, max(seq) AS seq FROM {S}.account_kills GROUP BY ALL`,
+	`CREATE OR REPLACE TABLE {S}.last_accounts AS
 SELECT a.* FROM {S}.accounts a LEFT JOIN {S}.last_kills k USING (account_id)
 WHERE a.action = 'upsert' AND a.seq > coalesce(k.seq, -1)
 QUALIFY row_number() OVER (PARTITION BY a.account_id ORDER BY a.seq DESC) = 1`,
 	// A stored account keeps its key; a new one gets the next, in file order
 	// (see account_key in the schema). Commit holds the write lock, so no
 	// other load takes the same keys.
-	`CREATE TABLE {S}.account_keys AS
+	`CREATE OR REPLACE TABLE {S}.account_keys AS
 SELECT a.account_id, coalesce(k.account_key, (SELECT coalesce(max(account_key), 0) FROM accounts)
   + row_number() OVER (PARTITION BY k.account_key IS NULL ORDER BY a.seq)) AS account_key
 FROM {S}.last_accounts a LEFT JOIN (SELECT account_id, account_key FROM accounts WHERE partner_id = {P}) k USING (account_id)`,
@@ -627,7 +634,7 @@ FROM (SELECT nickname, tag, tag_reason, merchant_key FROM ` + decisions + `
 
 // mapDecisions gives each of the load's decisions its warehouse id.
 func mapDecisions(decisions string) string {
-	return `CREATE TABLE {S}.decisions AS
+	return `CREATE OR REPLACE TABLE {S}.decisions AS
 SELECT l.local_id, min(g.enrichment_id) AS enrichment_id
 FROM ` + decisions + ` l JOIN (SELECT * FROM enrichments UNION ALL BY NAME SELECT * FROM {S}.new_enrichments) g
   ON ` + sameEnrichment("g", "l") + `
@@ -658,7 +665,7 @@ func (l *Load) plan() (resolve, apply []string) {
 		resolve = append(resolve, l.rankUserRulesStmt())
 		local, users, decision = userDecisions, joinUserTagged, "coalesce(u.local_id, t.enrichment_id)"
 	}
-	resolve = append(resolve, "CREATE TABLE {S}.new_enrichments AS "+newEnrichments(local), mapDecisions(local))
+	resolve = append(resolve, "CREATE OR REPLACE TABLE {S}.new_enrichments AS "+newEnrichments(local), mapDecisions(local))
 	if l.deletes {
 		apply = append(apply, deleteKilledTransactions)
 	}
@@ -713,6 +720,24 @@ func (l *Load) Commit(ctx context.Context, rec IngestRecord) error {
 		return err
 	}
 	resolve, apply := l.plan()
+	err = l.resolveAndApply(ctx, resolve, apply, rec, report)
+	if isOutOfMemory(err) && ctx.Err() == nil {
+		// The file's statements share DuckDB's memory limit with the API's
+		// reads; a commit that lost that race is not the file's fault. It
+		// runs once more with no reads at all: they wait, the file lands.
+		l.store.commitRetries.Add(1)
+		err = l.store.exclusively(func() error { return l.resolveAndApply(ctx, resolve, apply, rec, report) })
+	}
+	if err != nil {
+		return fmt.Errorf("warehouse: commit: %w", err)
+	}
+	return nil
+}
+
+// resolveAndApply runs the resolution in the staging database (its tables
+// are replaced when run again), then the warehouse's transaction with the
+// audit row, rolled back on any error.
+func (l *Load) resolveAndApply(ctx context.Context, resolve, apply []string, rec IngestRecord, report []byte) error {
 	for _, stmt := range resolve {
 		if err := l.exec(ctx, stmt); err != nil {
 			return err
@@ -721,6 +746,7 @@ func (l *Load) Commit(ctx context.Context, rec IngestRecord) error {
 	if err := l.exec(ctx, "BEGIN TRANSACTION"); err != nil {
 		return err
 	}
+	var err error
 	for _, stmt := range apply {
 		if err = l.exec(ctx, stmt); err != nil {
 			break
@@ -743,9 +769,14 @@ func (l *Load) Commit(ctx context.Context, rec IngestRecord) error {
 	if err != nil {
 		// A fresh context: the caller's may be cancelled, and the rollback must still run.
 		_, _ = l.conn.ExecContext(context.Background(), "ROLLBACK")
-		return fmt.Errorf("warehouse: commit: %w", err)
 	}
-	return nil
+	return err
+}
+
+// isOutOfMemory reports whether DuckDB failed for its memory limit.
+func isOutOfMemory(err error) bool {
+	var e *duckdb.Error
+	return errors.As(err, &e) && e.Type == duckdb.ErrorTypeOutOfMemory
 }
 
 // Rollback abandons the file: the warehouse stays as it was.

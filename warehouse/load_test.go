@@ -5,7 +5,12 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/duckdb/duckdb-go/v2"
 
 	"github.com/flatfiler/flatfiler/intake"
 	"github.com/flatfiler/flatfiler/warehouse"
@@ -52,5 +57,77 @@ func TestEnrichmentsStagedWithBatchesOrAtCommit(t *testing.T) {
 	atCommit, withBatches := ingest(1<<15), ingest(1)
 	if atCommit != withBatches {
 		t.Errorf("staged at commit:\n%s\nstaged with batches:\n%s", atCommit, withBatches)
+	}
+}
+
+// A commit that runs out of DuckDB's memory runs again once, alone: it
+// waits for the reads under way and the file lands whole. Other errors are
+// not retried.
+func TestCommitRetriesAloneAfterOutOfMemory(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		failure error
+		applied bool
+		retries int64
+	}{
+		{"out of memory", &duckdb.Error{Type: duckdb.ErrorTypeOutOfMemory, Msg: "Out of Memory Error: test"}, true, 1},
+		{"other error", &duckdb.Error{Type: duckdb.ErrorTypeIO, Msg: "IO Error: test"}, false, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ctx := context.Background()
+			store, err := warehouse.Open(ctx, filepath.Join(t.TempDir(), "w.duckdb"), warehouse.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer store.Close()
+			var failed atomic.Bool
+			warehouse.SetFault(store, func(stmt string) error {
+				if strings.HasPrefix(strings.TrimSpace(stmt), "INSERT INTO transactions") && failed.CompareAndSwap(false, true) {
+					return c.failure
+				}
+				return nil
+			})
+			p := &intake.Pipeline{Store: store, Metrics: intake.NewMetrics(prometheus.NewRegistry())}
+			doneReading := store.Reading()
+			finished := make(chan error, 1)
+			go func() {
+				f, err := os.Open("../fixtures/spec/combined.xml")
+				if err != nil {
+					finished <- err
+					return
+				}
+				defer f.Close()
+				_, err = p.Ingest(ctx, "combined.xml", f, intake.Options{Partner: "demo"})
+				finished <- err
+			}()
+			if c.applied {
+				select {
+				case err := <-finished:
+					t.Fatalf("the retry did not wait for the read under way (ingest returned %v)", err)
+				case <-time.After(300 * time.Millisecond):
+				}
+			}
+			doneReading()
+			err = <-finished
+			if !failed.Load() {
+				t.Fatal("the fault never struck: the test proves nothing")
+			}
+			if c.applied && err != nil {
+				t.Fatalf("ingest after the retry: %v", err)
+			}
+			if !c.applied && err == nil {
+				t.Fatal("ingest succeeded although its commit failed")
+			}
+			var txns, ingests int
+			if err := store.DB().QueryRow("SELECT (SELECT count(*) FROM transactions), (SELECT count(*) FROM ingests)").Scan(&txns, &ingests); err != nil {
+				t.Fatal(err)
+			}
+			if got := txns > 0 && ingests == 1; got != c.applied {
+				t.Errorf("%d transactions and %d ingests rows; applied %v, want %v", txns, ingests, got, c.applied)
+			}
+			if got := store.CommitRetries(); got != c.retries {
+				t.Errorf("%d commit retries, want %d", got, c.retries)
+			}
+		})
 	}
 }

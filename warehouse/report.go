@@ -504,6 +504,9 @@ type edit struct {
 
 // edits returns the user's edits on accounts by (account id, transaction id).
 func (s *Store) edits(ctx context.Context, partnerID string, accounts []Account) (map[[2]string]edit, error) {
+	if !s.edited.anyAccount(partnerID, accounts) {
+		return nil, nil
+	}
 	ids := make([]string, len(accounts))
 	for i, a := range accounts {
 		ids[i] = a.ID
@@ -547,6 +550,53 @@ type enrichmentCache struct {
 
 const maxCachedEnrichments = 1 << 16
 
+// preload reads the whole table if it fits, so the API's first requests
+// do not each ask for the ids they miss.
+func (c *enrichmentCache) preload(ctx context.Context, db *sql.DB) error {
+	var n int
+	if err := db.QueryRowContext(ctx, "SELECT count(*) FROM enrichments").Scan(&n); err != nil {
+		return fmt.Errorf("warehouse: enrichments: %w", err)
+	}
+	if n == 0 || n > maxCachedEnrichments {
+		return nil
+	}
+	byID := make(map[int64]enrichment, n)
+	err := readEnrichments(ctx, db, "", func(id int64, e enrichment) { byID[id] = e })
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.byID = byID
+	c.mu.Unlock()
+	return nil
+}
+
+// readEnrichments calls each for the enrichments that pass where (all if
+// empty).
+func readEnrichments(ctx context.Context, db *sql.DB, where string, each func(int64, enrichment)) error {
+	q := `SELECT enrichment_id, coalesce(nickname, ''), coalesce(tag, ''), coalesce(merchant_key, '') FROM enrichments`
+	if where != "" {
+		q += " WHERE " + where
+	}
+	rows, err := db.QueryContext(ctx, q)
+	if err != nil {
+		return fmt.Errorf("warehouse: enrichments: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id int64
+		var e enrichment
+		if err := rows.Scan(&id, &e.nickname, &e.tag, &e.merchantKey); err != nil {
+			return fmt.Errorf("warehouse: enrichments: %w", err)
+		}
+		each(id, e)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("warehouse: enrichments: %w", err)
+	}
+	return nil
+}
+
 func (c *enrichmentCache) get(ctx context.Context, db *sql.DB, ids []int64) (map[int64]enrichment, error) {
 	out := make(map[int64]enrichment, len(ids))
 	var missing []string
@@ -563,24 +613,18 @@ func (c *enrichmentCache) get(ctx context.Context, db *sql.DB, ids []int64) (map
 	if len(missing) == 0 {
 		return out, nil
 	}
-	rows, err := db.QueryContext(ctx, `SELECT enrichment_id, coalesce(nickname, ''), coalesce(tag, ''), coalesce(merchant_key, '')
-		FROM enrichments WHERE enrichment_id IN (`+strings.Join(missing, ", ")+`)`)
+	found := map[int64]enrichment{}
+	err := readEnrichments(ctx, db, "enrichment_id IN ("+strings.Join(missing, ", ")+")", func(id int64, e enrichment) { found[id] = e })
 	if err != nil {
-		return nil, fmt.Errorf("warehouse: enrichments: %w", err)
+		return nil, err
 	}
-	defer rows.Close()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.byID == nil || len(c.byID)+len(missing) > maxCachedEnrichments {
-		c.byID = make(map[int64]enrichment, len(missing))
+	if c.byID == nil || len(c.byID)+len(found) > maxCachedEnrichments {
+		c.byID = make(map[int64]enrichment, len(found))
 	}
-	for rows.Next() {
-		var id int64
-		var e enrichment
-		if err := rows.Scan(&id, &e.nickname, &e.tag, &e.merchantKey); err != nil {
-			return nil, fmt.Errorf("warehouse: enrichments: %w", err)
-		}
+	for id, e := range found {
 		out[id], c.byID[id] = e, e
 	}
-	return out, rows.Err()
+	return out, nil
 }

@@ -52,7 +52,7 @@ func (l *Load) rankUserRulesStmt() string {
 	ranked := strings.NewReplacer("{TXNS}", txns, "{OWNERS}", owners, "{KEY}", "seq").Replace(rankUserRules)
 	// Each winning rule is one decision of the load, numbered below the
 	// staged results' ids (see mapDecisions).
-	return "CREATE TABLE {S}.user_tagged AS SELECT *, -dense_rank() OVER (ORDER BY rule_id) AS local_id FROM (" + ranked + ")"
+	return "CREATE OR REPLACE TABLE {S}.user_tagged AS SELECT *, -dense_rank() OVER (ORDER BY rule_id) AS local_id FROM (" + ranked + ")"
 }
 
 // AddUserRule stores a user's rule. With retag (the spec's posted_at

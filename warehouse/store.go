@@ -38,8 +38,18 @@ type Store struct {
 	writeMu sync.Mutex
 	// committing counts loads applying a file (see Committing).
 	committing atomic.Int32
+	// readGate is held shared by API reads (Reading) and exclusively by a
+	// commit run again after DuckDB ran out of memory; commitRetries counts
+	// those.
+	readGate      sync.RWMutex
+	commitRetries atomic.Int64
+	// fault, set by tests only, fails a load's statement before it runs.
+	fault func(stmt string) error
 	// enrichments caches the enrichments table for the API's reads.
 	enrichments enrichmentCache
+	// edited holds (partner, account) with transaction edits; manualNetworth
+	// (partner, user) with manual networth accounts.
+	edited, manualNetworth presence
 }
 
 // Open opens (and if writable, creates and migrates) the warehouse at path.
@@ -115,7 +125,23 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 			return nil, fmt.Errorf("migrate warehouse %s: %w", path, err)
 		}
 	}
-	return &Store{db: db, path: path, readOnly: opts.ReadOnly}, nil
+	s := &Store{db: db, path: path, readOnly: opts.ReadOnly}
+	if err := s.loadCaches(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open warehouse %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// loadCaches fills what the API keeps beside the warehouse.
+func (s *Store) loadCaches(ctx context.Context) error {
+	if err := s.edited.load(ctx, s.db, "SELECT DISTINCT partner_id, account_id FROM transaction_edits"); err != nil {
+		return err
+	}
+	if err := s.manualNetworth.load(ctx, s.db, "SELECT DISTINCT partner_id, partner_customer_id FROM networth_accounts"); err != nil {
+		return err
+	}
+	return s.enrichments.preload(ctx, s.db)
 }
 
 // moveEnrichmentColumns upgrades warehouses of the first enrichment build,
@@ -240,6 +266,24 @@ WHERE `+table+`.rowid >= ? AND `+table+`.rowid < ? AND `+table+`.account_key IS 
 	}
 	return nil
 }
+
+// Reading marks a read of the warehouse for the API until done is called.
+// A commit that ran out of DuckDB's memory runs again once with no reads:
+// it waits for these to end, and new ones wait for it.
+func (s *Store) Reading() (done func()) {
+	s.readGate.RLock()
+	return s.readGate.RUnlock
+}
+
+func (s *Store) exclusively(f func() error) error {
+	s.readGate.Lock()
+	defer s.readGate.Unlock()
+	return f()
+}
+
+// CommitRetries counts commits run again, alone, after DuckDB ran out of
+// memory.
+func (s *Store) CommitRetries() int64 { return s.commitRetries.Load() }
 
 // Committing reports whether a load is applying a file now. A commit needs
 // most of DuckDB's memory limit, and every read pins blocks within the same

@@ -179,3 +179,32 @@ func reopened(t *testing.T, stmts []string) *Store {
 	}
 	return s
 }
+
+// The API skips the edits and manual networth queries for accounts and
+// users without rows there; after a restart it must still know which have.
+func TestOpenKnowsEditsAndManualAccounts(t *testing.T) {
+	s := reopened(t, []string{
+		`INSERT INTO transaction_edits VALUES ('p', 'a', 't1', 'Mine', NULL, now())`,
+		`INSERT INTO networth_accounts VALUES ('p', 'u', 1, 'House', 'asset', 100, now(), now())`,
+	})
+	defer s.Close()
+	ctx := context.Background()
+	edits, err := s.edits(ctx, "p", []Account{{ID: "b"}, {ID: "a"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := edits[[2]string{"a", "t1"}].nickname; got != "Mine" {
+		t.Errorf("edit after open: nickname %q, want Mine", got)
+	}
+	manual, err := s.NetworthAccounts(ctx, "p", "u")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(manual) != 1 {
+		t.Errorf("%d manual networth accounts after open, want 1", len(manual))
+	}
+	// Another partner's account or user of the same id has none.
+	if edits, _ := s.edits(ctx, "q", []Account{{ID: "a"}}); len(edits) != 0 {
+		t.Errorf("partner q sees partner p's edits: %v", edits)
+	}
+}

@@ -40,7 +40,8 @@ const (
 type config struct {
 	bin, dir, nightly string
 	users, conns      int
-	duration          time.Duration
+	duration, warmup  time.Duration
+	ingest            bool
 }
 
 func main() {
@@ -51,6 +52,8 @@ func main() {
 	flag.IntVar(&c.users, "users", 102500, "users to generate: about 2% are deleted by the file itself, leaving over 100k")
 	flag.IntVar(&c.conns, "conns", 32, "concurrent connections")
 	flag.DurationVar(&c.duration, "duration", 30*time.Second, "length of the phase without ingest")
+	flag.DurationVar(&c.warmup, "warmup", 5*time.Second, "load before measuring, unmeasured (a server just started has cold caches)")
+	flag.BoolVar(&c.ingest, "ingest", true, "measure also while a nightly file is ingested")
 	flag.Parse()
 	if err := run(c); err != nil {
 		fmt.Fprintln(os.Stderr, "bench-api:", err)
@@ -119,7 +122,14 @@ func run(c config) error {
 	if err := waitReady(); err != nil {
 		return err
 	}
-	fmt.Printf("%d connections; expenses, networth and transactions page 1 in turn, random users\n\n", c.conns)
+	load(c, users, func(ctx context.Context) error {
+		select {
+		case <-time.After(c.warmup):
+		case <-ctx.Done():
+		}
+		return nil
+	})
+	fmt.Printf("%d connections; expenses, networth and transactions page 1 in turn, random users; measured after %s of warm-up\n\n", c.conns, c.warmup)
 	fmt.Println("| phase | endpoint | requests | per second | p50 | p99 | max | errors |")
 	fmt.Println("|---|---|---|---|---|---|---|---|")
 	load(c, users, func(ctx context.Context) error {
@@ -129,6 +139,9 @@ func run(c config) error {
 		}
 		return nil
 	}).print("alone")
+	if !c.ingest {
+		return nil
+	}
 
 	var ingest time.Duration
 	stats := load(c, users, func(ctx context.Context) error {

@@ -33,18 +33,20 @@ import (
 
 // serveConfig is what `flatfiler serve` is told.
 type serveConfig struct {
-	Data         string
-	SFTPAddr     string
-	HTTPAddr     string
-	MemoryLimit  string
-	Workers      int
-	MaxFileSize  int64
-	Quota        int64
-	IdleTimeout  time.Duration
-	Retention    time.Duration
-	Grace        time.Duration
-	FailureDelay time.Duration
-	Logger       *slog.Logger
+	Data        string
+	SFTPAddr    string
+	HTTPAddr    string
+	MemoryLimit string
+	// DuckDBThreads is DuckDB's thread count.
+	DuckDBThreads int
+	Workers       int
+	MaxFileSize   int64
+	Quota         int64
+	IdleTimeout   time.Duration
+	Retention     time.Duration
+	Grace         time.Duration
+	FailureDelay  time.Duration
+	Logger        *slog.Logger
 }
 
 // service is a running server: SFTP, HTTP, job workers, one warehouse.
@@ -102,14 +104,18 @@ func startService(ctx context.Context, cfg serveConfig) (_ *service, err error) 
 		return nil, err
 	}
 	closers = append(closers, func() { s.inbox.Close() })
-	if s.store, err = warehouse.Open(ctx, filepath.Join(cfg.Data, "warehouse.duckdb"), warehouse.Options{MemoryLimit: cfg.MemoryLimit}); err != nil {
+	if s.store, err = warehouse.Open(ctx, filepath.Join(cfg.Data, "warehouse.duckdb"), warehouse.Options{MemoryLimit: cfg.MemoryLimit, Threads: cfg.DuckDBThreads}); err != nil {
 		return nil, err
 	}
 	closers = append(closers, func() { s.store.Close() })
 
 	// One registry for everything, as Prometheus itself does: no globals.
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "flatfiler_commit_retries_total",
+			Help: "File commits run again with API reads held off, after DuckDB ran out of memory.",
+		}, func() float64 { return float64(s.store.CommitRetries()) }))
 	limits := inbox.Limits{MaxFileSize: cfg.MaxFileSize, Quota: cfg.Quota}
 	box := func(id string) (*inbox.Box, error) {
 		lim := limits
@@ -261,6 +267,7 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.StringVar(&cfg.SFTPAddr, "sftp-addr", "127.0.0.1:2022", "SFTP listen address")
 	fs.StringVar(&cfg.HTTPAddr, "http-addr", "127.0.0.1:8080", "HTTP listen address (API and /metrics)")
 	fs.StringVar(&cfg.MemoryLimit, "memory-limit", "128MB", "DuckDB memory limit; past it DuckDB spills to disk")
+	fs.IntVar(&cfg.DuckDBThreads, "duckdb-threads", 1, "DuckDB threads: the API's reads are small, and run fastest one thread each, side by side (a file's load is no slower)")
 	fs.IntVar(&cfg.Workers, "workers", 1, "jobs run at once (one partner's jobs always run in order, one at a time)")
 	fs.Var(sizeFlag{&cfg.MaxFileSize}, "max-file-size", "largest file a partner may upload, unless the partner sets its own")
 	fs.Var(sizeFlag{&cfg.Quota}, "quota", "bytes a partner's SFTP folder may hold, unless the partner sets its own")
