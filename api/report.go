@@ -73,7 +73,11 @@ func (s *Server) forUser(h userHandler) reportHandler {
 			return
 		}
 		defer func() { <-s.readers() }()
-		defer s.Store.Reading()()
+		// Only reads hold the gate a retried commit closes: a write would
+		// wait inside it for the store's write lock, which the commit holds.
+		if r.Method == http.MethodGet {
+			defer s.Store.Reading()()
+		}
 		if s.Store.Committing() {
 			if !admit(r.Context(), s.commitReaders) {
 				return

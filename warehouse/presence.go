@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"strings"
 	"sync"
 )
 
@@ -21,16 +22,7 @@ type presence struct {
 	keys map[string]struct{}
 }
 
-func presenceKey(parts ...string) string {
-	k := ""
-	for i, p := range parts {
-		if i > 0 {
-			k += "\x00"
-		}
-		k += p
-	}
-	return k
-}
+func presenceKey(parts ...string) string { return strings.Join(parts, "\x00") }
 
 // load reads the keys query lists (rows of string columns, joined).
 func (p *presence) load(ctx context.Context, db *sql.DB, query string) error {

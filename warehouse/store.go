@@ -269,7 +269,9 @@ WHERE `+table+`.rowid >= ? AND `+table+`.rowid < ? AND `+table+`.account_key IS 
 
 // Reading marks a read of the warehouse for the API until done is called.
 // A commit that ran out of DuckDB's memory runs again once with no reads:
-// it waits for these to end, and new ones wait for it.
+// it waits for these to end, and new ones wait for it. A caller that will
+// write (EditTransaction, networth accounts, rules) must not hold it: the
+// commit holds the write lock while it waits.
 func (s *Store) Reading() (done func()) {
 	s.readGate.RLock()
 	return s.readGate.RUnlock

@@ -155,6 +155,9 @@ func run(c config) error {
 		return stats.err
 	}
 	fmt.Printf("\nnightly file %s: uploaded, notified and applied in %.1f s while loaded\n", filepath.Base(c.nightly), ingest.Seconds())
+	if retries, err := metric("flatfiler_commit_retries_total"); err == nil {
+		fmt.Printf("commits retried alone after running out of memory: %s\n", retries)
+	}
 	if rss, err := peakRSS(srv.Process.Pid); err == nil {
 		fmt.Printf("server peak RSS: %d MB\n", rss/1e6)
 	}
@@ -411,6 +414,25 @@ func deliver(ctx context.Context, path string, creds credentials) error {
 		}
 	}
 	return ctx.Err()
+}
+
+// metric reads one sample's value from the server's /metrics.
+func metric(name string) (string, error) {
+	res, err := http.Get("http://" + httpAddr + "/metrics")
+	if err != nil {
+		return "", err
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		return "", err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			return v, nil
+		}
+	}
+	return "", fmt.Errorf("no %s in /metrics", name)
 }
 
 // peakRSS reads the process's high-water resident set (Linux).
