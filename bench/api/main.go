@@ -122,23 +122,11 @@ func run(c config) error {
 	if err := waitReady(); err != nil {
 		return err
 	}
-	load(c, users, func(ctx context.Context) error {
-		select {
-		case <-time.After(c.warmup):
-		case <-ctx.Done():
-		}
-		return nil
-	})
+	load(c, users, lasting(c.warmup))
 	fmt.Printf("%d connections; expenses, networth and transactions page 1 in turn, random users; measured after %s of warm-up\n\n", c.conns, c.warmup)
 	fmt.Println("| phase | endpoint | requests | per second | p50 | p99 | max | errors |")
 	fmt.Println("|---|---|---|---|---|---|---|---|")
-	load(c, users, func(ctx context.Context) error {
-		select {
-		case <-time.After(c.duration):
-		case <-ctx.Done():
-		}
-		return nil
-	}).print("alone")
+	load(c, users, lasting(c.duration)).print("alone")
 	if !c.ingest {
 		return nil
 	}
@@ -262,6 +250,17 @@ type result struct {
 	errors    []int
 	elapsed   time.Duration
 	err       error
+}
+
+// lasting is a phase of load that ends after d.
+func lasting(d time.Duration) func(context.Context) error {
+	return func(ctx context.Context) error {
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+		}
+		return nil
+	}
 }
 
 // load runs conns workers, each waiting for its answer before asking
