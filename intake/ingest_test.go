@@ -33,7 +33,7 @@ type harness struct {
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
-	store, err := warehouse.Open(context.Background(), filepath.Join(t.TempDir(), "warehouse.duckdb"), warehouse.Options{})
+	store, err := warehouse.Open(context.Background(), filepath.Join(t.TempDir(), "warehouse.duckdb"), warehouse.Options{AccountDirectory: true})
 	if err != nil {
 		t.Fatal(err)
 	}

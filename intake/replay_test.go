@@ -47,6 +47,10 @@ func TestActionsMatchReplayOneByOne(t *testing.T) {
 					t.Fatalf("after file %d (batches of %d rows), warehouse and replay differ:\n%s\nfile:\n%s",
 						day+1, batch, diffLines(got, want), doc)
 				}
+				if got, want := h.accountsByOwner(), m.accountsByOwner(); got != want {
+					t.Fatalf("after file %d, the Store's accounts by owner (the API's account directory) and replay differ:\n%s\nfile:\n%s",
+						day+1, diffLines(got, want), doc)
+				}
 				if n := h.count(misplacedKeys); n != 0 {
 					t.Fatalf("after file %d: %d accounts, balances or transactions with a missing, shared or wrong account_key or owner_hash", day+1, n)
 				}
@@ -265,6 +269,35 @@ UNION ALL SELECT 'transaction ' || account_id || ' ' || transaction_id || ' ' ||
 			h.t.Fatal(err)
 		}
 		lines = append(lines, s)
+	}
+	slices.Sort(lines)
+	return strings.Join(lines, "\n")
+}
+
+// replayUsers are the customer ids randomCombined uses.
+var replayUsers = []string{"U0", "U1", "U2", "U3"}
+
+func (m *model) accountsByOwner() string {
+	var lines []string
+	for id, a := range m.accounts {
+		lines = append(lines, fmt.Sprintf("%s owns %s %s", a.owner, id, a.typ))
+	}
+	slices.Sort(lines)
+	return strings.Join(lines, "\n")
+}
+
+// accountsByOwner lists each user's accounts as Store.Accounts gives them.
+func (h *harness) accountsByOwner() string {
+	h.t.Helper()
+	var lines []string
+	for _, u := range replayUsers {
+		accts, err := h.store.Accounts(context.Background(), "demo", u)
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		for _, a := range accts {
+			lines = append(lines, fmt.Sprintf("%s owns %s %s", a.Owner, a.ID, a.Type))
+		}
 	}
 	slices.Sort(lines)
 	return strings.Join(lines, "\n")

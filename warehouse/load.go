@@ -550,6 +550,20 @@ SELECT a.account_id, coalesce(k.account_key, (SELECT coalesce(max(account_key), 
 FROM {S}.last_accounts a LEFT JOIN (SELECT account_id, account_key FROM accounts WHERE partner_id = {P}) k USING (account_id)`,
 }
 
+// touchedOwners lists the owners whose accounts the file changes, before
+// and after (an account can change owner), for the account directory.
+const touchedOwners = `CREATE OR REPLACE TABLE {S}.touched_owners AS
+SELECT partner_customer_id FROM accounts WHERE partner_id = {P} AND account_id IN (
+  SELECT account_id FROM {S}.last_accounts UNION ALL SELECT account_id FROM {S}.last_kills)
+UNION SELECT partner_customer_id FROM {S}.last_accounts`
+
+// touchedAccounts reads, in the commit's transaction, the accounts of the
+// touched owners as the commit leaves them; an owner left with none comes
+// once with NULL account columns.
+const touchedAccounts = `SELECT {P} AS partner_id, o.partner_customer_id, a.account_id, a.account_key, coalesce(a.account_number, ''),
+	a.fi_name, coalesce(a.nickname, ''), a.account_type, a.account_class, a.state, a.updated_at
+FROM {S}.touched_owners o LEFT JOIN accounts a ON a.partner_id = {P} AND a.partner_customer_id = o.partner_customer_id`
+
 // applyResolved changes the warehouse, in one transaction.
 var applyResolved = []string{
 	`DELETE FROM users WHERE partner_id = {P} AND partner_customer_id IN (SELECT partner_customer_id FROM {S}.last_users)`,
@@ -658,6 +672,9 @@ func (l *Load) plan() (resolve, apply []string) {
 	}
 	if l.users || l.accounts {
 		resolve = append(resolve, resolveUsersAndAccounts...)
+		if l.store.directory != nil {
+			resolve = append(resolve, touchedOwners)
+		}
 		apply = append(apply, applyResolved...)
 	}
 	local, users, decision := stagedDecisions, "", "t.enrichment_id"
@@ -763,14 +780,35 @@ func (l *Load) resolveAndApply(ctx context.Context, resolve, apply []string, rec
 			l.opts.Partner, l.opts.Source, rec.FileType, l.opts.AsOf.Format(time.DateOnly), l.started, time.Now().UTC(),
 			rec.Status, rec.Bytes, string(report), jobID)
 	}
+	var touched map[string][]directoryAccount
+	if err == nil && l.store.directory != nil && (l.users || l.accounts) {
+		touched, err = l.touchedAccounts(ctx)
+	}
 	if err == nil {
 		err = l.exec(ctx, "COMMIT")
 	}
 	if err != nil {
 		// A fresh context: the caller's may be cancelled, and the rollback must still run.
 		_, _ = l.conn.ExecContext(context.Background(), "ROLLBACK")
+		return err
 	}
-	return err
+	if touched != nil {
+		l.store.directory.replace(touched)
+	}
+	return nil
+}
+
+// touchedAccounts reads what the account directory must change.
+func (l *Load) touchedAccounts(ctx context.Context) (map[string][]directoryAccount, error) {
+	rows, err := l.conn.QueryContext(ctx, l.expand(touchedAccounts))
+	if err != nil {
+		return nil, fmt.Errorf("warehouse: account directory: %w", err)
+	}
+	touched := map[string][]directoryAccount{}
+	if err := l.store.directory.scan(rows, touched); err != nil {
+		return nil, err
+	}
+	return touched, nil
 }
 
 // isOutOfMemory reports whether DuckDB failed for its memory limit.

@@ -25,6 +25,10 @@ type Options struct {
 	MemoryLimit string
 	Threads     int
 	TempDir     string // default: PATH.tmp beside the database
+	// AccountDirectory keeps every account in memory, by owner, for the
+	// reporting API's per-user reads (about 150 bytes an account; see
+	// accountDirectory). Serve sets it; ingest and sql need not.
+	AccountDirectory bool
 }
 
 // Store is an open warehouse.
@@ -50,6 +54,9 @@ type Store struct {
 	// edited holds (partner, account) with transaction edits; manualNetworth
 	// (partner, user) with manual networth accounts.
 	edited, manualNetworth presence
+	// directory holds the accounts by owner; nil unless
+	// Options.AccountDirectory.
+	directory *accountDirectory
 }
 
 // Open opens (and if writable, creates and migrates) the warehouse at path.
@@ -126,6 +133,9 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		}
 	}
 	s := &Store{db: db, path: path, readOnly: opts.ReadOnly}
+	if opts.AccountDirectory {
+		s.directory = &accountDirectory{}
+	}
 	if err := s.loadCaches(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open warehouse %s: %w", path, err)
@@ -140,6 +150,11 @@ func (s *Store) loadCaches(ctx context.Context) error {
 	}
 	if err := s.manualNetworth.load(ctx, s.db, "SELECT DISTINCT partner_id, partner_customer_id FROM networth_accounts"); err != nil {
 		return err
+	}
+	if s.directory != nil {
+		if err := s.directory.load(ctx, s.db); err != nil {
+			return err
+		}
 	}
 	return s.enrichments.preload(ctx, s.db)
 }

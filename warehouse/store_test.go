@@ -3,8 +3,11 @@ package warehouse
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"path/filepath"
+	"slices"
 	"testing"
+	"time"
 )
 
 // A warehouse of the first enrichment build kept enrichments in four
@@ -162,6 +165,11 @@ func TestNoARTIndexes(t *testing.T) {
 // left), and opens it again, as an upgrade does.
 func reopened(t *testing.T, stmts []string) *Store {
 	t.Helper()
+	return reopenedWith(t, stmts, Options{})
+}
+
+func reopenedWith(t *testing.T, stmts []string, opts Options) *Store {
+	t.Helper()
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "w.duckdb")
 	s, err := Open(ctx, path, Options{})
@@ -174,7 +182,7 @@ func reopened(t *testing.T, stmts []string) *Store {
 		}
 	}
 	s.Close()
-	if s, err = Open(ctx, path, Options{}); err != nil {
+	if s, err = Open(ctx, path, opts); err != nil {
 		t.Fatal(err)
 	}
 	return s
@@ -206,5 +214,41 @@ func TestOpenKnowsEditsAndManualAccounts(t *testing.T) {
 	// Another partner's account or user of the same id has none.
 	if edits, _ := s.edits(ctx, "q", []Account{{ID: "a"}}); len(edits) != 0 {
 		t.Errorf("partner q sees partner p's edits: %v", edits)
+	}
+}
+
+// Serve reads a user's accounts from memory; after a restart they must be
+// there, each owner's own, in id order, and told apart by partner.
+func TestOpenKnowsAccountsByOwner(t *testing.T) {
+	account := func(partner, owner, id string, key int) string {
+		return fmt.Sprintf(`INSERT INTO accounts (partner_id, partner_customer_id, account_id, fi_name, nickname, account_type,
+			account_class, state, updated_at, account_key, owner_hash) VALUES ('%s', '%s', '%s', 'Bank', NULL, 'checking',
+			'deposit', 'open', '2026-01-02 03:04:05+00', %d, 0)`, partner, owner, id, key)
+	}
+	s := reopenedWith(t, []string{
+		account("p", "u", "b", 2), account("p", "u", "a", 1), account("p", "v", "c", 3), account("q", "u", "d", 4),
+		`INSERT INTO users (partner_id, partner_customer_id, updated_at) VALUES ('p', 'w', now())`,
+	}, Options{AccountDirectory: true})
+	defer s.Close()
+	ctx := context.Background()
+	accts, err := s.Accounts(ctx, "p", "u")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, a := range accts {
+		got = append(got, fmt.Sprintf("%s %d %s %s %s %s", a.ID, a.Key, a.Owner, a.Type, a.FIName, a.UpdatedAt.Format(time.RFC3339)))
+	}
+	want := []string{"a 1 u checking Bank 2026-01-02T03:04:05Z", "b 2 u checking Bank 2026-01-02T03:04:05Z"}
+	if !slices.Equal(got, want) {
+		t.Errorf("accounts of p/u after open:\n got %q\nwant %q", got, want)
+	}
+	for _, tt := range []struct {
+		partner, user string
+		exists        bool
+	}{{"p", "u", true}, {"p", "w", true}, {"q", "u", true}, {"q", "v", false}, {"p", "x", false}} {
+		if ok, err := s.UserExists(ctx, tt.partner, tt.user); err != nil || ok != tt.exists {
+			t.Errorf("UserExists(%s, %s) = %v, %v; want %v", tt.partner, tt.user, ok, err, tt.exists)
+		}
 	}
 }

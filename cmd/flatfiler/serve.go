@@ -104,7 +104,7 @@ func startService(ctx context.Context, cfg serveConfig) (_ *service, err error) 
 		return nil, err
 	}
 	closers = append(closers, func() { s.inbox.Close() })
-	if s.store, err = warehouse.Open(ctx, filepath.Join(cfg.Data, "warehouse.duckdb"), warehouse.Options{MemoryLimit: cfg.MemoryLimit, Threads: cfg.DuckDBThreads}); err != nil {
+	if s.store, err = warehouse.Open(ctx, filepath.Join(cfg.Data, "warehouse.duckdb"), warehouse.Options{MemoryLimit: cfg.MemoryLimit, Threads: cfg.DuckDBThreads, AccountDirectory: true}); err != nil {
 		return nil, err
 	}
 	closers = append(closers, func() { s.store.Close() })
