@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 
@@ -39,14 +40,17 @@ type serveConfig struct {
 	MemoryLimit string
 	// DuckDBThreads is DuckDB's thread count.
 	DuckDBThreads int
-	Workers       int
-	MaxFileSize   int64
-	Quota         int64
-	IdleTimeout   time.Duration
-	Retention     time.Duration
-	Grace         time.Duration
-	FailureDelay  time.Duration
-	Logger        *slog.Logger
+	// Cores bound the API's reads running at once and a job's parser
+	// goroutines; default GOMAXPROCS.
+	Cores        int
+	Workers      int
+	MaxFileSize  int64
+	Quota        int64
+	IdleTimeout  time.Duration
+	Retention    time.Duration
+	Grace        time.Duration
+	FailureDelay time.Duration
+	Logger       *slog.Logger
 }
 
 // service is a running server: SFTP, HTTP, job workers, one warehouse.
@@ -139,7 +143,7 @@ func startService(ctx context.Context, cfg serveConfig) (_ *service, err error) 
 	}
 	pipeline := &intake.Pipeline{Store: s.store, Metrics: intake.NewMetrics(reg), Enrich: engine}
 	if s.jobs, err = jobs.Open(ctx, jobs.Config{
-		Dir: filepath.Join(cfg.Data, "jobs"), Box: box, Pipeline: pipeline, Workers: cfg.Workers,
+		Dir: filepath.Join(cfg.Data, "jobs"), Box: box, Pipeline: pipeline, Workers: cfg.Workers, ParseWorkers: cfg.Cores,
 		Retention: cfg.Retention, Grace: cfg.Grace, Logger: log, Metrics: jobs.NewMetrics(reg),
 	}); err != nil {
 		return nil, err
@@ -155,6 +159,7 @@ func startService(ctx context.Context, cfg serveConfig) (_ *service, err error) 
 	apiServer := &api.Server{
 		Partners: s.partners, Jobs: s.jobs, Store: s.store, Gatherer: reg,
 		AdminToken: hex.EncodeToString(token), Logger: log, Metrics: api.NewMetrics(reg), Enrich: engine,
+		MaxConcurrentReads: cfg.Cores,
 	}
 	if s.sftpLn, err = net.Listen("tcp", cfg.SFTPAddr); err != nil {
 		return nil, fmt.Errorf("sftp: %w", err)
@@ -285,6 +290,17 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	// DuckDB runs each query inside a cgo call, and Go counts a goroutine in
+	// a cgo call as holding one of its GOMAXPROCS Ps until the runtime takes
+	// the P back. With one P per core and a query on each core, the
+	// goroutines that read requests and write responses waited: under make
+	// bench-api 1 to 2% of requests took 150 to 500 ms at the client while
+	// every handler but a few took under 100 ms. With two Ps per core none
+	// took over 150 ms. Queries still run one per core (Cores).
+	cfg.Cores = runtime.GOMAXPROCS(0)
+	if os.Getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(2 * cfg.Cores)
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {

@@ -125,6 +125,8 @@ type Config struct {
 	// always run one at a time, in order. Default 1: one load already uses
 	// both cores and most of the memory budget.
 	Workers int
+	// ParseWorkers are a job's parser goroutines; default GOMAXPROCS.
+	ParseWorkers int
 	// Retention keeps archived files and finished jobs; default 30 days.
 	Retention time.Duration
 	// Grace lets a running job finish at shutdown before it is stopped and

@@ -96,7 +96,7 @@ func (m *Manager) claim() (*Job, *notification) {
 func (m *Manager) run(ctx context.Context, n *notification, j *Job) {
 	m.mu.Lock()
 	created, started := j.CreatedAt, *j.StartedAt
-	opts := intake.Options{Partner: j.Partner, JobID: j.ID, MaxErrors: m.cfg.MaxErrors, Logger: m.log}
+	opts := intake.Options{Partner: j.Partner, JobID: j.ID, MaxErrors: m.cfg.MaxErrors, Logger: m.log, Workers: m.cfg.ParseWorkers}
 	if j.Type != "" {
 		opts.Type, _ = parse.ParseFileType(j.Type)
 	}
