@@ -560,8 +560,7 @@ UNION SELECT partner_customer_id FROM {S}.last_accounts`
 // touchedAccounts reads, in the commit's transaction, the accounts of the
 // touched owners as the commit leaves them; an owner left with none comes
 // once with NULL account columns.
-const touchedAccounts = `SELECT {P} AS partner_id, o.partner_customer_id, a.account_id, a.account_key, coalesce(a.account_number, ''),
-	a.fi_name, coalesce(a.nickname, ''), a.account_type, a.account_class, a.state, a.updated_at
+const touchedAccounts = `SELECT {P}, o.partner_customer_id, ` + directoryColumns + `
 FROM {S}.touched_owners o LEFT JOIN accounts a ON a.partner_id = {P} AND a.partner_customer_id = o.partner_customer_id`
 
 // applyResolved changes the warehouse, in one transaction.

@@ -26,7 +26,7 @@ type Options struct {
 	Threads     int
 	TempDir     string // default: PATH.tmp beside the database
 	// AccountDirectory keeps every account in memory, by owner, for the
-	// reporting API's per-user reads (about 150 bytes an account; see
+	// reporting API's per-user reads (about 130 bytes an account; see
 	// accountDirectory). Serve sets it; ingest and sql need not.
 	AccountDirectory bool
 }
