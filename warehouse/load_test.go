@@ -3,6 +3,11 @@ package warehouse_test
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,7 +17,9 @@ import (
 
 	"github.com/duckdb/duckdb-go/v2"
 
+	"github.com/flatfiler/flatfiler/api"
 	"github.com/flatfiler/flatfiler/intake"
+	"github.com/flatfiler/flatfiler/intake/partner"
 	"github.com/flatfiler/flatfiler/warehouse"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -129,5 +136,106 @@ func TestCommitRetriesAloneAfterOutOfMemory(t *testing.T) {
 				t.Errorf("%d commit retries, want %d", got, c.retries)
 			}
 		})
+	}
+}
+
+// A write through the API (a PUT of a transaction) that arrives while a
+// commit runs, before that commit runs out of memory and runs again alone:
+// the retry waits for the reads under way, and the PUT waits for the
+// commit's write lock. Were the PUT counted as a read, each would wait for
+// the other for ever.
+func TestWriteDuringRetriedCommit(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	store, err := warehouse.Open(ctx, filepath.Join(dir, "w.duckdb"), warehouse.Options{AccountDirectory: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Closing the server or the store waits for their calls: not if two
+	// of them are stuck on each other.
+	stuck := false
+	defer func() {
+		if !stuck {
+			store.Close()
+		}
+	}()
+	p := &intake.Pipeline{Store: store, Metrics: intake.NewMetrics(prometheus.NewRegistry())}
+	const spec = "../fixtures/spec/combined.xml"
+	if _, err := p.IngestFile(ctx, spec, intake.Options{Partner: "demo"}); err != nil {
+		t.Fatal(err)
+	}
+	reg, err := partner.Open(filepath.Join(dir, "partners"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const key = "demo-api-key-0123456789abcdef"
+	if _, err := reg.Add("demo", partner.NewOptions{APIKey: key}); err != nil {
+		t.Fatal(err)
+	}
+	srv := &api.Server{Partners: reg, Store: store, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	hs := httptest.NewServer(srv.Handler())
+	defer func() {
+		if !stuck {
+			hs.Close()
+		}
+	}()
+
+	// The second ingest's commit stops at its copy of transactions until
+	// the PUT is under way, then fails there for memory once.
+	committing, release := make(chan struct{}), make(chan struct{})
+	var struck atomic.Bool
+	warehouse.SetFault(store, func(stmt string) error {
+		if strings.HasPrefix(strings.TrimSpace(stmt), "INSERT INTO transactions") && struck.CompareAndSwap(false, true) {
+			close(committing)
+			<-release
+			return &duckdb.Error{Type: duckdb.ErrorTypeOutOfMemory, Msg: "Out of Memory Error: test"}
+		}
+		return nil
+	})
+	ingested := make(chan error, 1)
+	go func() {
+		_, err := p.IngestFile(ctx, spec, intake.Options{Partner: "demo"})
+		ingested <- err
+	}()
+	<-committing
+	put := make(chan error, 1)
+	go func() {
+		req, _ := http.NewRequest(http.MethodPut, hs.URL+"/api/v2/users/322079353/transactions/83",
+			strings.NewReader(`{"transaction": {"nickname": "Mine"}}`))
+		req.SetBasicAuth(key, "")
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusNoContent {
+				err = fmt.Errorf("PUT: status %d", resp.StatusCode)
+			}
+		}
+		put <- err
+	}()
+	// Let the PUT reach the store's write lock, which the commit holds.
+	time.Sleep(200 * time.Millisecond)
+	close(release)
+	deadline := time.After(20 * time.Second)
+	for range 2 {
+		select {
+		case err := <-ingested:
+			if err != nil {
+				t.Errorf("ingest after the retry: %v", err)
+			}
+		case err := <-put:
+			if err != nil {
+				t.Error(err)
+			}
+		case <-deadline:
+			stuck = true
+			t.Fatal("the retried commit and the PUT wait for each other")
+		}
+	}
+	if store.CommitRetries() != 1 {
+		t.Errorf("%d commit retries, want 1", store.CommitRetries())
+	}
+	var nickname string
+	if err := store.DB().QueryRow("SELECT nickname FROM transaction_edits WHERE transaction_id = '83'").Scan(&nickname); err != nil || nickname != "Mine" {
+		t.Errorf("the PUT's edit: %q, %v", nickname, err)
 	}
 }
