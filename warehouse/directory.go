@@ -82,7 +82,7 @@ func (d *accountDirectory) scan(rows *sql.Rows, owners map[string][]directoryAcc
 		owners[k] = append(owners[k], directoryAccount{
 			id: id.String, number: number.String, nickname: nickname.String,
 			kind: d.kind(accountKind{fiName.String, typ.String, class.String, state.String}),
-			key: key.Int64, updatedAt: updated.Time.UnixMicro(),
+			key:  key.Int64, updatedAt: updated.Time.UnixMicro(),
 		})
 	}
 	if err := rows.Err(); err != nil {
