@@ -20,8 +20,8 @@ import (
 // moment between sees the accounts as they were, as it would a moment
 // earlier.
 //
-// It costs about 130 bytes an account (32 MB for 254,400): what accounts share (FI name,
-// type, class, state) is stored once, as a kind.
+// It costs about 130 bytes an account (32 MB for 254,400): what accounts
+// share (FI name, type, class, state) is stored once, as a kind.
 type accountDirectory struct {
 	mu     sync.RWMutex
 	owners map[string][]directoryAccount // by presenceKey(partner, customer), sorted by id
