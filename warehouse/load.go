@@ -671,7 +671,7 @@ func (l *Load) plan() (resolve, apply []string) {
 	}
 	if l.users || l.accounts {
 		resolve = append(resolve, resolveUsersAndAccounts...)
-		if l.store.directory != nil {
+		if l.touchesDirectory() {
 			resolve = append(resolve, touchedOwners)
 		}
 		apply = append(apply, applyResolved...)
@@ -780,7 +780,7 @@ func (l *Load) resolveAndApply(ctx context.Context, resolve, apply []string, rec
 			rec.Status, rec.Bytes, string(report), jobID)
 	}
 	var touched map[string][]directoryAccount
-	if err == nil && l.store.directory != nil && (l.users || l.accounts) {
+	if err == nil && l.touchesDirectory() {
 		touched, err = l.touchedAccounts(ctx)
 	}
 	if err == nil {
@@ -795,6 +795,12 @@ func (l *Load) resolveAndApply(ctx context.Context, resolve, apply []string, rec
 		l.store.directory.replace(touched)
 	}
 	return nil
+}
+
+// touchesDirectory: the store keeps the account directory and the file
+// may change accounts.
+func (l *Load) touchesDirectory() bool {
+	return l.store.directory != nil && (l.users || l.accounts)
 }
 
 // touchedAccounts reads what the account directory must change.

@@ -12,9 +12,9 @@ import (
 	"time"
 )
 
-// The reporting API reads one user at a time. Each read finds the user's
-// accounts by owner_hash, then reads transactions and balances by the
-// accounts' keys as literal integers: DuckDB prunes those
+// The reporting API reads one user at a time. Each read takes the user's
+// accounts from the account directory, then reads transactions and
+// balances by the accounts' keys as literal integers: DuckDB prunes those
 // scans with zone maps and compares one integer column, where account_id
 // strings cost three times as much and a join against accounts would scan
 // every transaction of the partner. Amounts come out as integer cents.
@@ -24,6 +24,9 @@ import (
 func ownerHash(partner, customer string) string {
 	return "md5_number_upper(" + partner + " || ':' || " + customer + ")"
 }
+
+// errNoDirectory: per-user reads start from the account directory.
+var errNoDirectory = errors.New("warehouse: per-user reads need a Store opened with Options.AccountDirectory")
 
 // ErrNotFound is returned for a user, account, transaction or networth
 // account that does not exist within the partner.
@@ -129,19 +132,15 @@ func (p Page) offset() int { return (p.Number - 1) * p.Size }
 // UserExists reports whether the partner has the user, as a users row or as
 // the owner of accounts.
 func (s *Store) UserExists(ctx context.Context, partnerID, user string) (bool, error) {
-	var ok bool
-	var err error
-	if s.directory != nil {
-		if s.directory.has(partnerID, user) {
-			return true, nil
-		}
-		err = s.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM users WHERE partner_id = ? AND partner_customer_id = ?)`,
-			partnerID, user).Scan(&ok)
-	} else {
-		err = s.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM users WHERE partner_id = ? AND partner_customer_id = ?)
-		OR EXISTS (SELECT 1 FROM accounts WHERE owner_hash = `+ownerHash(quote(partnerID), quote(user))+`
-			AND partner_id = ? AND partner_customer_id = ?)`, partnerID, user, partnerID, user).Scan(&ok)
+	if s.directory == nil {
+		return false, errNoDirectory
 	}
+	if s.directory.has(partnerID, user) {
+		return true, nil
+	}
+	var ok bool
+	err := s.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM users WHERE partner_id = ? AND partner_customer_id = ?)`,
+		partnerID, user).Scan(&ok)
 	if err != nil {
 		return false, fmt.Errorf("warehouse: user %s: %w", user, err)
 	}
@@ -217,37 +216,12 @@ func (s *Store) Users(ctx context.Context, partnerID string, page Page) ([]User,
 }
 
 // Accounts returns the user's accounts, ordered by account id, without
-// balances (see WithBalances).
+// balances (see WithBalances). The Store must keep the account directory.
 func (s *Store) Accounts(ctx context.Context, partnerID, user string) ([]Account, error) {
-	if s.directory != nil {
-		return s.directory.accounts(partnerID, user), nil
+	if s.directory == nil {
+		return nil, errNoDirectory
 	}
-	// The hash is a literal, so DuckDB folds it and compares one integer
-	// column; another owner with the same hash is told apart below.
-	rows, err := s.db.QueryContext(ctx, `SELECT partner_id, account_id, account_key, partner_customer_id, coalesce(account_number, ''), fi_name,
-		coalesce(nickname, ''), account_type, account_class, state, updated_at
-		FROM accounts WHERE owner_hash = `+ownerHash(quote(partnerID), quote(user)))
-	if err != nil {
-		return nil, fmt.Errorf("warehouse: accounts of %s: %w", user, err)
-	}
-	defer rows.Close()
-	var out []Account
-	for rows.Next() {
-		var a Account
-		var p string
-		if err := rows.Scan(&p, &a.ID, &a.Key, &a.Owner, &a.Number, &a.FIName, &a.Nickname, &a.Type, &a.Class, &a.State, &a.UpdatedAt); err != nil {
-			return nil, fmt.Errorf("warehouse: accounts of %s: %w", user, err)
-		}
-		if p == partnerID && a.Owner == user {
-			out = append(out, a)
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("warehouse: accounts of %s: %w", user, err)
-	}
-	// Sorted here: ORDER BY took a third of the query's time.
-	slices.SortFunc(out, func(a, b Account) int { return strings.Compare(a.ID, b.ID) })
-	return out, nil
+	return s.directory.accounts(partnerID, user), nil
 }
 
 // WithBalances sets each account's latest balance snapshot.
