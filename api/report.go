@@ -107,6 +107,12 @@ func (s *Server) internalError(w http.ResponseWriter, r *http.Request, err error
 	if errors.Is(err, r.Context().Err()) {
 		return
 	}
+	if err = s.Store.Check(err); errors.Is(err, warehouse.ErrUnavailable) {
+		s.Logger.Warn("api request refused: warehouse unavailable", "path", r.URL.Path, "err", err)
+		w.Header().Set("Retry-After", "5")
+		writeError(w, http.StatusServiceUnavailable, "the warehouse is being reopened after a storage failure; nothing was lost, try again shortly", nil)
+		return
+	}
 	s.Logger.Error("api request failed", "path", r.URL.Path, "err", err)
 	writeError(w, http.StatusInternalServerError, "internal error; the server log has the details", nil)
 }

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
+	"syscall"
 
 	"github.com/flatfiler/flatfiler/intake/inbox"
 	"github.com/flatfiler/flatfiler/intake/jobs"
@@ -101,9 +102,15 @@ func (s *Server) uploadsReceived(w http.ResponseWriter, r *http.Request, p *part
 		}
 		s.reject(w, p, "rejected", status, summary(rejected.Problems), rejected.Problems)
 		return
+	case errors.Is(err, syscall.ENOSPC):
+		s.Metrics.Notifications.WithLabelValues("failed").Inc()
+		s.Logger.Error("notification failed: disk full", "partner", p.ID, "files", len(names), "err", err)
+		w.Header().Set("Retry-After", "60")
+		writeError(w, http.StatusServiceUnavailable, "the server's disk is full, so the notification could not be recorded: nothing was queued and your files are still in your SFTP folder; send the notification again later", nil)
+		return
 	case err != nil:
 		s.Metrics.Notifications.WithLabelValues("failed").Inc()
-		s.Logger.Error("notification failed", "partner", p.ID, "files", names, "err", err)
+		s.Logger.Error("notification failed", "partner", p.ID, "files", len(names), "err", err)
 		writeError(w, http.StatusInternalServerError, "the notification could not be recorded; nothing was queued, send it again", nil)
 		return
 	}

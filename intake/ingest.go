@@ -5,6 +5,7 @@ package intake
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -62,9 +63,13 @@ type Report struct {
 	Applied bool           `json:"applied"`
 	Outcome
 	// Fatal says why the file was not applied at all.
-	Fatal   string  `json:"fatal,omitempty"`
-	Bytes   int64   `json:"bytes"`
-	Seconds float64 `json:"seconds"`
+	Fatal string `json:"fatal,omitempty"`
+	// Retryable: the file was not applied for the server's storage (a full
+	// disk, an I/O error), not for anything in it; the same file applies
+	// once that is fixed.
+	Retryable bool    `json:"retryable,omitempty"`
+	Bytes     int64   `json:"bytes"`
+	Seconds   float64 `json:"seconds"`
 }
 
 // Records is the number of records counted, skipped ones included.
@@ -133,6 +138,7 @@ func (p *Pipeline) Ingest(ctx context.Context, name string, r io.Reader, opts Op
 		rep.Applied = false
 		rep.Status = StatusError
 		rep.Fatal = fmt.Sprintf("%s: %v", filepath.Base(name), err)
+		rep.Retryable = errors.Is(err, warehouse.ErrStorage)
 		p.Metrics.Files.WithLabelValues(rep.Status).Inc()
 		log.Error("file not applied", "file", name, "partner", opts.Partner, "err", err)
 		return rep, fmt.Errorf("%s: %w", name, err)

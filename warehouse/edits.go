@@ -25,7 +25,7 @@ type TransactionEdit struct {
 func (s *Store) EditTransaction(ctx context.Context, e TransactionEdit) error {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
-	tx, err := s.db.BeginTx(ctx, nil)
+	tx, err := s.db().BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("warehouse: edit transaction: %w", err)
 	}
@@ -130,7 +130,7 @@ func (s *Store) NetworthAccounts(ctx context.Context, partnerID, user string) ([
 	if !s.manualNetworth.has(partnerID, user) {
 		return nil, nil
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT networth_account_id, name, account_type, CAST(balance * 100 AS BIGINT), created_at, updated_at
+	rows, err := s.db().QueryContext(ctx, `SELECT networth_account_id, name, account_type, CAST(balance * 100 AS BIGINT), created_at, updated_at
 		FROM networth_accounts WHERE partner_id = ? AND partner_customer_id = ? ORDER BY networth_account_id`, partnerID, user)
 	if err != nil {
 		return nil, fmt.Errorf("warehouse: networth accounts: %w", err)
@@ -152,7 +152,7 @@ func (s *Store) AddNetworthAccount(ctx context.Context, a NetworthAccount) (Netw
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 	s.manualNetworth.add(a.Partner, a.User)
-	err := s.db.QueryRowContext(ctx, `INSERT INTO networth_accounts
+	err := s.db().QueryRowContext(ctx, `INSERT INTO networth_accounts
 		SELECT ?, ?, (SELECT coalesce(max(networth_account_id), 0) + 1 FROM networth_accounts), ?, ?, CAST(? AS DECIMAL(18,2)) / 100, ?, ?
 		RETURNING networth_account_id`, a.Partner, a.User, a.Name, a.Type, a.Cents, a.CreatedAt.UTC(), a.CreatedAt.UTC()).Scan(&a.ID)
 	if err != nil {
@@ -166,7 +166,7 @@ func (s *Store) AddNetworthAccount(ctx context.Context, a NetworthAccount) (Netw
 func (s *Store) UpdateNetworthAccount(ctx context.Context, a NetworthAccount) error {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
-	res, err := s.db.ExecContext(ctx, `UPDATE networth_accounts SET name = ?, account_type = ?, balance = CAST(? AS DECIMAL(18,2)) / 100, updated_at = ?
+	res, err := s.db().ExecContext(ctx, `UPDATE networth_accounts SET name = ?, account_type = ?, balance = CAST(? AS DECIMAL(18,2)) / 100, updated_at = ?
 		WHERE partner_id = ? AND partner_customer_id = ? AND networth_account_id = ?`,
 		a.Name, a.Type, a.Cents, a.UpdatedAt.UTC(), a.Partner, a.User, a.ID)
 	return affectedOne(res, err, fmt.Sprintf("networth account %d", a.ID))
@@ -176,7 +176,7 @@ func (s *Store) UpdateNetworthAccount(ctx context.Context, a NetworthAccount) er
 func (s *Store) DeleteNetworthAccount(ctx context.Context, partnerID, user string, id int64) error {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
-	res, err := s.db.ExecContext(ctx, `DELETE FROM networth_accounts WHERE partner_id = ? AND partner_customer_id = ? AND networth_account_id = ?`,
+	res, err := s.db().ExecContext(ctx, `DELETE FROM networth_accounts WHERE partner_id = ? AND partner_customer_id = ? AND networth_account_id = ?`,
 		partnerID, user, id)
 	return affectedOne(res, err, fmt.Sprintf("networth account %d", id))
 }
@@ -197,7 +197,7 @@ func affectedOne(res sql.Result, err error, what string) error {
 
 // UserTags returns the tags the user gave transactions or rules, sorted.
 func (s *Store) UserTags(ctx context.Context, partnerID, user string) ([]string, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT DISTINCT name FROM (
+	rows, err := s.db().QueryContext(ctx, `SELECT DISTINCT name FROM (
 		SELECT tag AS name FROM tag_rules WHERE partner_id = ? AND partner_customer_id = ?
 		UNION ALL SELECT unnest(tags).name FROM transaction_edits WHERE partner_id = ? AND account_id IN (
 			SELECT account_id FROM (SELECT * FROM accounts WHERE partner_customer_id = ?) WHERE partner_id = ?)

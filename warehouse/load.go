@@ -18,6 +18,7 @@ import (
 	"github.com/bits-and-blooms/bloom/v3"
 	"github.com/duckdb/duckdb-go/v2"
 
+	"github.com/flatfiler/flatfiler/internal/failpoint"
 	"github.com/flatfiler/flatfiler/stages"
 	"github.com/flatfiler/flatfiler/stages/enrich"
 )
@@ -126,9 +127,9 @@ var loadCounter atomic.Int64
 
 // Begin starts loading a file.
 func (s *Store) Begin(ctx context.Context, opts LoadOptions) (*Load, error) {
-	conn, err := s.db.Conn(ctx)
+	conn, err := s.db().Conn(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("begin load: %w", err)
+		return nil, fmt.Errorf("begin load: %w", s.storageError(err))
 	}
 	n := loadCounter.Add(1)
 	l := &Load{
@@ -163,7 +164,7 @@ func (s *Store) Begin(ctx context.Context, opts LoadOptions) (*Load, error) {
 	}
 	if err != nil {
 		l.discard()
-		return nil, fmt.Errorf("begin load: %w", err)
+		return nil, fmt.Errorf("begin load: %w", s.storageError(err))
 	}
 	return l, nil
 }
@@ -210,7 +211,7 @@ func (l *Load) exec(ctx context.Context, stmt string) error {
 		fmt.Fprintf(os.Stderr, "%8.1fms %.90s\n", float64(time.Since(t0).Microseconds())/1000, first)
 	}
 	if err != nil {
-		return fmt.Errorf("warehouse: %s: %w", first, err)
+		return fmt.Errorf("warehouse: %s: %w", first, l.store.storageError(err))
 	}
 	return nil
 }
@@ -259,7 +260,7 @@ func (l *Load) queryWith(ctx context.Context, query string, scan func(*sql.Rows)
 	defer release()
 	rows, err := l.conn.QueryContext(ctx, l.expand(readAll(query, views)))
 	if err != nil {
-		return fmt.Errorf("warehouse: %w", err)
+		return fmt.Errorf("warehouse: %w", l.store.storageError(err))
 	}
 	defer rows.Close()
 	for rows.Next() {
@@ -267,7 +268,10 @@ func (l *Load) queryWith(ctx context.Context, query string, scan func(*sql.Rows)
 			return err
 		}
 	}
-	return rows.Err()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("warehouse: %w", l.store.storageError(err))
+	}
+	return nil
 }
 
 func (l *Load) views(views []staged) (func(), error) {
@@ -389,7 +393,10 @@ func (l *Load) Apply(ctx context.Context, b *stages.Batch) (Applied, error) {
 			return out, err
 		}
 	}
-	return out, l.exec(ctx, "COMMIT")
+	if err := l.exec(ctx, "COMMIT"); err != nil {
+		return out, err
+	}
+	return out, l.store.faults.Hit(failpoint.LoadStaged)
 }
 
 // checkParents rejects accounts whose user and transactions whose account the
@@ -784,6 +791,12 @@ func (l *Load) resolveAndApply(ctx context.Context, resolve, apply []string, rec
 		touched, err = l.touchedAccounts(ctx)
 	}
 	if err == nil {
+		err = l.store.faults.Hit(failpoint.LoadBeforeCommit)
+	}
+	if err == nil {
+		// Durable once this returns: the WAL is written and synced (see
+		// checkpoint_threshold in openDB). On failure DuckDB has rolled
+		// back, and readers never saw any of it.
 		err = l.exec(ctx, "COMMIT")
 	}
 	if err != nil {
@@ -794,6 +807,9 @@ func (l *Load) resolveAndApply(ctx context.Context, resolve, apply []string, rec
 	if touched != nil {
 		l.store.directory.replace(touched)
 	}
+	// The file is applied: an injected error here would only lie about it.
+	_ = l.store.faults.Hit(failpoint.LoadCommitted)
+	l.store.checkpoint(context.WithoutCancel(ctx), l.conn)
 	return nil
 }
 

@@ -22,9 +22,9 @@ import (
 func (s *Store) Query(ctx context.Context, query, format string, w io.Writer) error {
 	var q interface {
 		QueryContext(context.Context, string, ...any) (*sql.Rows, error)
-	} = s.db
+	} = s.db()
 	if !s.readOnly {
-		conn, err := s.db.Conn(ctx)
+		conn, err := s.db().Conn(ctx)
 		if err != nil {
 			return err
 		}

@@ -139,7 +139,7 @@ func (s *Store) UserExists(ctx context.Context, partnerID, user string) (bool, e
 		return true, nil
 	}
 	var ok bool
-	err := s.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM users WHERE partner_id = ? AND partner_customer_id = ?)`,
+	err := s.db().QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM users WHERE partner_id = ? AND partner_customer_id = ?)`,
 		partnerID, user).Scan(&ok)
 	if err != nil {
 		return false, fmt.Errorf("warehouse: user %s: %w", user, err)
@@ -152,7 +152,7 @@ const userColumns = `partner_customer_id, coalesce(first_name, ''), coalesce(las
 
 // User returns one user; a user known only from accounts has an ID alone.
 func (s *Store) User(ctx context.Context, partnerID, user string) (User, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT partner_id, `+userColumns+` FROM users WHERE partner_id = ? AND partner_customer_id = ?`, partnerID, user)
+	rows, err := s.db().QueryContext(ctx, `SELECT partner_id, `+userColumns+` FROM users WHERE partner_id = ? AND partner_customer_id = ?`, partnerID, user)
 	if err != nil {
 		return User{}, fmt.Errorf("warehouse: user %s: %w", user, err)
 	}
@@ -188,7 +188,7 @@ func (s *Store) User(ctx context.Context, partnerID, user string) (User, error) 
 // Users returns a page of the partner's users in id order, and how many
 // there are.
 func (s *Store) Users(ctx context.Context, partnerID string, page Page) ([]User, int, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+userColumns+`, count(*) OVER () FROM users WHERE partner_id = ?
+	rows, err := s.db().QueryContext(ctx, `SELECT `+userColumns+`, count(*) OVER () FROM users WHERE partner_id = ?
 		ORDER BY partner_customer_id LIMIT ? OFFSET ?`, partnerID, page.Size, page.offset())
 	if err != nil {
 		return nil, 0, fmt.Errorf("warehouse: users: %w", err)
@@ -208,7 +208,7 @@ func (s *Store) Users(ctx context.Context, partnerID string, page Page) ([]User,
 	}
 	if len(out) == 0 && page.Number > 1 {
 		// Past the last page the window count is lost; count apart.
-		if err := s.db.QueryRowContext(ctx, "SELECT count(*) FROM users WHERE partner_id = ?", partnerID).Scan(&total); err != nil {
+		if err := s.db().QueryRowContext(ctx, "SELECT count(*) FROM users WHERE partner_id = ?", partnerID).Scan(&total); err != nil {
 			return nil, 0, fmt.Errorf("warehouse: users: %w", err)
 		}
 	}
@@ -266,7 +266,7 @@ func (s *Store) Snapshots(ctx context.Context, accounts []Account) (map[string][
 		return `SELECT account_id, as_of, balance_type, CAST(amount * 100 AS BIGINT) AS cents, currency_code
 		FROM balances WHERE account_key IN (` + keys + `)`
 	})
-	rows, err := s.db.QueryContext(ctx, q)
+	rows, err := s.db().QueryContext(ctx, q)
 	if err != nil {
 		return nil, fmt.Errorf("warehouse: balances: %w", err)
 	}
@@ -381,7 +381,7 @@ func (s *Store) Transactions(ctx context.Context, partnerID string, accounts []A
 		limit = fmt.Sprintf("LIMIT %d OFFSET %d", page.Size, page.offset())
 	}
 	q := `SELECT *, count(*) OVER () FROM (` + scans + `) ORDER BY posted_at DESC, account_id, transaction_id ` + limit
-	rows, err := s.db.QueryContext(ctx, q, args...)
+	rows, err := s.db().QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, 0, fmt.Errorf("warehouse: transactions: %w", err)
 	}
@@ -450,7 +450,7 @@ func (s *Store) Debits(ctx context.Context, partnerID string, accounts []Account
 		return `SELECT account_id, transaction_id, posted_on, CAST(amount * 100 AS BIGINT) AS cents, coalesce(enrichment_id, 0) AS enrichment_id
 		FROM transactions WHERE account_key IN (` + keys + `)`
 	})
-	rows, err := s.db.QueryContext(ctx, `WITH t AS MATERIALIZED (`+scans+`)
+	rows, err := s.db().QueryContext(ctx, `WITH t AS MATERIALIZED (`+scans+`)
 	SELECT account_id, transaction_id, cents, enrichment_id FROM t WHERE posted_on BETWEEN ? AND ? AND cents < 0`,
 		from.Format(time.DateOnly), to.Format(time.DateOnly))
 	if err != nil {
@@ -480,7 +480,7 @@ func (s *Store) decorate(ctx context.Context, partnerID string, accounts []Accou
 	for i, t := range txns {
 		ids[i] = t.enrichmentID
 	}
-	found, err := s.enrichments.get(ctx, s.db, ids)
+	found, err := s.enrichments.get(ctx, s.db(), ids)
 	if err != nil {
 		return err
 	}
@@ -518,7 +518,7 @@ func (s *Store) edits(ctx context.Context, partnerID string, accounts []Account)
 		ids[i] = a.ID
 	}
 	in, args := inList(ids)
-	rows, err := s.db.QueryContext(ctx, `SELECT account_id, transaction_id, coalesce(nickname, ''), `+tagsJSON("tags")+`
+	rows, err := s.db().QueryContext(ctx, `SELECT account_id, transaction_id, coalesce(nickname, ''), `+tagsJSON("tags")+`
 		FROM transaction_edits WHERE partner_id = ? AND account_id IN (`+in+`)`, append([]any{partnerID}, args...)...)
 	if err != nil {
 		return nil, fmt.Errorf("warehouse: edits: %w", err)

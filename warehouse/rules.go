@@ -65,7 +65,7 @@ func (s *Store) AddUserRule(ctx context.Context, r enrich.UserRule, retag bool) 
 	}
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
-	tx, err := s.db.BeginTx(ctx, nil)
+	tx, err := s.db().BeginTx(ctx, nil)
 	if err != nil {
 		return 0, fmt.Errorf("warehouse: add rule: %w", err)
 	}
@@ -117,7 +117,7 @@ FROM (`+ranked+`) r WHERE transactions.rowid = r.rid AND r.reason = ?`, id, reas
 
 // UserRules returns every stored user rule, to build the enrichment snapshot.
 func (s *Store) UserRules(ctx context.Context) ([]enrich.UserRule, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT partner_id, rule_id, partner_customer_id, coalesce(account_id, ''),
+	rows, err := s.db().QueryContext(ctx, `SELECT partner_id, rule_id, partner_customer_id, coalesce(account_id, ''),
 		match_key, nickname, tag, posted_from, created_at FROM tag_rules ORDER BY rule_id`)
 	if err != nil {
 		return nil, fmt.Errorf("warehouse: user rules: %w", err)

@@ -6,12 +6,16 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 
 	"github.com/duckdb/duckdb-go/v2"
+
+	"github.com/flatfiler/flatfiler/internal/failpoint"
 )
 
 // DefaultPath is where the warehouse lives unless told otherwise.
@@ -29,13 +33,22 @@ type Options struct {
 	// reporting API's per-user reads (about 130 bytes an account; see
 	// accountDirectory). Serve sets it; ingest and sql need not.
 	AccountDirectory bool
+	// Logger reports reopens; default slog.Default().
+	Logger *slog.Logger
+	// Faults are the process's named fault points, for crash tests.
+	Faults *failpoint.Set
 }
 
 // Store is an open warehouse.
 type Store struct {
-	db       *sql.DB
 	path     string
 	readOnly bool
+	opts     Options
+	log      *slog.Logger
+	// handle is the database in use. After DuckDB invalidated it (a fatal
+	// error: a failed checkpoint, an internal error) it is closed and
+	// replaced by a fresh open of the same file; see reopen.
+	handle atomic.Pointer[sql.DB]
 	// writeMu orders a file's commit and a rule's re-tagging: both rewrite
 	// transactions, and DuckDB would fail one of two concurrent writers of
 	// the same rows.
@@ -47,8 +60,19 @@ type Store struct {
 	// those.
 	readGate      sync.RWMutex
 	commitRetries atomic.Int64
+	// reopening is set from the moment the database is found invalidated
+	// until a fresh open has replaced it; down says why, for callers.
+	reopenMu   sync.Mutex
+	reopening  bool
+	down       error
+	reopens    atomic.Int64
+	closed     chan struct{}
+	closeOnce  sync.Once
+	reopenDone chan struct{} // closed when the running reopen ends
 	// fault, set by tests only, fails a load's statement before it runs.
 	fault func(stmt string) error
+	// faults are the process's named fault points (nil: none).
+	faults *failpoint.Set
 	// enrichments caches the enrichments table for the API's reads.
 	enrichments enrichmentCache
 	// edited holds (partner, account) with transaction edits; manualNetworth
@@ -59,6 +83,9 @@ type Store struct {
 	directory *accountDirectory
 }
 
+// db is the database in use.
+func (s *Store) db() *sql.DB { return s.handle.Load() }
+
 // Open opens (and if writable, creates and migrates) the warehouse at path.
 func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	if opts.MemoryLimit == "" {
@@ -67,16 +94,42 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	if opts.TempDir == "" {
 		opts.TempDir = path + ".tmp"
 	}
-	dsn := path
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
 	if opts.ReadOnly {
 		if _, err := os.Stat(path); err != nil {
 			return nil, fmt.Errorf("open warehouse %s: %w", path, err)
 		}
-		dsn += "?access_mode=READ_ONLY"
 	} else if dir := filepath.Dir(path); dir != "" {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, fmt.Errorf("open warehouse: %w", err)
 		}
+	}
+	s := &Store{path: path, readOnly: opts.ReadOnly, opts: opts, log: opts.Logger, faults: opts.Faults, closed: make(chan struct{})}
+	db, err := s.openDB(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s.handle.Store(db)
+	if opts.AccountDirectory {
+		s.directory = &accountDirectory{}
+	}
+	if err := s.loadCaches(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open warehouse %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// openDB opens the database file with the store's settings and, if
+// writable, applies the schema and upgrades. DuckDB replays the file's
+// write-ahead log here: every transaction whose COMMIT returned is back.
+func (s *Store) openDB(ctx context.Context) (*sql.DB, error) {
+	opts := s.opts
+	dsn := s.path
+	if opts.ReadOnly {
+		dsn += "?access_mode=READ_ONLY"
 	}
 	// The database's settings are global: they are made on the first
 	// connection. Later connections (the pool grows with concurrent API
@@ -91,6 +144,23 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		// footprint stays near the limit rather than the limit plus caches.
 		"SET allocator_flush_threshold = '16MB'",
 		"SET allocator_background_threads = true",
+		// A COMMIT must be the moment a file becomes durable, and nothing
+		// else. When DuckDB 1.4 decides to checkpoint at a commit (its WAL
+		// would pass checkpoint_threshold, 16 MB by default: every file of
+		// any size) it skips the WAL, makes the transaction visible, and
+		// then checkpoints; if that checkpoint fails (a full disk) readers
+		// have seen rows that exist nowhere on disk, and the failed
+		// checkpoint invalidates the database (duckdb v1.4.5,
+		// src/transaction/duck_transaction_manager.cpp, CommitTransaction;
+		// src/storage/storage_manager.cpp, CreateCheckpoint rethrows every
+		// error as a FatalException). With the threshold out of reach every
+		// COMMIT writes and syncs the WAL first: if that fails, DuckDB
+		// truncates the WAL and rolls back (DuckTransaction::WriteToWAL,
+		// RevertCommit), so readers keep the state before the file. Large
+		// appends are written to the database file as they are made, and the
+		// WAL records only where (ROW_GROUP_DATA), so the WAL stays small.
+		// Loads then checkpoint explicitly, after the file is durable.
+		"SET checkpoint_threshold = '1TB'",
 	}
 	if opts.Threads > 0 {
 		global = append(global, fmt.Sprintf("SET threads = %d", opts.Threads))
@@ -116,47 +186,66 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	}
 	connector, err := duckdb.NewConnector(dsn, init)
 	if err != nil {
-		return nil, fmt.Errorf("open warehouse %s: %w", path, err)
+		return nil, fmt.Errorf("open warehouse %s: %w", s.path, err)
 	}
 	db := sql.OpenDB(connector)
-	if !opts.ReadOnly {
-		_, err := db.ExecContext(ctx, schema)
-		if err == nil {
-			err = moveEnrichmentColumns(ctx, db)
-		}
-		if err == nil {
-			err = assignAccountKeys(ctx, db)
-		}
-		if err != nil {
-			db.Close()
-			return nil, fmt.Errorf("migrate warehouse %s: %w", path, err)
-		}
+	if opts.ReadOnly {
+		return db, nil
 	}
-	s := &Store{db: db, path: path, readOnly: opts.ReadOnly}
-	if opts.AccountDirectory {
-		s.directory = &accountDirectory{}
+	_, err = db.ExecContext(ctx, schema)
+	if err == nil {
+		// DuckDB holds the file's lock now: no other process uses the spill
+		// directory, and files left there belong to a process that died.
+		err = removeSpillLeftovers(opts.TempDir)
 	}
-	if err := s.loadCaches(ctx); err != nil {
+	if err == nil {
+		err = moveEnrichmentColumns(ctx, db)
+	}
+	if err == nil {
+		err = assignAccountKeys(ctx, db)
+	}
+	if err != nil {
 		db.Close()
-		return nil, fmt.Errorf("open warehouse %s: %w", path, err)
+		return nil, fmt.Errorf("migrate warehouse %s: %w", s.path, err)
 	}
-	return s, nil
+	return db, nil
+}
+
+// removeSpillLeftovers deletes DuckDB's temporary files in dir. DuckDB
+// deletes its own when it closes, but a process killed mid-load leaves
+// them (gigabytes for a large file), and the next open does not.
+func removeSpillLeftovers(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("spill directory: %w", err)
+	}
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), "duckdb_temp_") {
+			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
+				return fmt.Errorf("spill directory: %w", err)
+			}
+		}
+	}
+	return nil
 }
 
 // loadCaches fills what the API keeps beside the warehouse.
 func (s *Store) loadCaches(ctx context.Context) error {
-	if err := s.edited.load(ctx, s.db, "SELECT DISTINCT partner_id, account_id FROM transaction_edits"); err != nil {
+	if err := s.edited.load(ctx, s.db(), "SELECT DISTINCT partner_id, account_id FROM transaction_edits"); err != nil {
 		return err
 	}
-	if err := s.manualNetworth.load(ctx, s.db, "SELECT DISTINCT partner_id, partner_customer_id FROM networth_accounts"); err != nil {
+	if err := s.manualNetworth.load(ctx, s.db(), "SELECT DISTINCT partner_id, partner_customer_id FROM networth_accounts"); err != nil {
 		return err
 	}
 	if s.directory != nil {
-		if err := s.directory.load(ctx, s.db); err != nil {
+		if err := s.directory.load(ctx, s.db()); err != nil {
 			return err
 		}
 	}
-	return s.enrichments.preload(ctx, s.db)
+	return s.enrichments.preload(ctx, s.db())
 }
 
 // moveEnrichmentColumns upgrades warehouses of the first enrichment build,
@@ -308,26 +397,33 @@ func (s *Store) CommitRetries() int64 { return s.commitRetries.Load() }
 func (s *Store) Committing() bool { return s.committing.Load() > 0 }
 
 // DB exposes the database for queries (the sql command, tests, the API).
-func (s *Store) DB() *sql.DB { return s.db }
+func (s *Store) DB() *sql.DB { return s.db() }
 
 // Path is the database file.
 func (s *Store) Path() string { return s.path }
 
 // Close checkpoints and closes the warehouse.
 func (s *Store) Close() error {
-	return s.db.Close()
+	s.closeOnce.Do(func() { close(s.closed) })
+	s.reopenMu.Lock()
+	done := s.reopenDone
+	s.reopenMu.Unlock()
+	if done != nil {
+		<-done
+	}
+	return s.db().Close()
 }
 
 // IngestReport returns the report stored with the file a job applied, if
 // the job's file was committed.
 func (s *Store) IngestReport(ctx context.Context, jobID string) ([]byte, bool, error) {
 	var report string
-	err := s.db.QueryRowContext(ctx, "SELECT report::VARCHAR FROM ingests WHERE job_id = ?", jobID).Scan(&report)
+	err := s.db().QueryRowContext(ctx, "SELECT report::VARCHAR FROM ingests WHERE job_id = ?", jobID).Scan(&report)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, false, nil
 	}
 	if err != nil {
-		return nil, false, fmt.Errorf("warehouse: ingest of job %s: %w", jobID, err)
+		return nil, false, fmt.Errorf("warehouse: ingest of job %s: %w", jobID, s.Check(err))
 	}
 	return []byte(report), true, nil
 }

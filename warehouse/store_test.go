@@ -63,13 +63,13 @@ func TestNewConnectionsAfterSpill(t *testing.T) {
 	defer s.Close()
 	// A sort beyond the memory limit spills.
 	var n int64
-	if err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM (SELECT range, md5(range::VARCHAR) AS h FROM range(3000000) ORDER BY h)`).Scan(&n); err != nil {
+	if err := s.db().QueryRowContext(ctx, `SELECT count(*) FROM (SELECT range, md5(range::VARCHAR) AS h FROM range(3000000) ORDER BY h)`).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
-	s.db.SetMaxIdleConns(0) // every query below opens a new connection
+	s.db().SetMaxIdleConns(0) // every query below opens a new connection
 	conns := make([]*sql.Conn, 4)
 	for i := range conns {
-		c, err := s.db.Conn(ctx)
+		c, err := s.db().Conn(ctx)
 		if err != nil {
 			t.Fatalf("connection %d after a spill: %v", i, err)
 		}

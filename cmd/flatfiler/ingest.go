@@ -98,7 +98,12 @@ func ingestCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	opts.Logger = logger
 
-	store, err := warehouse.Open(ctx, *db, warehouse.Options{MemoryLimit: *memory})
+	faults, err := faultPoints(stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "flatfiler ingest: %s: %v\n", faultsEnv, err)
+		return 2
+	}
+	store, err := warehouse.Open(ctx, *db, warehouse.Options{MemoryLimit: *memory, Logger: logger, Faults: faults})
 	if err != nil {
 		fmt.Fprintf(stderr, "flatfiler ingest: %v\n", err)
 		return 1

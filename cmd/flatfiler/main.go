@@ -12,6 +12,8 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"syscall"
+
+	"github.com/flatfiler/flatfiler/internal/failpoint"
 )
 
 const usage = `flatfiler: bulk ingest of personal-finance flat files into a DuckDB warehouse
@@ -44,6 +46,14 @@ func main() {
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
+}
+
+// faultsEnv arms named fault points (internal/failpoint) for crash and
+// disk-full tests of the real process: "load/before-commit=crash;...".
+const faultsEnv = "FLATFILER_FAILPOINTS"
+
+func faultPoints(stderr io.Writer) (*failpoint.Set, error) {
+	return failpoint.Parse(os.Getenv(faultsEnv), stderr)
 }
 
 // run dispatches a command line; it returns the process exit code.

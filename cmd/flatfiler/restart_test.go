@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/md5"
 	"encoding/hex"
+	"errors"
 	"net/http"
 	"os"
 	"os/exec"
@@ -49,9 +50,39 @@ type child struct {
 
 func startChild(t *testing.T, dir string, extra ...string) *child {
 	t.Helper()
-	args := append([]string{"serve", "--data", dir, "--sftp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"}, extra...)
+	return startChildEnv(t, dir, nil, extra...)
+}
+
+// childCommand runs flatfiler with args in a child process, with env added
+// to the test's environment.
+func childCommand(env []string, args ...string) *exec.Cmd {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), childEnv+"="+strings.Join(args, "\x1f"))
+	cmd.Env = append(append(os.Environ(), env...), childEnv+"="+strings.Join(args, "\x1f"))
+	return cmd
+}
+
+// runChild runs a flatfiler command in a child process and reports
+// whether it was killed by SIGKILL, and what it printed on stderr.
+func runChild(t *testing.T, env []string, args ...string) (killed bool, stderr string) {
+	t.Helper()
+	cmd := childCommand(env, args...)
+	var errOut bytes.Buffer
+	cmd.Stderr = &errOut
+	err := cmd.Run()
+	var exit *exec.ExitError
+	if errors.As(err, &exit) {
+		ws, ok := exit.Sys().(syscall.WaitStatus)
+		killed = ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL
+	}
+	return killed, errOut.String()
+}
+
+// startChildEnv starts flatfiler serve in a child process, with env added
+// to the test's environment.
+func startChildEnv(t *testing.T, dir string, env []string, extra ...string) *child {
+	t.Helper()
+	args := append([]string{"serve", "--data", dir, "--sftp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"}, extra...)
+	cmd := childCommand(env, args...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

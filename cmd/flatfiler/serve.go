@@ -29,6 +29,7 @@ import (
 	"github.com/flatfiler/flatfiler/intake/jobs"
 	"github.com/flatfiler/flatfiler/intake/partner"
 	"github.com/flatfiler/flatfiler/intake/sftpd"
+	"github.com/flatfiler/flatfiler/internal/failpoint"
 	"github.com/flatfiler/flatfiler/warehouse"
 )
 
@@ -50,7 +51,11 @@ type serveConfig struct {
 	Retention    time.Duration
 	Grace        time.Duration
 	FailureDelay time.Duration
-	Logger       *slog.Logger
+	// RetryAfter is the first wait of a job whose attempt failed for the
+	// server's storage; it doubles up to ten minutes.
+	RetryAfter time.Duration
+	Logger     *slog.Logger
+	Faults     *failpoint.Set
 }
 
 // service is a running server: SFTP, HTTP, job workers, one warehouse.
@@ -108,7 +113,9 @@ func startService(ctx context.Context, cfg serveConfig) (_ *service, err error) 
 		return nil, err
 	}
 	closers = append(closers, func() { s.inbox.Close() })
-	if s.store, err = warehouse.Open(ctx, filepath.Join(cfg.Data, "warehouse.duckdb"), warehouse.Options{MemoryLimit: cfg.MemoryLimit, Threads: cfg.DuckDBThreads, AccountDirectory: true}); err != nil {
+	if s.store, err = warehouse.Open(ctx, filepath.Join(cfg.Data, "warehouse.duckdb"), warehouse.Options{
+		MemoryLimit: cfg.MemoryLimit, Threads: cfg.DuckDBThreads, AccountDirectory: true, Logger: log, Faults: cfg.Faults,
+	}); err != nil {
 		return nil, err
 	}
 	closers = append(closers, func() { s.store.Close() })
@@ -119,7 +126,11 @@ func startService(ctx context.Context, cfg serveConfig) (_ *service, err error) 
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "flatfiler_commit_retries_total",
 			Help: "File commits run again with API reads held off, after DuckDB ran out of memory.",
-		}, func() float64 { return float64(s.store.CommitRetries()) }))
+		}, func() float64 { return float64(s.store.CommitRetries()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "flatfiler_warehouse_reopens_total",
+			Help: "Times the warehouse was closed and opened again after DuckDB invalidated it (a failed checkpoint, an internal error).",
+		}, func() float64 { return float64(s.store.Reopens()) }))
 	limits := inbox.Limits{MaxFileSize: cfg.MaxFileSize, Quota: cfg.Quota}
 	box := func(id string) (*inbox.Box, error) {
 		lim := limits
@@ -144,7 +155,8 @@ func startService(ctx context.Context, cfg serveConfig) (_ *service, err error) 
 	pipeline := &intake.Pipeline{Store: s.store, Metrics: intake.NewMetrics(reg), Enrich: engine}
 	if s.jobs, err = jobs.Open(ctx, jobs.Config{
 		Dir: filepath.Join(cfg.Data, "jobs"), Box: box, Pipeline: pipeline, Workers: cfg.Workers, ParseWorkers: cfg.Cores,
-		Retention: cfg.Retention, Grace: cfg.Grace, Logger: log, Metrics: jobs.NewMetrics(reg),
+		Retention: cfg.Retention, Grace: cfg.Grace, RetryAfter: cfg.RetryAfter, Logger: log, Metrics: jobs.NewMetrics(reg),
+		Faults: cfg.Faults,
 	}); err != nil {
 		return nil, err
 	}
@@ -279,6 +291,7 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", 10*time.Minute, "close SFTP sessions with no request for this long (transfers count as activity)")
 	fs.DurationVar(&cfg.Retention, "archive-retention", 30*24*time.Hour, "keep processed files and finished jobs this long")
 	fs.DurationVar(&cfg.Grace, "shutdown-grace", 10*time.Second, "at shutdown, let a running job finish for this long before it is stopped and queued again")
+	fs.DurationVar(&cfg.RetryAfter, "retry-after", 10*time.Second, "a job not applied for the server's storage (full disk, I/O error) runs again after this long, doubling up to 10m; the file is kept")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: flatfiler serve [flags]\n\nRuns the SFTP server, the HTTP API and the job workers. Every flag can also be set\nas an environment variable: --sftp-addr as %s.\n\n", envName("sftp-addr"))
@@ -308,6 +321,11 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return 2
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	var err error
+	if cfg.Faults, err = faultPoints(stderr); err != nil {
+		fmt.Fprintf(stderr, "flatfiler serve: %s: %v\n", faultsEnv, err)
+		return 2
+	}
 
 	s, err := startService(ctx, cfg)
 	if err != nil {

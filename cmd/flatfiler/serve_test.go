@@ -155,6 +155,15 @@ type apiAnswer struct {
 
 func (ts *testServer) call(method, path string, params url.Values, key string) apiAnswer {
 	ts.t.Helper()
+	a, err := ts.tryCall(method, path, params, key)
+	if err != nil {
+		ts.t.Fatal(err)
+	}
+	return a
+}
+
+// tryCall is call for a server that may die before it answers.
+func (ts *testServer) tryCall(method, path string, params url.Values, key string) (apiAnswer, error) {
 	u := ts.base + path
 	if len(params) > 0 {
 		u += "?" + params.Encode()
@@ -165,22 +174,35 @@ func (ts *testServer) call(method, path string, params url.Values, key string) a
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		ts.t.Fatal(err)
+		return apiAnswer{}, err
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
 	a := apiAnswer{Status: resp.StatusCode, Raw: string(raw)}
 	_ = json.Unmarshal(raw, &a.Body)
-	return a
+	return a, nil
 }
 
-func (ts *testServer) notify(key string, names, hashes []string, extra ...string) apiAnswer {
-	ts.t.Helper()
+func notification(key string, names, hashes []string, extra ...string) url.Values {
 	q := url.Values{"api_key": {key}, "filenames": {strings.Join(names, ",")}, "hashes": {strings.Join(hashes, ",")}}
 	for i := 0; i+1 < len(extra); i += 2 {
 		q.Set(extra[i], extra[i+1])
 	}
-	return ts.call(http.MethodPost, "/api/v2/uploads/received", q, "")
+	return q
+}
+
+func (ts *testServer) notify(key string, names, hashes []string, extra ...string) apiAnswer {
+	ts.t.Helper()
+	return ts.call(http.MethodPost, "/api/v2/uploads/received", notification(key, names, hashes, extra...), "")
+}
+
+// tryNotify notifies a server that may die before it answers: nil then.
+func (ts *testServer) tryNotify(key string, names, hashes []string) *apiAnswer {
+	a, err := ts.tryCall(http.MethodPost, "/api/v2/uploads/received", notification(key, names, hashes), "")
+	if err != nil {
+		return nil
+	}
+	return &a
 }
 
 func jobIDs(t *testing.T, a apiAnswer) []string {

@@ -29,6 +29,7 @@ import (
 
 	"github.com/flatfiler/flatfiler/intake"
 	"github.com/flatfiler/flatfiler/intake/inbox"
+	"github.com/flatfiler/flatfiler/internal/failpoint"
 	"github.com/flatfiler/flatfiler/parse"
 	"github.com/flatfiler/flatfiler/stages"
 )
@@ -59,12 +60,16 @@ type Job struct {
 	BytesTotal int64  `json:"bytes_total"`
 	BytesDone  int64  `json:"bytes_done"`
 	intake.Outcome
-	// Message says why a file was not applied at all.
-	Message    string     `json:"message,omitempty"`
-	Attempts   int        `json:"attempts"`
-	CreatedAt  time.Time  `json:"created_at"`
-	StartedAt  *time.Time `json:"started_at,omitempty"`
-	FinishedAt *time.Time `json:"finished_at,omitempty"`
+	// Message says why a file was not applied at all, or, while the job
+	// waits for NextAttemptAt, why its last attempt did not apply it.
+	Message  string `json:"message,omitempty"`
+	Attempts int    `json:"attempts"`
+	// NextAttemptAt is when a job whose last attempt failed for the
+	// server's storage (a full disk, an I/O error) runs again.
+	NextAttemptAt *time.Time `json:"next_attempt_at,omitempty"`
+	CreatedAt     time.Time  `json:"created_at"`
+	StartedAt     *time.Time `json:"started_at,omitempty"`
+	FinishedAt    *time.Time `json:"finished_at,omitempty"`
 }
 
 // Final reports whether the job will not change any more.
@@ -108,6 +113,9 @@ type notification struct {
 	Key       string    `json:"key"`
 	CreatedAt time.Time `json:"created_at"`
 	Jobs      []*Job    `json:"jobs"`
+	// unsaved: the last write of this record failed (a full disk); it is
+	// written again before any job is claimed.
+	unsaved bool
 }
 
 const (
@@ -133,8 +141,14 @@ type Config struct {
 	// queued again; zero stops it at once.
 	Grace     time.Duration
 	MaxErrors int // errors kept per job; default 100
-	Logger    *slog.Logger
-	Metrics   *Metrics
+	// RetryAfter is how long a job whose attempt failed for the server's
+	// storage waits before the next; it doubles, with jitter, up to
+	// RetryMax. Defaults 10s and 10m.
+	RetryAfter, RetryMax time.Duration
+	Logger               *slog.Logger
+	Metrics              *Metrics
+	// Faults are the process's named fault points, for crash tests.
+	Faults *failpoint.Set
 }
 
 // Manager owns the jobs.
@@ -171,6 +185,12 @@ func Open(ctx context.Context, cfg Config) (*Manager, error) {
 	}
 	if cfg.MaxErrors <= 0 {
 		cfg.MaxErrors = 100
+	}
+	if cfg.RetryAfter <= 0 {
+		cfg.RetryAfter = 10 * time.Second
+	}
+	if cfg.RetryMax < cfg.RetryAfter {
+		cfg.RetryMax = max(10*time.Minute, cfg.RetryAfter)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -217,11 +237,18 @@ func (m *Manager) load(ctx context.Context) error {
 			continue
 		}
 		for _, j := range n.Jobs {
-			if j.Status == Processing {
+			switch {
+			case j.Status == Processing:
 				if err := m.settle(ctx, n, j); err != nil {
 					return err
 				}
+			case j.Final():
+				// Recorded final before the process stopped, maybe not
+				// archived yet.
+				m.archive(j)
 			}
+			// A start is when an operator has fixed what a retry waited for.
+			j.NextAttemptAt = nil
 		}
 		m.index(n)
 	}
@@ -262,9 +289,12 @@ func (m *Manager) settle(ctx context.Context, n *notification, j *Job) error {
 	}
 	rep.Applied = true
 	m.finish(j, rep, nil)
-	m.archive(j)
 	m.log.Info("job committed before the process stopped; finished from the warehouse", "partner", j.Partner, "job_id", j.ID, "file", j.Filename, "status", j.Status)
-	return m.persist(n)
+	if err := m.persist(n); err != nil {
+		return err
+	}
+	m.archive(j)
+	return nil
 }
 
 func (m *Manager) index(n *notification) {
@@ -382,8 +412,12 @@ func (m *Manager) Accept(ctx context.Context, partnerID string, notified []File)
 	}
 	// Written before any file moves: if the process dies now, the next
 	// start finds it accepting and puts the files back.
-	if err := m.persist(n); err != nil {
+	if err := m.cfg.Faults.Hit(failpoint.NotifyAccepting); err != nil {
 		return nil, false, fmt.Errorf("jobs: %w", err)
+	}
+	if err := m.persist(n); err != nil {
+		_ = os.Remove(filepath.Join(m.notifDir(), n.ID+".json.tmp"))
+		return nil, false, fmt.Errorf("jobs: recording the notification: %w", err)
 	}
 	var taken []inbox.Taken
 	undo := func() {
@@ -422,6 +456,10 @@ func (m *Manager) Accept(ctx context.Context, partnerID string, notified []File)
 		undo()
 		return nil, false, fmt.Errorf("jobs: %w", err)
 	}
+	if err := m.cfg.Faults.Hit(failpoint.NotifySpooled); err != nil {
+		undo()
+		return nil, false, fmt.Errorf("jobs: %w", err)
+	}
 	n.State = accepted
 	m.mu.Lock()
 	err = m.persist(n)
@@ -432,8 +470,9 @@ func (m *Manager) Accept(ctx context.Context, partnerID string, notified []File)
 	m.mu.Unlock()
 	if err != nil {
 		undo()
-		return nil, false, fmt.Errorf("jobs: %w", err)
+		return nil, false, fmt.Errorf("jobs: recording the notification: %w", err)
 	}
+	_ = m.cfg.Faults.Hit(failpoint.NotifyAccepted) // accepted: an error here would lie
 	for _, j := range jobs {
 		m.log.Info("job queued", "partner", partnerID, "job_id", j.ID, "file", j.Filename, "bytes", j.BytesTotal, "md5", j.MD5, "notification_id", n.ID)
 	}

@@ -8,7 +8,10 @@ type Metrics struct {
 	Finished *prometheus.CounterVec // status
 	Duration prometheus.Histogram
 	Wait     prometheus.Histogram
-	manager  *Manager
+	// Retries counts attempts that failed for the server's storage and
+	// were scheduled again.
+	Retries prometheus.Counter
+	manager *Manager
 
 	states *prometheus.Desc
 	depth  *prometheus.Desc
@@ -27,6 +30,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Wait: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "flatfiler_job_queue_wait_seconds", Help: "Time a job waited in the queue before it started.", Buckets: buckets,
 		}),
+		Retries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "flatfiler_job_retries_total", Help: "Job attempts that failed for the server's storage (full disk, I/O, memory) and were scheduled again; the file is kept.",
+		}),
 		states: prometheus.NewDesc("flatfiler_jobs", "Upload jobs kept (within retention), by state.", []string{"state"}, nil),
 		depth:  prometheus.NewDesc("flatfiler_job_queue_depth", "Upload jobs waiting to run.", nil, nil),
 	}
@@ -34,7 +40,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.Finished.WithLabelValues(s)
 	}
 	if reg != nil {
-		reg.MustRegister(m.Finished, m.Duration, m.Wait, m)
+		reg.MustRegister(m.Finished, m.Duration, m.Wait, m.Retries, m)
 	}
 	return m
 }

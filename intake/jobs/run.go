@@ -9,10 +9,13 @@ import (
 	"sort"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"github.com/sourcegraph/conc"
 
 	"github.com/flatfiler/flatfiler/intake"
+	"github.com/flatfiler/flatfiler/internal/failpoint"
 	"github.com/flatfiler/flatfiler/parse"
+	"github.com/flatfiler/flatfiler/warehouse"
 )
 
 // Run works the queue until ctx ends. At the end a running job has Grace to
@@ -41,14 +44,27 @@ func (m *Manager) Run(ctx context.Context) {
 
 func (m *Manager) work(ctx context.Context) {
 	for {
-		j, n := m.claim()
+		m.saveUnsaved()
+		j, n, next := m.claim()
 		if j == nil {
+			var later <-chan time.Time
+			var t *time.Timer
+			if next > 0 {
+				t = time.NewTimer(next)
+				later = t.C
+			}
 			select {
 			case <-ctx.Done():
-				return
 			case <-m.wake:
-				continue
+			case <-later:
 			}
+			if t != nil {
+				t.Stop()
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			continue
 		}
 		m.run(ctx, n, j)
 		// Another worker may be waiting for this partner to be free.
@@ -59,38 +75,79 @@ func (m *Manager) work(ctx context.Context) {
 	}
 }
 
-// claim picks the oldest queued job whose partner has nothing running, and
-// marks it processing. Notifications are taken in the order they were
-// accepted, files in the order they were listed.
-func (m *Manager) claim() (*Job, *notification) {
+// unsavedRetry is how soon a record that could not be written is tried
+// again.
+const unsavedRetry = 5 * time.Second
+
+// claim picks the oldest queued job whose partner has nothing running or
+// waiting for a retry, and marks it processing. Notifications are taken in
+// the order they were accepted, files in the order they were listed. With
+// nothing to take now, next says when a waiting job is due (0: none).
+func (m *Manager) claim() (_ *Job, _ *notification, next time.Duration) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var order []*notification
 	for _, n := range m.notifs {
 		order = append(order, n)
+		if n.unsaved {
+			next = unsavedRetry
+		}
 	}
 	sort.Slice(order, func(a, b int) bool { return order[a].ID < order[b].ID })
+	now := time.Now().UTC()
+	blocked := map[string]bool{}
 	for _, n := range order {
-		if m.busy[n.Partner] {
+		if m.busy[n.Partner] || blocked[n.Partner] {
 			continue
 		}
 		for _, j := range n.Jobs {
 			if j.Status != Queued {
 				continue
 			}
-			now := time.Now().UTC()
+			// A partner's files apply in order: one waiting for a retry
+			// holds back the ones after it.
+			blocked[n.Partner] = true
+			if j.NextAttemptAt != nil && j.NextAttemptAt.After(now) {
+				if wait := j.NextAttemptAt.Sub(now); next == 0 || wait < next {
+					next = wait
+				}
+				break
+			}
 			j.Status, j.StartedAt, j.BytesDone = Processing, &now, 0
 			j.Attempts++
 			if err := m.persist(n); err != nil {
-				j.Status = Queued
-				m.log.Error("job could not be marked processing", "job_id", j.ID, "err", err)
-				return nil, nil
+				// Nothing ran: try again once the record can be written.
+				j.Status, j.StartedAt = Queued, nil
+				j.Attempts--
+				m.retryLater(j, fmt.Errorf("the job could not be recorded as processing: %w", err))
+				return nil, nil, time.Until(*j.NextAttemptAt)
+			}
+			if err := m.cfg.Faults.Hit(failpoint.JobClaimed); err != nil {
+				m.log.Error("job claim", "job_id", j.ID, "err", err)
 			}
 			m.busy[n.Partner] = true
-			return j, n
+			return j, n, 0
 		}
 	}
-	return nil, nil
+	return nil, nil, next
+}
+
+// retryLater schedules a queued job's next attempt after a failure that
+// was not the file's. Called with mu held.
+func (m *Manager) retryLater(j *Job, cause error) {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval, b.MaxInterval, b.Multiplier = m.cfg.RetryAfter, m.cfg.RetryMax, 2
+	var wait time.Duration
+	for range max(j.Attempts, 1) {
+		wait = b.NextBackOff()
+	}
+	at := time.Now().UTC().Add(wait)
+	j.NextAttemptAt = &at
+	j.Message = fmt.Sprintf("not applied yet: %v; the file is kept and will be applied then (attempt %d at %s)",
+		cause, j.Attempts+1, at.Format(time.RFC3339))
+	m.cfg.Metrics.Retries.Inc()
+	m.log.Warn("job attempt failed for the server's storage; retrying", "partner", j.Partner, "job_id", j.ID,
+		"file", j.Filename, "attempt", j.Attempts, "retry_in", wait.Round(time.Millisecond), "err", cause)
 }
 
 func (m *Manager) run(ctx context.Context, n *notification, j *Job) {
@@ -101,7 +158,9 @@ func (m *Manager) run(ctx context.Context, n *notification, j *Job) {
 		opts.Type, _ = parse.ParseFileType(j.Type)
 	}
 	m.mu.Unlock()
-	m.cfg.Metrics.Wait.Observe(started.Sub(created).Seconds())
+	if j.Attempts == 1 {
+		m.cfg.Metrics.Wait.Observe(started.Sub(created).Seconds())
+	}
 	m.log.Info("job started", "partner", j.Partner, "job_id", j.ID, "file", j.Filename, "attempt", j.Attempts)
 	opts.OnProgress = func(bytes, _ int64) {
 		m.mu.Lock()
@@ -125,28 +184,70 @@ func (m *Manager) run(ctx context.Context, n *notification, j *Job) {
 	defer stop()
 
 	rep, err := m.ingest(jobCtx, j, opts)
+	applied := rep != nil && rep.Applied
+	if applied {
+		_ = m.cfg.Faults.Hit(failpoint.JobIngested)
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	delete(m.busy, j.Partner)
-	if err != nil && jobCtx.Err() != nil && (rep == nil || !rep.Applied) {
+	switch {
+	case err != nil && jobCtx.Err() != nil && !applied:
 		j.Status, j.StartedAt, j.BytesDone = Queued, nil, 0
-		if perr := m.persist(n); perr != nil {
-			m.log.Error("job state not saved", "job_id", j.ID, "err", perr)
-		}
+		m.save(n)
 		m.log.Info("job stopped by shutdown; queued again", "partner", j.Partner, "job_id", j.ID, "file", j.Filename)
+		return
+	case !applied && errors.Is(err, warehouse.ErrStorage):
+		// Nothing of the file was applied, and nothing in it was at fault.
+		j.Status, j.StartedAt, j.BytesDone = Queued, nil, 0
+		m.retryLater(j, err)
+		m.save(n)
 		return
 	}
 	m.finish(j, rep, err)
-	m.archive(j)
-	if perr := m.persist(n); perr != nil {
-		// The warehouse has the file and the job ID: the next start
-		// settles the job from there.
-		m.log.Error("job state not saved", "job_id", j.ID, "err", perr)
+	// The spooled file goes only once the job's end is on disk: until then
+	// a restart must be able to run it again.
+	if m.save(n) {
+		_ = m.cfg.Faults.Hit(failpoint.JobRecorded)
+		m.archive(j)
 	}
 	m.cfg.Metrics.Finished.WithLabelValues(j.Status).Inc()
 	m.cfg.Metrics.Duration.Observe(j.FinishedAt.Sub(started).Seconds())
 	m.log.Info("job finished", "partner", j.Partner, "job_id", j.ID, "file", j.Filename, "status", j.Status,
 		"type", j.Type, "errors", j.ErrorCount, "bytes", j.BytesTotal, "seconds", j.FinishedAt.Sub(started).Seconds())
+}
+
+// save writes a notification, or marks it to be written again soon; it
+// reports whether the record is on disk. A final job whose record is not
+// is still known to be done: its file's audit row in the warehouse carries
+// the job ID, and the next start settles it from there. Called with mu held.
+func (m *Manager) save(n *notification) bool {
+	if err := m.persist(n); err != nil {
+		if !n.unsaved {
+			m.log.Error("job state not saved; trying again", "notification_id", n.ID, "in", unsavedRetry, "err", err)
+		}
+		n.unsaved = true
+		return false
+	}
+	n.unsaved = false
+	return true
+}
+
+// saveUnsaved writes the records a full disk held back, and archives the
+// files of their finished jobs.
+func (m *Manager) saveUnsaved() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, n := range m.notifs {
+		if n.unsaved && m.save(n) {
+			m.log.Info("job state saved", "notification_id", n.ID)
+			for _, j := range n.Jobs {
+				if j.Final() {
+					m.archive(j)
+				}
+			}
+		}
+	}
 }
 
 func (m *Manager) ingest(ctx context.Context, j *Job, opts intake.Options) (*intake.Report, error) {
@@ -162,7 +263,7 @@ func (m *Manager) ingest(ctx context.Context, j *Job, opts intake.Options) (*int
 // before the job is shared.
 func (m *Manager) finish(j *Job, rep *intake.Report, err error) {
 	now := time.Now().UTC()
-	j.FinishedAt = &now
+	j.FinishedAt, j.NextAttemptAt, j.Message = &now, nil, ""
 	if rep == nil {
 		j.Status, j.Message = Error, err.Error()
 		return
@@ -179,7 +280,8 @@ func (m *Manager) finish(j *Job, rep *intake.Report, err error) {
 	}
 }
 
-// archive moves a finished job's file out of the spool.
+// archive moves a finished job's file out of the spool, if it is still
+// there.
 func (m *Manager) archive(j *Job) {
 	day := j.CreatedAt.Format(time.DateOnly)
 	dir := filepath.Join(m.archiveDir(), j.Partner, day)
@@ -187,6 +289,7 @@ func (m *Manager) archive(j *Job) {
 		m.log.Error("archive", "job_id", j.ID, "err", err)
 		return
 	}
+	_ = m.cfg.Faults.Hit(failpoint.JobArchiving)
 	err := os.Rename(m.spoolPath(j), filepath.Join(dir, j.ID+"-"+j.Filename))
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		m.log.Error("archive", "job_id", j.ID, "err", err)
