@@ -152,6 +152,8 @@ func (s *Server) adminSQL(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "body: "+err.Error(), nil)
 		return
 	}
+	// A read never begins while a file commits (see Store.Reading).
+	defer s.Store.Reading()()
 	// Rows are written as they come; an error midway can only be appended.
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	rw := &trackingWriter{w: w}

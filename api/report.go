@@ -232,6 +232,7 @@ func pageParams(q url.Values) (warehouse.Page, []string) {
 }
 
 func (s *Server) users(w http.ResponseWriter, r *http.Request, c caller) {
+	defer s.Store.Reading()()
 	page, problems := pageParams(r.URL.Query())
 	if problems != nil {
 		invalid(w, "invalid parameters", problems)
@@ -281,6 +282,7 @@ func (s *Server) currentUser(w http.ResponseWriter, r *http.Request, c caller) {
 		writeError(w, http.StatusNotFound, "no current user: the API key acts for every user; call users/current with a user's JWT, or users/:user_id:", nil)
 		return
 	}
+	defer s.Store.Reading()()
 	s.writeUser(w, r, c.partner.ID, c.user)
 }
 

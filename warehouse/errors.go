@@ -3,6 +3,7 @@ package warehouse
 import (
 	"errors"
 	"fmt"
+	"path/filepath"
 	"regexp"
 	"strings"
 
@@ -28,7 +29,10 @@ func (e *StorageError) Is(target error) bool { return target == ErrStorage }
 
 // spillUsage finds DuckDB's "(88.1 MiB/88.1 MiB used)" in an out-of-memory
 // error caused by max_temp_directory_size.
-var spillUsage = regexp.MustCompile(`\(([0-9.]+ [KMGTP]?i?B)/([0-9.]+ [KMGTP]?i?B) used\)`)
+var (
+	spillUsage = regexp.MustCompile(`\(([0-9.]+ [KMGTP]?i?B)/([0-9.]+ [KMGTP]?i?B) used\)`)
+	unwritable = regexp.MustCompile(`Could not write file "([^"]+)"`)
+)
 
 // storageError classifies an error of a load's statement: storage failures
 // become a *StorageError saying what failed, in words; the rest (a
@@ -55,7 +59,11 @@ func (s *Store) storageError(err error) error {
 		}
 		return &StorageError{Reason: reason + ": the file's staged rows did not fit beside DuckDB's memory limit; free space there (or raise max_temp_directory_size)", Err: err}
 	case strings.Contains(first, "No space left on device"):
-		return &StorageError{Reason: "no space left on the warehouse's disk: " + first, Err: err}
+		reason := "the server's disk is full"
+		if m := unwritable.FindStringSubmatch(first); m != nil {
+			reason += " (DuckDB could not write " + filepath.Base(m[1]) + ")"
+		}
+		return &StorageError{Reason: reason, Err: err}
 	case isDuck && e.Type == duckdb.ErrorTypeOutOfMemory:
 		return &StorageError{Reason: fmt.Sprintf("DuckDB ran out of memory (limit %s): %s", s.opts.MemoryLimit, first), Err: err}
 	case isDuck && (e.Type == duckdb.ErrorTypeIO || invalidates(err)):

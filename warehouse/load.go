@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync/atomic"
@@ -67,6 +68,9 @@ type Load struct {
 	// if not, Commit need not look for rows to replace.
 	hadTransactions bool
 	trace           bool // FLATFILER_TRACE_SQL: print each statement's duration
+	// warehouse is the warehouse's database name, quoted: the connection's
+	// current database but while views are made (see views).
+	warehouse string
 	// Rows stage the number of their enrichment result instead of four
 	// strings: a file has few results (one per merchant and tag), staged
 	// at commit, or with a batch once many pile up. usedFixed marks the
@@ -127,6 +131,9 @@ var loadCounter atomic.Int64
 
 // Begin starts loading a file.
 func (s *Store) Begin(ctx context.Context, opts LoadOptions) (*Load, error) {
+	if err := s.awaitReopen(ctx); err != nil {
+		return nil, fmt.Errorf("begin load: %w", s.storageError(err))
+	}
 	conn, err := s.db().Conn(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("begin load: %w", s.storageError(err))
@@ -160,7 +167,9 @@ func (s *Store) Begin(ctx context.Context, opts LoadOptions) (*Load, error) {
 		err = l.exec(ctx, createStaging)
 	}
 	if err == nil {
-		err = conn.QueryRowContext(ctx, "SELECT EXISTS (SELECT 1 FROM transactions WHERE partner_id = ?)", opts.Partner).Scan(&l.hadTransactions)
+		err = conn.QueryRowContext(ctx, "SELECT EXISTS (SELECT 1 FROM transactions WHERE partner_id = ?), current_database()",
+			opts.Partner).Scan(&l.hadTransactions, &l.warehouse)
+		l.warehouse = `"` + strings.ReplaceAll(l.warehouse, `"`, `""`) + `"`
 	}
 	if err != nil {
 		l.discard()
@@ -241,7 +250,7 @@ func readAll(stmt string, views []staged) string {
 	return viewName.ReplaceAllStringFunc(stmt, func(name string) string {
 		for _, v := range views {
 			if v.name == name {
-				return fmt.Sprintf("(WITH m_%[1]s AS MATERIALIZED (SELECT * FROM arrow_%[1]s) SELECT * FROM m_%[1]s)", name)
+				return fmt.Sprintf("(WITH m_%[1]s AS MATERIALIZED (SELECT * FROM {S}.arrow_%[1]s) SELECT * FROM m_%[1]s)", name)
 			}
 		}
 		return name
@@ -274,6 +283,13 @@ func (l *Load) queryWith(ctx context.Context, query string, scan func(*sql.Rows)
 	return nil
 }
 
+// duckdb-go registers a view with DuckDB's C API (duckdb_arrow_scan),
+// which creates a persistent view in the connection's current database
+// (Connection::CreateView with temporary false, duckdb v1.4.5
+// src/main/capi/arrow-c.cpp): in the warehouse, that is a catalog write per
+// batch, failing on a full disk, and a view left behind whose stream is
+// freed (querying it crashed the process). The views are made in the
+// load's staging database instead, current only while they are made.
 func (l *Load) views(views []staged) (func(), error) {
 	var releases []func()
 	releaseAll := func() {
@@ -281,6 +297,13 @@ func (l *Load) views(views []staged) (func(), error) {
 			r()
 		}
 	}
+	if len(views) == 0 {
+		return releaseAll, nil
+	}
+	if err := l.exec(context.Background(), "USE {S}"); err != nil {
+		return nil, err
+	}
+	defer func() { _ = l.exec(context.Background(), "USE "+l.warehouse) }()
 	for _, v := range views {
 		reader, err := array.NewRecordReader(v.rec.Schema(), []arrow.RecordBatch{v.rec})
 		if err != nil {
@@ -743,13 +766,13 @@ func (l *Load) Commit(ctx context.Context, rec IngestRecord) error {
 		return err
 	}
 	resolve, apply := l.plan()
-	err = l.resolveAndApply(ctx, resolve, apply, rec, report)
+	err = l.resolveAndApply(ctx, resolve, apply, rec, report, false)
 	if isOutOfMemory(err) && ctx.Err() == nil {
 		// The file's statements share DuckDB's memory limit with the API's
 		// reads; a commit that lost that race is not the file's fault. It
 		// runs once more with no reads at all: they wait, the file lands.
 		l.store.commitRetries.Add(1)
-		err = l.store.exclusively(func() error { return l.resolveAndApply(ctx, resolve, apply, rec, report) })
+		err = l.store.exclusively(func() error { return l.resolveAndApply(ctx, resolve, apply, rec, report, true) })
 	}
 	if err != nil {
 		return fmt.Errorf("warehouse: commit: %w", err)
@@ -759,8 +782,9 @@ func (l *Load) Commit(ctx context.Context, rec IngestRecord) error {
 
 // resolveAndApply runs the resolution in the staging database (its tables
 // are replaced when run again), then the warehouse's transaction with the
-// audit row, rolled back on any error.
-func (l *Load) resolveAndApply(ctx context.Context, resolve, apply []string, rec IngestRecord, report []byte) error {
+// audit row, rolled back on any error. alone: API reads are held off
+// already.
+func (l *Load) resolveAndApply(ctx context.Context, resolve, apply []string, rec IngestRecord, report []byte, alone bool) error {
 	for _, stmt := range resolve {
 		if err := l.exec(ctx, stmt); err != nil {
 			return err
@@ -794,23 +818,54 @@ func (l *Load) resolveAndApply(ctx context.Context, resolve, apply []string, rec
 		err = l.store.faults.Hit(failpoint.LoadBeforeCommit)
 	}
 	if err == nil {
-		// Durable once this returns: the WAL is written and synced (see
-		// checkpoint_threshold in openDB). On failure DuckDB has rolled
-		// back, and readers never saw any of it.
-		err = l.exec(ctx, "COMMIT")
+		err = l.commit(ctx, alone, touched)
 	}
 	if err != nil {
 		// A fresh context: the caller's may be cancelled, and the rollback must still run.
 		_, _ = l.conn.ExecContext(context.Background(), "ROLLBACK")
 		return err
 	}
-	if touched != nil {
-		l.store.directory.replace(touched)
-	}
 	// The file is applied: an injected error here would only lie about it.
 	_ = l.store.faults.Hit(failpoint.LoadCommitted)
 	l.store.checkpoint(context.WithoutCancel(ctx), l.conn)
 	return nil
+}
+
+// commit makes the file durable and visible. DuckDB's COMMIT writes the
+// WAL, makes the rows visible, then flushes and syncs the WAL; if that
+// fails (a full disk) it takes them back (DuckTransaction::Commit,
+// FlushCommit, RevertCommit in duckdb v1.4.5). A read that began its
+// transaction in that moment would have seen rows that then vanished, so
+// no read begins during COMMIT: API reads hold Store.Reading, and the
+// commit waits for those under way (they cannot see the file: their
+// transactions began before it) and holds new ones for its length. To keep
+// that short, the database file is synced first: the rows the load wrote
+// there as it went (DuckDB's optimistic writes), which COMMIT would sync
+// itself, are on disk already.
+func (l *Load) commit(ctx context.Context, alone bool, touched map[string][]directoryAccount) error {
+	if err := syncFile(l.store.path); err != nil {
+		return fmt.Errorf("warehouse: sync %s: %w", filepath.Base(l.store.path), l.store.storageError(err))
+	}
+	if !alone {
+		l.store.readGate.Lock()
+		defer l.store.readGate.Unlock()
+	}
+	if err := l.exec(ctx, "COMMIT"); err != nil {
+		return err
+	}
+	if touched != nil {
+		l.store.directory.replace(touched)
+	}
+	return nil
+}
+
+func syncFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
 }
 
 // touchesDirectory: the store keeps the account directory and the file
@@ -847,8 +902,12 @@ func (l *Load) Rollback() {
 	l.discard()
 }
 
-// discard drops the staging database and frees the connection.
+// discard drops the staging database and frees the connection. It is
+// also where a failed load learns that DuckDB invalidated the database
+// (a rollback it could not complete): the store then reopens it before
+// the next load.
 func (l *Load) discard() {
-	_, _ = l.conn.ExecContext(context.Background(), l.expand("DETACH DATABASE IF EXISTS {S}"))
+	_, err := l.conn.ExecContext(context.Background(), l.expand("DETACH DATABASE IF EXISTS {S}"))
 	l.conn.Close()
+	_ = l.store.Check(err)
 }

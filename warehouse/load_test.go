@@ -59,6 +59,11 @@ func TestEnrichmentsStagedWithBatchesOrAtCommit(t *testing.T) {
 		if err := store.DB().QueryRow("SELECT count(*) FROM transactions WHERE enrichment_id IS NULL").Scan(&n); err != nil || n != 0 {
 			t.Errorf("%d transactions without enrichment (%v)", n, err)
 		}
+		// The staged batches' views live in the load's own database, never
+		// in the warehouse.
+		if err := store.DB().QueryRow("SELECT count(*) FROM duckdb_views() WHERE view_name LIKE 'arrow%'").Scan(&n); err != nil || n != 0 {
+			t.Errorf("%d arrow views left after the load (%v)", n, err)
+		}
 		return out.String()
 	}
 	atCommit, withBatches := ingest(1<<15), ingest(1)

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
@@ -54,6 +55,24 @@ func (s *Store) Unavailable() error {
 		return nil
 	}
 	return fmt.Errorf("%w: %v", ErrUnavailable, s.down)
+}
+
+// awaitReopen waits for a reopen under way to end; it fails if the
+// warehouse is still unavailable then (its reopen keeps failing).
+func (s *Store) awaitReopen(ctx context.Context) error {
+	s.reopenMu.Lock()
+	reopening, done := s.reopening, s.reopenDone
+	s.reopenMu.Unlock()
+	if !reopening {
+		return nil
+	}
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(time.Minute):
+	}
+	return s.Unavailable()
 }
 
 // Reopens counts the times the database was reopened after DuckDB
@@ -142,9 +161,13 @@ func firstLine(err error) error {
 }
 
 // checkpoint writes what the log holds into the database file, after a
-// file is durable. It failing leaves the file applied (its COMMIT synced
-// the log); a failure that invalidates the database reopens it.
+// file is durable, once the log has grown past Options.CheckpointAfter. It failing
+// leaves the file applied (its COMMIT synced the log); a failure that
+// invalidates the database reopens it.
 func (s *Store) checkpoint(ctx context.Context, conn *sql.Conn) {
+	if info, err := os.Stat(s.path + ".wal"); err != nil || info.Size() < s.opts.CheckpointAfter {
+		return
+	}
 	_, err := conn.ExecContext(ctx, "CHECKPOINT")
 	if err == nil {
 		return

@@ -33,6 +33,10 @@ type Options struct {
 	// reporting API's per-user reads (about 130 bytes an account; see
 	// accountDirectory). Serve sets it; ingest and sql need not.
 	AccountDirectory bool
+	// CheckpointAfter is the log's size past which a load checkpoints after
+	// its commit; default 16 MB, DuckDB's own threshold, which DuckDB may no
+	// longer apply at COMMIT (see openDB).
+	CheckpointAfter int64
 	// Logger reports reopens; default slog.Default().
 	Logger *slog.Logger
 	// Faults are the process's named fault points, for crash tests.
@@ -56,8 +60,8 @@ type Store struct {
 	// committing counts loads applying a file (see Committing).
 	committing atomic.Int32
 	// readGate is held shared by API reads (Reading) and exclusively by a
-	// commit run again after DuckDB ran out of memory; commitRetries counts
-	// those.
+	// file's COMMIT, and by a whole commit run again after DuckDB ran out of
+	// memory; commitRetries counts those.
 	readGate      sync.RWMutex
 	commitRetries atomic.Int64
 	// reopening is set from the moment the database is found invalidated
@@ -96,6 +100,9 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
+	}
+	if opts.CheckpointAfter <= 0 {
+		opts.CheckpointAfter = 16 << 20
 	}
 	if opts.ReadOnly {
 		if _, err := os.Stat(path); err != nil {
@@ -199,6 +206,9 @@ func (s *Store) openDB(ctx context.Context) (*sql.DB, error) {
 		err = removeSpillLeftovers(opts.TempDir)
 	}
 	if err == nil {
+		err = dropArrowViews(ctx, db)
+	}
+	if err == nil {
 		err = moveEnrichmentColumns(ctx, db)
 	}
 	if err == nil {
@@ -209,6 +219,34 @@ func (s *Store) openDB(ctx context.Context) (*sql.DB, error) {
 		return nil, fmt.Errorf("migrate warehouse %s: %w", s.path, err)
 	}
 	return db, nil
+}
+
+// dropArrowViews drops the views loads of earlier builds left in the
+// warehouse: duckdb-go registers Arrow streams as persistent views of the
+// current database, and those builds registered them in the warehouse.
+// Their streams were freed long ago; reading one crashed the process.
+func dropArrowViews(ctx context.Context, db *sql.DB) error {
+	rows, err := db.QueryContext(ctx, `SELECT view_name FROM duckdb_views()
+		WHERE database_name = current_database() AND schema_name = 'main' AND view_name LIKE 'arrow\_v\_%' ESCAPE '\'`)
+	if err != nil {
+		return fmt.Errorf("stale arrow views: %w", err)
+	}
+	var names []string
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			rows.Close()
+			return fmt.Errorf("stale arrow views: %w", err)
+		}
+		names = append(names, name)
+	}
+	rows.Close()
+	for _, name := range names {
+		if _, err := db.ExecContext(ctx, `DROP VIEW IF EXISTS main."`+name+`"`); err != nil {
+			return fmt.Errorf("stale arrow views: %w", err)
+		}
+	}
+	return nil
 }
 
 // removeSpillLeftovers deletes DuckDB's temporary files in dir. DuckDB
@@ -371,11 +409,14 @@ WHERE `+table+`.rowid >= ? AND `+table+`.rowid < ? AND `+table+`.account_key IS 
 	return nil
 }
 
-// Reading marks a read of the warehouse for the API until done is called.
-// A commit that ran out of DuckDB's memory runs again once with no reads:
-// it waits for these to end, and new ones wait for it. A caller that will
-// write (EditTransaction, networth accounts, rules) must not hold it: the
-// commit holds the write lock while it waits.
+// Reading marks a read of the warehouse until done is called. Every read
+// that must not see a file before it is durable holds it (the API's, and
+// SQL for operators): no read begins during a file's COMMIT (see
+// Load.commit), and a commit that ran out of DuckDB's memory runs again
+// with no reads at all. Both wait for the reads under way, and new ones
+// wait for them. A caller that will write (EditTransaction, networth
+// accounts, rules) must not hold it: the commit holds the write lock while
+// it waits.
 func (s *Store) Reading() (done func()) {
 	s.readGate.RLock()
 	return s.readGate.RUnlock

@@ -252,3 +252,18 @@ func TestOpenKnowsAccountsByOwner(t *testing.T) {
 		}
 	}
 }
+
+// Loads of earlier builds left their Arrow views in the warehouse, with
+// streams long freed: reading one crashed the process. Opening drops them,
+// and nothing else.
+func TestOpenDropsStaleArrowViews(t *testing.T) {
+	s := reopened(t, []string{`CREATE VIEW arrow_v_users AS SELECT 1 AS x`, `CREATE VIEW arrow_views_of_mine AS SELECT 1 AS x`})
+	defer s.Close()
+	var views string
+	if err := s.DB().QueryRow(`SELECT string_agg(view_name, ',' ORDER BY view_name) FROM duckdb_views() WHERE NOT internal`).Scan(&views); err != nil {
+		t.Fatal(err)
+	}
+	if views != "arrow_views_of_mine,enriched_transactions,transaction_tags" {
+		t.Errorf("views after open: %s", views)
+	}
+}

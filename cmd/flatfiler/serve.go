@@ -39,6 +39,9 @@ type serveConfig struct {
 	SFTPAddr    string
 	HTTPAddr    string
 	MemoryLimit string
+	// CheckpointAfter: a file's commit is followed by a checkpoint once the
+	// warehouse's log is this large.
+	CheckpointAfter int64
 	// DuckDBThreads is DuckDB's thread count.
 	DuckDBThreads int
 	// Cores bound the API's reads running at once and a job's parser
@@ -115,6 +118,7 @@ func startService(ctx context.Context, cfg serveConfig) (_ *service, err error) 
 	closers = append(closers, func() { s.inbox.Close() })
 	if s.store, err = warehouse.Open(ctx, filepath.Join(cfg.Data, "warehouse.duckdb"), warehouse.Options{
 		MemoryLimit: cfg.MemoryLimit, Threads: cfg.DuckDBThreads, AccountDirectory: true, Logger: log, Faults: cfg.Faults,
+		CheckpointAfter: cfg.CheckpointAfter,
 	}); err != nil {
 		return nil, err
 	}
@@ -279,11 +283,12 @@ func (f sizeFlag) Set(s string) error {
 func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	cfg := serveConfig{MaxFileSize: 16 << 30, Quota: 64 << 30}
+	cfg := serveConfig{MaxFileSize: 16 << 30, Quota: 64 << 30, CheckpointAfter: 16 << 20}
 	fs.StringVar(&cfg.Data, "data", "./data", "data directory: warehouse, SFTP folders, jobs, host keys, partners")
 	fs.StringVar(&cfg.SFTPAddr, "sftp-addr", "127.0.0.1:2022", "SFTP listen address")
 	fs.StringVar(&cfg.HTTPAddr, "http-addr", "127.0.0.1:8080", "HTTP listen address (API and /metrics)")
 	fs.StringVar(&cfg.MemoryLimit, "memory-limit", "128MB", "DuckDB memory limit; past it DuckDB spills to disk")
+	fs.Var(sizeFlag{&cfg.CheckpointAfter}, "checkpoint-after", "after a file is committed (durable in DuckDB's log), checkpoint the warehouse if its log is this large")
 	fs.IntVar(&cfg.DuckDBThreads, "duckdb-threads", 1, "DuckDB threads: the API's reads are small, and run fastest one thread each, side by side (a file's load is no slower)")
 	fs.IntVar(&cfg.Workers, "workers", 1, "jobs run at once (one partner's jobs always run in order, one at a time)")
 	fs.Var(sizeFlag{&cfg.MaxFileSize}, "max-file-size", "largest file a partner may upload, unless the partner sets its own")

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"syscall"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
@@ -119,7 +120,7 @@ func (m *Manager) claim() (_ *Job, _ *notification, next time.Duration) {
 				// Nothing ran: try again once the record can be written.
 				j.Status, j.StartedAt = Queued, nil
 				j.Attempts--
-				m.retryLater(j, fmt.Errorf("the job could not be recorded as processing: %w", err))
+				m.retryLater(j, recordError(err))
 				return nil, nil, time.Until(*j.NextAttemptAt)
 			}
 			if err := m.cfg.Faults.Hit(failpoint.JobClaimed); err != nil {
@@ -130,6 +131,19 @@ func (m *Manager) claim() (_ *Job, _ *notification, next time.Duration) {
 		}
 	}
 	return nil, nil, next
+}
+
+// recordError says why a job's record could not be written, in words a
+// partner can read: without the server's paths.
+func recordError(err error) error {
+	if errors.Is(err, syscall.ENOSPC) {
+		return fmt.Errorf("the server's disk is full (the job's record could not be written): %w", syscall.ENOSPC)
+	}
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return fmt.Errorf("the job's record could not be written: %w", pe.Err)
+	}
+	return fmt.Errorf("the job's record could not be written: %w", err)
 }
 
 // retryLater schedules a queued job's next attempt after a failure that
@@ -143,11 +157,16 @@ func (m *Manager) retryLater(j *Job, cause error) {
 	}
 	at := time.Now().UTC().Add(wait)
 	j.NextAttemptAt = &at
-	j.Message = fmt.Sprintf("not applied yet: %v; the file is kept and will be applied then (attempt %d at %s)",
-		cause, j.Attempts+1, at.Format(time.RFC3339))
+	reason := cause.Error()
+	var storage *warehouse.StorageError
+	if errors.As(cause, &storage) {
+		reason = storage.Reason // the rest is the statement that met it
+	}
+	j.Message = fmt.Sprintf("not applied yet: %s; the file is kept and will be applied then (attempt %d at %s)",
+		reason, j.Attempts+1, at.Format(time.RFC3339))
 	m.cfg.Metrics.Retries.Inc()
 	m.log.Warn("job attempt failed for the server's storage; retrying", "partner", j.Partner, "job_id", j.ID,
-		"file", j.Filename, "attempt", j.Attempts, "retry_in", wait.Round(time.Millisecond), "err", cause)
+		"file", j.Filename, "next_attempt", j.Attempts+1, "retry_in", wait.Round(time.Millisecond), "err", cause)
 }
 
 func (m *Manager) run(ctx context.Context, n *notification, j *Job) {
