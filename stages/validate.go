@@ -273,17 +273,17 @@ func property(c *recordCheck, p parse.Property) (Property, bool) {
 		c.fail(p.Line, "PropertyValue", "Property %s is longer than %d characters", typ, maxString)
 	case typ == "PurchasesApr" && !decimalValue.MatchString(val):
 		c.fail(p.Line, "PropertyValue", "PurchasesApr %q is not a decimal number", val)
-	case typ == "PaymentDueDate" && !isDateTime(val):
-		c.fail(p.Line, "PropertyValue", "PaymentDueDate %q is not YYYY-MM-DD or RFC 3339 with an offset", val)
+	case typ == "PaymentDueDate" && dateError(val) != nil:
+		c.fail(p.Line, "PropertyValue", "PaymentDueDate %q: %v", val, dateError(val))
 	default:
 		return Property{Type: typ, Value: val}, true
 	}
 	return Property{}, false
 }
 
-func isDateTime(s string) bool {
+func dateError(s string) error {
 	_, _, err := parseDateTime(s)
-	return err == nil
+	return err
 }
 
 var accountTypeList = "checking, savings, cd, money_market, investment, asset, cards, student_loans, loans, loan, autos, home, creditline"
@@ -424,6 +424,14 @@ func parseAmount(s string) (cents int64, negative bool, err error) {
 	return whole*100 + frac, m[1] == "-", nil
 }
 
+// Dates outside [minDate, maxDate] are refused: a year 0001 or 9999 in a
+// bank export is a placeholder or a typo, not a posting date, and the zero
+// time (0001-01-01) is what the warehouse reads as "no date".
+var (
+	minDate = time.Date(1900, 1, 1, 0, 0, 0, 0, time.UTC)
+	maxDate = time.Date(2199, 12, 31, 0, 0, 0, 0, time.UTC)
+)
+
 // parseDateTime accepts YYYY-MM-DD or RFC 3339 with an offset. It returns the
 // instant (UTC) and the calendar date as written (at 00:00 UTC).
 func parseDateTime(s string) (at, on time.Time, err error) {
@@ -432,13 +440,25 @@ func parseDateTime(s string) (at, on time.Time, err error) {
 		if err != nil {
 			return at, on, fmt.Errorf("want YYYY-MM-DD or RFC 3339 with an offset")
 		}
-		return d, d, nil
+		return d, d, inRange(d)
 	}
 	t, err := time.Parse(time.RFC3339, s)
 	if err != nil {
 		return at, on, fmt.Errorf("want YYYY-MM-DD or RFC 3339 with an offset, e.g. 2009-03-19T11:40:50-04:00")
 	}
-	return t.UTC(), time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, time.UTC), nil
+	// Go reads +24:00; RFC 3339's time-numoffset has hours 00 to 23.
+	if _, offset := t.Zone(); offset <= -24*3600 || offset >= 24*3600 {
+		return at, on, fmt.Errorf("offset %s is outside -23:59 to +23:59", t.Format("-07:00"))
+	}
+	on = time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, time.UTC)
+	return t.UTC(), on, inRange(on)
+}
+
+func inRange(d time.Time) error {
+	if d.Before(minDate) || d.After(maxDate) {
+		return fmt.Errorf("the date is outside %s to %s", minDate.Format(time.DateOnly), maxDate.Format(time.DateOnly))
+	}
+	return nil
 }
 
 // canonical returns the entry of list equal to s ignoring case, or "".
