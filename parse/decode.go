@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 
 	"github.com/sourcegraph/conc/stream"
 )
@@ -109,17 +110,24 @@ func Each[T any](ctx context.Context, d *Decoder, work func([]Record) T, deliver
 	submitErr := func(err error) {
 		s.Go(func() stream.Callback { return func() { setErr(err) } })
 	}
+	// Raw bytes in flight are bounded, not only chunks: four chunks of the
+	// largest records allowed would be four times 16 MiB, each with its
+	// decoded records. A chunk's bytes are given back once delivered.
+	budget := newByteBudget(max(d.opts.Limits.MaxRecordBytes, (d.opts.Workers+2)*d.opts.ChunkBytes))
 	submit := func(c *chunk) {
+		taken := budget.take(len(c.data))
 		s.Go(func() stream.Callback {
 			if failed.Load() {
-				return func() {}
+				return func() { budget.give(taken) }
 			}
 			var out T
 			recs, err := d.decodeChunk(c)
+			c.data = nil // the records hold copies: free the bytes before work
 			if err == nil {
 				out = work(recs)
 			}
 			return func() {
+				defer budget.give(taken)
 				// Callbacks run one at a time, in submission order.
 				if failed.Load() {
 					return
@@ -167,6 +175,16 @@ func Each[T any](ctx context.Context, d *Decoder, work func([]Record) T, deliver
 			}
 			rootChecked = true
 		}
+		if len(raw) >= d.opts.ChunkBytes {
+			// A large record is a chunk of its own, in the splitter's buffer.
+			if len(cur.recs) > 0 {
+				submit(cur)
+				cur = &chunk{}
+			}
+			d.split.handOver()
+			submit(&chunk{data: raw, recs: []chunkRecord{{relLine: 1, loc: loc}}})
+			continue
+		}
 		relLine := 1
 		if len(cur.recs) > 0 {
 			last := cur.recs[len(cur.recs)-1]
@@ -199,7 +217,9 @@ func (d *Decoder) checkRoot() error {
 // decodeChunk decodes the records of one chunk: on the fast path if the
 // chunk is plain XML, else (or to report an error) with encoding/xml.
 func (d *Decoder) decodeChunk(c *chunk) ([]Record, error) {
-	s := string(c.data)
+	// No copy: a chunk's bytes never change once submitted, and the
+	// records copy the text they keep (textOf).
+	s := unsafe.String(unsafe.SliceData(c.data), len(c.data))
 	if !d.xmlOnly {
 		if recs, err := d.walkChunk(c, newPlainTokens(s, d.opts.Limits.MaxDepth)); err == nil {
 			return recs, nil
@@ -510,6 +530,41 @@ func transactionField(t *Transaction, name string) *string {
 		return &t.CheckNumber
 	}
 	return nil
+}
+
+// byteBudget bounds the bytes of chunks in flight. A chunk larger than the
+// whole budget takes all of it.
+type byteBudget struct {
+	mu    sync.Mutex
+	freed *sync.Cond
+	left  int
+	total int
+}
+
+func newByteBudget(total int) *byteBudget {
+	b := &byteBudget{left: total, total: total}
+	b.freed = sync.NewCond(&b.mu)
+	return b
+}
+
+// take waits until n bytes (at most the whole budget) are free, and
+// returns what it took.
+func (b *byteBudget) take(n int) int {
+	n = min(n, b.total)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for b.left < n {
+		b.freed.Wait()
+	}
+	b.left -= n
+	return n
+}
+
+func (b *byteBudget) give(n int) {
+	b.mu.Lock()
+	b.left += n
+	b.mu.Unlock()
+	b.freed.Broadcast()
 }
 
 // Collect decodes a whole file into memory. For tests and small files only.

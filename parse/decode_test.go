@@ -181,6 +181,15 @@ func TestFatalErrors(t *testing.T) {
 			Options{Limits: Limits{MaxDepth: 32, MaxRecordBytes: 1000, MaxTextBytes: 100000}}, 1, "larger than the limit"},
 		{"text size", "<Users><User><Details>\n<FirstName>" + strings.Repeat("x", 2000) + "</FirstName></Details></User></Users>",
 			Options{Limits: Limits{MaxDepth: 32, MaxRecordBytes: 100000, MaxTextBytes: 1000}}, 2, "FirstName"},
+		// Past eight times the text limit the splitter refuses the text before
+		// reading it whole (a 200 MB text node once took 457 MB to refuse).
+		{"text run read no further", "<Users><User><Details>\n<Email>" + strings.Repeat("x", 9000) + "</Email></Details></User></Users>",
+			Options{Limits: Limits{MaxDepth: 32, MaxRecordBytes: 1 << 20, MaxTextBytes: 1000}}, 2, "text near <Email> is longer than 8000 bytes"},
+		// Markup is measured while it runs past what was read (the buffer).
+		{"long comment read no further", "<Users><User>\n<!--" + strings.Repeat("x", 3<<20) + "--></User></Users>",
+			Options{Limits: Limits{MaxDepth: 32, MaxRecordBytes: 1 << 20, MaxTextBytes: 1000}}, 2, "markup (an unclosed comment"},
+		{"long CDATA read no further", "<Users><User><Details><Email>\n<![CDATA[" + strings.Repeat("x", 3<<20) + "]]></Email></Details></User></Users>",
+			Options{Limits: Limits{MaxDepth: 32, MaxRecordBytes: 1 << 20, MaxTextBytes: 1000}}, 2, "longer than 8000 bytes"},
 		{"invalid utf-8", "<Users>\n<User><Details>\n<FirstName>\xff\xfe</FirstName></Details></User></Users>", Options{}, 3, "UTF-8"},
 		{"mismatched tags", "<Users>\n<User>\n<Details>\n<FirstName>A</LastName></Details></User></Users>", Options{}, 4, "closed by"},
 		{"truncated in a record", "<Users>\n<User>\n<Details><FirstName>A</FirstName>", Options{}, 3, "end of file"},

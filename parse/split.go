@@ -70,7 +70,10 @@ func (s *splitter) fill(keep int) (bool, error) {
 		s.end = n
 	}
 	if len(s.buf)-s.end < readSize {
-		grown := make([]byte, 2*len(s.buf))
+		// Doubling, but never past what the largest record allowed needs:
+		// a 64 MiB record once grew it to 128 MiB, both copies alive.
+		size := min(2*len(s.buf), s.lim.MaxRecordBytes+2*readSize)
+		grown := make([]byte, max(size, s.end+readSize))
 		copy(grown, s.buf[:s.end])
 		s.buf = grown
 	}
@@ -251,12 +254,21 @@ func (s *splitter) atEOF() error {
 	return io.EOF
 }
 
+// maxRun is how many bytes of text, or of one piece of markup, the
+// splitter reads without a '<' or the markup's end: eight times the text
+// limit, as text with entities (&amp;, &#65;) is longer written than read.
+// The decoder enforces the text limit itself; this only keeps a 200 MB
+// text node from being read whole before it is refused.
+func (s *splitter) maxRun() int { return 8 * s.lim.MaxTextBytes }
+
 // record scans one top-level element starting at s.pos.
 func (s *splitter) record() ([]byte, Location, error) {
 	start := s.pos
 	loc := Location{Line: s.lineAt(start), Offset: s.base + int64(start)}
 	name := tagName(s.buf[start:])
-	scan, depth := start, 0
+	// inside is the last tag seen, text where the current text (or markup)
+	// began: positions in buf, moved with it.
+	scan, depth, inside, text := start, 0, start, start
 	for {
 		if scan-start > s.lim.MaxRecordBytes {
 			return nil, loc, s.errorAt(start, "record <%s> is larger than the limit of %d bytes", name, s.lim.MaxRecordBytes)
@@ -265,17 +277,29 @@ func (s *splitter) record() ([]byte, Location, error) {
 		n, kind := 0, startTag
 		if i >= 0 {
 			scan += i
+			if scan-text > s.maxRun() {
+				return nil, loc, s.errorAt(text, "text near <%s> is longer than %d bytes; the limit of a field's text is %d bytes", tagName(s.buf[inside:]), s.maxRun(), s.lim.MaxTextBytes)
+			}
+			text = scan
 			n, kind = markup(s.buf[scan:s.end])
 		} else {
 			scan = s.end
 		}
 		if n == 0 {
+			// The text, or the markup, that goes on past what was read.
+			if s.end-text > s.maxRun() {
+				what := "text near <" + tagName(s.buf[inside:]) + ">"
+				if i >= 0 {
+					what = "markup (an unclosed comment, CDATA section or tag?)"
+				}
+				return nil, loc, s.errorAt(text, "%s is longer than %d bytes; the limit of a field's text is %d bytes", what, s.maxRun(), s.lim.MaxTextBytes)
+			}
 			delta := start
 			more, err := s.fill(start)
 			if err != nil {
 				return nil, loc, err
 			}
-			start, scan = start-delta, scan-delta
+			start, scan, inside, text = start-delta, scan-delta, inside-delta, text-delta
 			if !more {
 				return nil, loc, s.errorAt(scan, "unexpected end of file inside <%s> that starts at line %d (truncated file?)", name, loc.Line)
 			}
@@ -287,15 +311,30 @@ func (s *splitter) record() ([]byte, Location, error) {
 			if depth+1 > s.lim.MaxDepth {
 				return nil, loc, s.errorAt(scan, "elements nested deeper than %d levels", s.lim.MaxDepth)
 			}
+			inside = scan
 		case endTag:
 			depth--
+			inside = scan
 		case declaration:
 			return nil, loc, s.errorAt(scan, "DOCTYPE and entity declarations are not allowed")
 		}
 		scan += n
+		text = scan
 		if depth == 0 {
 			s.pos = scan
 			return s.buf[start:scan], loc, nil
 		}
 	}
+}
+
+// handOver gives the caller the buffer the last record lies in, so a large
+// record is not copied again: the splitter goes on in a new buffer with
+// what followed the record. The record's bytes stay valid for good.
+func (s *splitter) handOver() {
+	s.lineAt(s.pos)
+	tail := s.buf[s.pos:s.end]
+	fresh := make([]byte, max(2*readSize, len(tail)+readSize))
+	s.end = copy(fresh, tail)
+	s.base += int64(s.pos)
+	s.buf, s.pos, s.lineMark = fresh, 0, 0
 }
