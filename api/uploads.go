@@ -132,11 +132,7 @@ func (s *Server) uploadsReceived(w http.ResponseWriter, r *http.Request, p *part
 }
 
 func summary(problems []jobs.Problem) string {
-	msgs := make([]string, len(problems))
-	for i, p := range problems {
-		msgs[i] = p.Message
-	}
-	return "notification rejected, nothing was queued: " + strings.Join(msgs, "; ")
+	return "notification rejected, nothing was queued: " + jobs.Summarize(problems)
 }
 
 func (s *Server) reject(w http.ResponseWriter, p *partner.Partner, outcome string, status int, message string, problems []jobs.Problem) {

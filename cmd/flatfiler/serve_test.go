@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -353,6 +354,19 @@ func TestNotificationIsRefusedWhole(t *testing.T) {
 				t.Errorf("not the spec's error shape: %s", a.Raw)
 			}
 		})
+	}
+	// However many files are wrong, the answer lists 100 and counts them all.
+	var names, sums []string
+	for i := range 10_000 {
+		names, sums = append(names, fmt.Sprintf("f%05d.xml", i)), append(sums, wrong)
+	}
+	big := ts.call(http.MethodPost, "/api/v2/uploads/received", url.Values{"api_key": {ts.demo.APIKey},
+		"filenames": {strings.Join(names, ",")}, "hashes": {strings.Join(sums, ",")}}, "")
+	e, _ := big.Body["error"].(map[string]any)
+	data, _ := e["data"].([]any)
+	if big.Status != http.StatusNotFound || len(data) != 100 || e["count"] != 10_000.0 || len(big.Raw) > 64<<10 ||
+		!strings.Contains(e["message"].(string), "and 9997 more") {
+		t.Errorf("10,000 missing files: status %d, %d data entries, count %v, %d bytes: %.300s", big.Status, len(data), e["count"], len(big.Raw), big.Raw)
 	}
 	// Nothing was queued, and both files are still where they were uploaded.
 	if list := ts.call(http.MethodGet, "/api/v2/uploads", nil, ts.demo.APIKey); len(list.Body["uploads"].([]any)) != 0 {

@@ -97,11 +97,22 @@ type Problem struct {
 type RejectedError struct{ Problems []Problem }
 
 func (e *RejectedError) Error() string {
-	msgs := make([]string, len(e.Problems))
-	for i, p := range e.Problems {
-		msgs[i] = p.Message
+	return "notification rejected: " + Summarize(e.Problems)
+}
+
+// summarized is how many problems a message spells out.
+const summarized = 3
+
+// Summarize joins the first problems' messages and counts the rest.
+func Summarize(problems []Problem) string {
+	msgs := make([]string, 0, summarized+1)
+	for _, p := range problems[:min(len(problems), summarized)] {
+		msgs = append(msgs, p.Message)
 	}
-	return "notification rejected: " + strings.Join(msgs, "; ")
+	if more := len(problems) - summarized; more > 0 {
+		msgs = append(msgs, fmt.Sprintf("and %d more (see data)", more))
+	}
+	return strings.Join(msgs, "; ")
 }
 
 // notification is the unit written to disk: a notification's jobs.
