@@ -129,6 +129,21 @@ func (b *Box) Partner() string { return b.partner }
 // Used is the bytes the box holds, uploads in flight included.
 func (b *Box) Used() int64 { return b.used.Load() }
 
+// Space is what the partner may still upload: room under its quota, and
+// no more than the disk has free; capacity is its quota (the disk's size
+// without one).
+func (b *Box) Space() (capacity, free int64, err error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(b.dir, &st); err != nil {
+		return 0, 0, err
+	}
+	capacity, free = int64(st.Blocks)*st.Bsize, int64(st.Bavail)*st.Bsize
+	if quota := b.limits.Load().Quota; quota > 0 {
+		capacity, free = quota, min(free, max(quota-b.used.Load(), 0))
+	}
+	return capacity, free, nil
+}
+
 // scan counts what is on disk and removes temporaries a crash left behind:
 // an upload that never closed cleanly is never published.
 func (b *Box) scan() error {

@@ -93,7 +93,11 @@ func (u *Upload) grow(end int64) error {
 	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if u.failed != nil || u.closed {
+	if u.failed != nil {
+		// The client sees why, whichever of its writes in flight it reads.
+		return fmt.Errorf("%s: upload already failed: %w", u.name, u.failed)
+	}
+	if u.closed {
 		return fmt.Errorf("%s: upload already ended", u.name)
 	}
 	if end <= u.size {

@@ -2,10 +2,12 @@ package sftpd
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/pkg/sftp"
@@ -38,8 +40,14 @@ func fileName(path string) (string, error) {
 	return name, nil
 }
 
-// status turns the box's errors into what SFTP clients show.
+// status turns the box's errors into what SFTP clients show: a status
+// code and a message saying why, without the server's paths. pkg/sftp
+// sends an error's text as the status message and takes the code from a
+// wrapped sftp.ErrSSHFx*. OpenSSH's sftp prints only the code's text
+// ("Failure", "Permission denied": sftp-client.c, get_handle, in 9.2);
+// WinSCP, FileZilla, lftp, Paramiko and pkg/sftp show the message.
 func status(err error) error {
+	var pe *os.PathError
 	switch {
 	case err == nil:
 		return nil
@@ -47,8 +55,15 @@ func status(err error) error {
 		return sftp.ErrSSHFxNoSuchFile
 	case errors.Is(err, inbox.ErrNotFile), errors.Is(err, os.ErrPermission):
 		return sftp.ErrSSHFxPermissionDenied
+	case errors.Is(err, inbox.ErrBadName), errors.Is(err, errNoDirs):
+		return fmt.Errorf("%v: %w", err, sftp.ErrSSHFxPermissionDenied)
+	case errors.Is(err, inbox.ErrTooLarge), errors.Is(err, inbox.ErrQuota):
+		return fmt.Errorf("%v: the upload was discarded: %w", err, sftp.ErrSSHFxFailure)
+	case errors.Is(err, syscall.ENOSPC):
+		return fmt.Errorf("the server's disk is full: the upload was discarded; try again later: %w", sftp.ErrSSHFxFailure)
+	case errors.As(err, &pe):
+		return fmt.Errorf("the server could not %s the file: %v: %w", pe.Op, pe.Err, sftp.ErrSSHFxFailure)
 	}
-	// Other errors (names, limits, quota) go to the client as their text.
 	return err
 }
 
@@ -56,7 +71,7 @@ func (h *handlers) Fileread(r *sftp.Request) (io.ReaderAt, error) {
 	h.ss.touch()
 	name, err := fileName(r.Filepath)
 	if err != nil {
-		return nil, err
+		return nil, status(err)
 	}
 	f, err := h.box.Open(name)
 	if err != nil {
@@ -70,7 +85,7 @@ func (h *handlers) Filewrite(r *sftp.Request) (io.WriterAt, error) {
 	name, err := fileName(r.Filepath)
 	if err != nil {
 		h.server.metrics.Uploads.WithLabelValues("refused").Inc()
-		return nil, err
+		return nil, status(err)
 	}
 	u, err := h.box.Create(name)
 	if err != nil {
@@ -88,7 +103,7 @@ func (h *handlers) Filecmd(r *sftp.Request) error {
 		// owns its files' modes. A size change would bypass atomic
 		// publishing, so it is refused.
 		if _, err := fileName(r.Filepath); err != nil && r.Filepath != "/" {
-			return err
+			return status(err)
 		}
 		if r.AttrFlags().Size {
 			return sftp.ErrSSHFxOpUnsupported
@@ -99,7 +114,7 @@ func (h *handlers) Filecmd(r *sftp.Request) error {
 	case "Remove":
 		name, err := fileName(r.Filepath)
 		if err != nil {
-			return err
+			return status(err)
 		}
 		return status(h.box.Remove(name))
 	case "Mkdir", "Rmdir":
@@ -118,11 +133,11 @@ func (h *handlers) PosixRename(r *sftp.Request) error { return h.Filecmd(r) }
 func (h *handlers) rename(r *sftp.Request) error {
 	from, err := fileName(r.Filepath)
 	if err != nil {
-		return err
+		return status(err)
 	}
 	to, err := fileName(r.Target)
 	if err != nil {
-		return err
+		return status(err)
 	}
 	return status(h.box.Rename(from, to))
 }
@@ -152,7 +167,7 @@ func (h *handlers) Filelist(r *sftp.Request) (sftp.ListerAt, error) {
 			if errors.Is(err, errNoDirs) {
 				return nil, sftp.ErrSSHFxNoSuchFile
 			}
-			return nil, err
+			return nil, status(err)
 		}
 		info, err := h.box.Stat(name)
 		if err != nil {
@@ -163,6 +178,23 @@ func (h *handlers) Filelist(r *sftp.Request) (sftp.ListerAt, error) {
 		return nil, errors.New("links are not allowed")
 	}
 	return nil, sftp.ErrSSHFxOpUnsupported
+}
+
+// StatVFS answers statvfs@openssh.com, which OpenSSH's sftp asks for
+// "df": the partner's quota and what is left of it, so a partner whose
+// client shows only "Failure" can see why an upload was refused.
+func (h *handlers) StatVFS(r *sftp.Request) (*sftp.StatVFS, error) {
+	h.ss.touch()
+	capacity, free, err := h.box.Space()
+	if err != nil {
+		return nil, status(err)
+	}
+	// Counted in bytes (a fragment of 1), so a small quota is not rounded
+	// to nothing.
+	return &sftp.StatVFS{
+		Bsize: 4096, Frsize: 1, Blocks: uint64(capacity),
+		Bfree: uint64(free), Bavail: uint64(free), Namemax: 255,
+	}, nil
 }
 
 func (h *handlers) Lstat(r *sftp.Request) (sftp.ListerAt, error) { return h.Filelist(r) }
@@ -197,10 +229,12 @@ func (u *upload) WriteAt(p []byte, off int64) (int, error) {
 	if err != nil {
 		// A file with a failed write is incomplete whatever the client
 		// does next: it must not be published when the handle closes.
-		u.refused.Store(true)
+		if !u.refused.Swap(true) {
+			u.h.server.log.Warn("sftp upload refused", "partner", u.h.box.Partner(), "file", u.Name(), "offset", off, "err", err)
+		}
 		u.Upload.TransferError(err)
 	}
-	return n, err
+	return n, status(err)
 }
 
 func (u *upload) Close() error {
@@ -214,7 +248,7 @@ func (u *upload) Close() error {
 		}
 		m.Uploads.WithLabelValues(outcome).Inc()
 		log.Warn("sftp upload not published", "partner", u.h.box.Partner(), "file", u.Name(), "outcome", outcome, "seconds", seconds, "err", err)
-		return err
+		return status(err)
 	}
 	u.h.ss.uploads.Add(1)
 	m.Uploads.WithLabelValues("published").Inc()
