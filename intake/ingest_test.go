@@ -2,6 +2,7 @@ package intake
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"flag"
@@ -353,5 +354,24 @@ func TestMetricsCountRecordsBytesAndFiles(t *testing.T) {
 	}
 	if n := testutil.CollectAndCount(reg, "flatfiler_ingest_stage_duration_seconds"); n < 4 {
 		t.Errorf("%d stage series, want validate, load, commit and file at least", n)
+	}
+}
+
+// A gzip file applies as the XML it holds; its report counts the bytes
+// read, as uploaded.
+func TestGzipFileAppliesAsPlain(t *testing.T) {
+	plain, err := os.ReadFile("../fixtures/spec/combined.xml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gz bytes.Buffer
+	w := gzip.NewWriter(&gz)
+	w.Write(plain)
+	w.Close()
+	a, b := newHarness(t), newHarness(t)
+	repPlain := a.ingestString(string(plain), Options{})
+	repGzip := b.ingestString(gz.String(), Options{})
+	if a.dump() != b.dump() || repGzip.Status != repPlain.Status || repGzip.Bytes != int64(gz.Len()) {
+		t.Errorf("gzip: status %s, %d bytes (file %d); plain: %s", repGzip.Status, repGzip.Bytes, gz.Len(), repPlain.Status)
 	}
 }

@@ -85,7 +85,11 @@ type chunkRecord struct {
 // pool (so per-record work such as validation is parallel too), then calls
 // deliver with each result in file order. The first error stops everything.
 func Each[T any](ctx context.Context, d *Decoder, work func([]Record) T, deliver func(T) error) error {
-	in, _, err := utf8Reader(d.in)
+	text, err := sniff(d.in)
+	if err != nil {
+		return err
+	}
+	in, _, err := utf8Reader(text)
 	if err != nil {
 		return err
 	}

@@ -231,7 +231,12 @@ func (s *splitter) next() ([]byte, Location, error) {
 func (s *splitter) strayText() error {
 	switch s.state {
 	case inPrologue:
-		return s.errorAt(s.pos, "text before the root element")
+		// Not XML at all, most often: say what it starts with.
+		end := min(s.end, s.pos+40)
+		if i := bytes.IndexByte(s.buf[s.pos:end], '\n'); i >= 0 {
+			end = s.pos + i
+		}
+		return s.errorAt(s.pos, "text before the root element: the file starts with %q, not XML markup (is it CSV or another format?)", s.buf[s.pos:end])
 	case inEpilogue:
 		return s.errorAt(s.pos, "content after the root element </%s>", s.root)
 	}
