@@ -24,6 +24,7 @@ Usage:
   flatfiler ingest [--db PATH] [--partner ID] [--type combined|users|accounts|transactions]
                    [--as-of YYYY-MM-DD] [--json] [--workers N] [--rules FILE] FILE...
   flatfiler sql    [--db PATH] [--format table|csv|json] QUERY
+  flatfiler ban list [--data DIR] [--json] | ban remove ADDRESS [USER] [--data DIR]
   flatfiler gen    [--users N | --size SIZE] [--seed S] [--bad-rate R] -o FILE
   flatfiler enrich [--amount A] [--rules FILE] MEMO...
   flatfiler enrich-eval [--labels FILE] [--rules FILE]
@@ -67,6 +68,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		"partner":     partnerCmd,
 		"ingest":      ingestCmd,
 		"sql":         sqlCmd,
+		"ban":         banCmd,
 		"gen":         genCmd,
 		"enrich":      enrichCmd,
 		"enrich-eval": enrichEvalCmd,

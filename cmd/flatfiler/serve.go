@@ -165,7 +165,7 @@ func startService(ctx context.Context, cfg serveConfig) (_ *service, err error) 
 		return nil, err
 	}
 	if s.sftp, err = sftpd.New(s.partners, s.inbox, sftpd.Options{
-		HostKeyDir: filepath.Join(cfg.Data, "host_keys"), IdleTimeout: cfg.IdleTimeout, Limits: limits,
+		HostKeyDir: filepath.Join(cfg.Data, "host_keys"), BanFile: sftpd.BanFile(cfg.Data), IdleTimeout: cfg.IdleTimeout, Limits: limits,
 		FailureDelay: cfg.FailureDelay, Logger: log, Metrics: sftpd.NewMetrics(reg),
 	}); err != nil {
 		return nil, err

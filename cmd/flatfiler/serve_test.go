@@ -511,26 +511,84 @@ func TestSFTPClientBehaviours(t *testing.T) {
 	}
 }
 
+// Ten failed passwords for one user from one address ban that address for
+// that user only: another partner behind the same address (a bank's NAT)
+// still logs in. The ban outlives a restart, is listed, and lifted by
+// flatfiler ban remove while the server runs.
 func TestAuthFailuresSlowDownThenBan(t *testing.T) {
-	ts := startTestServer(t, t.TempDir())
-	for i := 0; i < 10; i++ {
+	dir := t.TempDir()
+	ts := startTestServer(t, dir)
+	other, err := ts.partners.Add("otherbank", partner.NewOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 10 {
 		if _, _, err := ts.dialSFTP("demo", ssh.Password("wrong")); err == nil {
 			t.Fatal("wrong password accepted")
 		}
 	}
-	// Banned now: even the right password is refused, before the handshake.
 	if _, _, err := ts.dialSFTP("demo", ssh.Password(ts.demo.SFTPPassword)); err == nil {
-		t.Error("banned address logged in")
+		t.Error("a banned address and user logged in")
 	}
-	if !strings.Contains(ts.logBuf.String(), "sftp address banned") {
+	if c, conn, err := ts.dialSFTP(other.SFTPUser, ssh.Password(other.SFTPPassword)); err != nil {
+		t.Errorf("another partner at the same address was locked out: %v", err)
+	} else {
+		c.Close()
+		conn.Close()
+	}
+	if !strings.Contains(ts.logBuf.String(), "sftp login banned") {
 		t.Error("ban not logged")
 	}
 	metrics := ts.call(http.MethodGet, "/metrics", nil, "").Raw
-	for _, want := range []string{`flatfiler_sftp_auth_failures_total{method="password"} 10`, "flatfiler_sftp_bans_total 1", "flatfiler_sftp_refused_connections_total 1"} {
+	for _, want := range []string{`flatfiler_sftp_auth_failures_total{method="password"} 10`, "flatfiler_sftp_bans_total 1", "flatfiler_sftp_refused_logins_total 1"} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("metrics lack %q", want)
 		}
 	}
+
+	// Kept across a restart.
+	demo := ts.demo
+	ts.shutdown()
+	ts = startTestServer(t, dir)
+	if _, _, err := ts.dialSFTP("demo", ssh.Password(demo.SFTPPassword)); err == nil {
+		t.Error("a restart lifted the ban")
+	}
+	code, out, errOut := runCLI(t, "ban", "list", "--data", dir)
+	if code != 0 || !strings.Contains(out, "127.0.0.1") || !strings.Contains(out, "demo") || strings.Contains(out, "otherbank") {
+		t.Errorf("ban list: exit %d\n%s%s", code, out, errOut)
+	}
+	if code, out, errOut := runCLI(t, "ban", "remove", "127.0.0.1", "demo", "--data", dir); code != 0 || !strings.Contains(out, "lifted 1") {
+		t.Errorf("ban remove: exit %d %s%s", code, out, errOut)
+	}
+	c, conn, err := ts.dialSFTP("demo", ssh.Password(demo.SFTPPassword))
+	if err != nil {
+		t.Fatalf("after ban remove the partner is still refused: %v", err)
+	}
+	c.Close()
+	conn.Close()
+	if code, out, _ := runCLI(t, "ban", "list", "--json", "--data", dir); code != 0 || strings.TrimSpace(out) != "[]" {
+		t.Errorf("bans after removal: %s", out)
+	}
+}
+
+// Many user names that are no partner's, from one address, ban the
+// scanning: known partners at that address are not touched.
+func TestScannerOfUserNamesIsBannedAlone(t *testing.T) {
+	ts := startTestServer(t, t.TempDir())
+	for i := range 10 {
+		if _, _, err := ts.dialSFTP(fmt.Sprintf("guess%d", i), ssh.Password("x")); err == nil {
+			t.Fatal("an unknown user logged in")
+		}
+	}
+	if !strings.Contains(ts.logBuf.String(), "user names that are no partner's") {
+		t.Errorf("scanner not banned:\n%s", ts.logBuf.String())
+	}
+	c, conn, err := ts.dialSFTP("demo", ssh.Password(ts.demo.SFTPPassword))
+	if err != nil {
+		t.Fatalf("a partner at the scanner's address was locked out: %v", err)
+	}
+	c.Close()
+	conn.Close()
 }
 
 func TestPublicKeyLogin(t *testing.T) {

@@ -8,7 +8,7 @@ type Metrics struct {
 	Active        prometheus.Gauge
 	AuthFailures  *prometheus.CounterVec // method
 	Bans          prometheus.Counter
-	Refused       prometheus.Counter // connections refused from a banned address
+	Refused       prometheus.Counter // login attempts refused while banned
 	BytesReceived prometheus.Counter
 	BytesSent     prometheus.Counter
 	Uploads       *prometheus.CounterVec // outcome: published, aborted, refused
@@ -27,10 +27,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "flatfiler_sftp_auth_failures_total", Help: "Failed SFTP authentication attempts, by method (password, publickey).",
 		}, []string{"method"}),
 		Bans: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "flatfiler_sftp_bans_total", Help: "Addresses banned for repeated authentication failures.",
+			Name: "flatfiler_sftp_bans_total", Help: "Bans of an address and user name for repeated authentication failures.",
 		}),
 		Refused: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "flatfiler_sftp_refused_connections_total", Help: "Connections closed at once because their address is banned.",
+			Name: "flatfiler_sftp_refused_logins_total", Help: "Login attempts refused at once because their address and user name are banned.",
 		}),
 		BytesReceived: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "flatfiler_sftp_received_bytes_total", Help: "File bytes received over SFTP.",

@@ -29,13 +29,17 @@ type Options struct {
 	Limits inbox.Limits
 	// MaxAuthTries per connection; default 6, as OpenSSH.
 	MaxAuthTries int
-	// Failed logins from one address: each waits FailureDelay times the
-	// number of recent failures (at most 5 s); BanAfter failures within
-	// BanWindow ban the address for BanFor. Defaults 250ms, 10, 10m, 15m.
+	// Failed logins from one address as one user name (see Ban): each
+	// waits FailureDelay times the number of recent failures (at most 5 s);
+	// BanAfter failures within BanWindow ban that address and name for
+	// BanFor. Defaults 250ms, 10, 10m, 15m.
 	FailureDelay time.Duration
 	BanAfter     int
 	BanWindow    time.Duration
 	BanFor       time.Duration
+	// BanFile keeps the bans across restarts (see BanFile); empty: in
+	// memory only.
+	BanFile string
 	Logger       *slog.Logger
 	Metrics      *Metrics
 }
@@ -47,7 +51,7 @@ type Server struct {
 	inbox    *inbox.Inbox
 	config   *ssh.ServerConfig
 	signers  []ssh.Signer
-	bans     *bans
+	bans     *banList
 	log      *slog.Logger
 	metrics  *Metrics
 
@@ -90,10 +94,13 @@ func New(partners *partner.Registry, ib *inbox.Inbox, opts Options) (*Server, er
 	if err != nil {
 		return nil, err
 	}
+	bans, err := newBanList(opts.BanFile, opts.BanAfter, opts.BanWindow, opts.BanFor)
+	if err != nil {
+		return nil, err
+	}
 	s := &Server{
-		opts: opts, partners: partners, inbox: ib, signers: signers,
-		bans: newBans(opts.BanAfter, opts.BanWindow, opts.BanFor),
-		log:  opts.Logger, metrics: opts.Metrics, conns: map[net.Conn]struct{}{},
+		opts: opts, partners: partners, inbox: ib, signers: signers, bans: bans,
+		log: opts.Logger, metrics: opts.Metrics, conns: map[net.Conn]struct{}{},
 	}
 	cfg := &ssh.ServerConfig{
 		MaxAuthTries:      opts.MaxAuthTries,
@@ -134,10 +141,11 @@ func remoteIP(addr net.Addr) string {
 
 func (s *Server) checkPassword(meta ssh.ConnMetadata, password []byte) (*ssh.Permissions, error) {
 	ip := remoteIP(meta.RemoteAddr())
-	if s.bans.banned(ip) {
+	p, ok := s.partners.Get(meta.User())
+	if s.bans.banned(ip, meta.User(), ok) {
+		s.metrics.Refused.Inc()
 		return nil, errBanned
 	}
-	p, ok := s.partners.Get(meta.User())
 	if !ok {
 		// Spend a bcrypt's time on unknown users too, so the answer's
 		// timing does not tell which user names exist.
@@ -146,16 +154,18 @@ func (s *Server) checkPassword(meta ssh.ConnMetadata, password []byte) (*ssh.Per
 	if p.CheckPassword(string(password)) && ok {
 		return &ssh.Permissions{Extensions: map[string]string{partnerExt: p.ID}}, nil
 	}
-	s.failed(ip, meta.User(), "password")
+	s.failed(ip, meta.User(), ok, "password")
 	return nil, errors.New("authentication failed")
 }
 
 func (s *Server) checkKey(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
 	ip := remoteIP(meta.RemoteAddr())
-	if s.bans.banned(ip) {
+	p, ok := s.partners.Get(meta.User())
+	if s.bans.banned(ip, meta.User(), ok) {
+		s.metrics.Refused.Inc()
 		return nil, errBanned
 	}
-	if p, ok := s.partners.Get(meta.User()); ok && p.HasKey(key) {
+	if ok && p.HasKey(key) {
 		return &ssh.Permissions{Extensions: map[string]string{partnerExt: p.ID}}, nil
 	}
 	// Clients offer every key they hold before a password; an unknown key is
@@ -164,7 +174,7 @@ func (s *Server) checkKey(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permis
 	return nil, errors.New("unknown public key")
 }
 
-var errBanned = errors.New("too many failed logins from this address; try later")
+var errBanned = errors.New("too many failed logins from this address as this user; try later")
 
 // unknownUser has the bcrypt of a password nobody knows, at the cost
 // partner passwords use.
@@ -174,12 +184,20 @@ var unknownUser = sync.OnceValue(func() *partner.Partner {
 })
 
 // failed records a failed password and makes the guesser wait longer each time.
-func (s *Server) failed(ip, user, method string) {
+func (s *Server) failed(ip, user string, known bool, method string) {
 	s.metrics.AuthFailures.WithLabelValues(method).Inc()
-	recent, nowBanned := s.bans.fail(ip)
-	if nowBanned {
+	recent, ban, err := s.bans.fail(ip, user, known)
+	if err != nil {
+		s.log.Error("sftp ban not saved (in force until a restart)", "remote", ip, "user", user, "err", err)
+	}
+	if ban != nil {
 		s.metrics.Bans.Inc()
-		s.log.Warn("sftp address banned", "remote", ip, "user", user, "failures", recent, "for", s.opts.BanFor)
+		scope := "user " + user
+		if ban.User == "" {
+			scope = "user names that are no partner's"
+		}
+		s.log.Warn("sftp login banned", "remote", ip, "user", user, "for", scope, "failures", recent, "until", ban.Until,
+			"lift", "flatfiler ban remove "+ip)
 	} else {
 		s.log.Info("sftp login failed", "remote", ip, "user", user, "method", method, "failures", recent)
 	}
@@ -205,11 +223,6 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 				continue
 			}
 			return err
-		}
-		if s.bans.banned(remoteIP(conn.RemoteAddr())) {
-			s.metrics.Refused.Inc()
-			conn.Close()
-			continue
 		}
 		s.mu.Lock()
 		if s.shutdown {
@@ -365,58 +378,4 @@ func (s *Server) serveChannel(ss *session, ch ssh.Channel, reqs <-chan *ssh.Requ
 		rs.Close()
 		return
 	}
-}
-
-// bans tracks failed logins per address.
-type bans struct {
-	after       int
-	window, ban time.Duration
-	mu          sync.Mutex
-	failures    map[string][]time.Time
-	until       map[string]time.Time
-}
-
-func newBans(after int, window, ban time.Duration) *bans {
-	return &bans{after: after, window: window, ban: ban, failures: map[string][]time.Time{}, until: map[string]time.Time{}}
-}
-
-func (b *bans) banned(ip string) bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	until, ok := b.until[ip]
-	if ok && time.Now().After(until) {
-		delete(b.until, ip)
-		return false
-	}
-	return ok
-}
-
-// fail records a failure and returns the recent count and whether this
-// failure banned the address.
-func (b *bans) fail(ip string) (int, bool) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	now := time.Now()
-	recent := b.failures[ip][:0]
-	for _, t := range b.failures[ip] {
-		if now.Sub(t) < b.window {
-			recent = append(recent, t)
-		}
-	}
-	recent = append(recent, now)
-	b.failures[ip] = recent
-	// Many addresses failing once each must not grow the table for ever.
-	if len(b.failures) > 10_000 {
-		for other, times := range b.failures {
-			if now.Sub(times[len(times)-1]) >= b.window {
-				delete(b.failures, other)
-			}
-		}
-	}
-	if len(recent) >= b.after {
-		b.until[ip] = now.Add(b.ban)
-		delete(b.failures, ip)
-		return len(recent), true
-	}
-	return len(recent), false
 }
