@@ -40,8 +40,8 @@ type Options struct {
 	// BanFile keeps the bans across restarts (see BanFile); empty: in
 	// memory only.
 	BanFile string
-	Logger       *slog.Logger
-	Metrics      *Metrics
+	Logger  *slog.Logger
+	Metrics *Metrics
 }
 
 // Server serves SFTP to partners.
