@@ -35,12 +35,17 @@ tools:
 vet:
 	$(GO) vet $(GOTAGS) ./...
 
-# The whole suite, then the parser fuzz tests briefly.
+# The whole suite, then every fuzz target briefly: each must execute at
+# least 2,000 inputs in its 10 s (scripts/fuzz.sh prints the counts).
 test: vet tools
 	$(GO) test $(GOTAGS) -count=1 ./...
 	$(GO) test $(GOTAGS) -count=1 -race ./parse ./stages ./intake/inbox ./intake/sftpd ./intake/jobs
-	$(GO) test $(GOTAGS) -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 15s ./parse
-	$(GO) test $(GOTAGS) -run '^$$' -fuzz '^FuzzPlainTokens$$' -fuzztime 15s ./parse
+	scripts/fuzz.sh 10s 2000
+
+# Every fuzz target for FUZZTIME each (not in CI; half an hour by default).
+FUZZTIME ?= 5m
+fuzz:
+	scripts/fuzz.sh $(FUZZTIME) 100000
 
 # Enrichment quality on the labeled memos (or LABELS=your-file.tsv): nickname
 # exact match, tag accuracy, wrong tags, per-tag precision and recall.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"sort"
 	"strconv"
 	"strings"
@@ -120,23 +121,29 @@ func expensePeriod(period string, now time.Time, from, to time.Time) (time.Time,
 	return from, to
 }
 
+// expenseParams reads an expense report's dates and threshold for the
+// period (a helper's name, or "" for begin_on and end_on), or the problems
+// with them.
+func expenseParams(q url.Values, period string, now time.Time) (from, to time.Time, threshold int, problems []string) {
+	from, to = dateParam(q, "begin_on", &problems), dateParam(q, "end_on", &problems)
+	threshold = defaultThreshold
+	if v := q.Get("threshold"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || n > 100 {
+			problems = append(problems, fmt.Sprintf("threshold: %q is not a percentage from 0 to 100", v))
+		}
+		threshold = n
+	}
+	from, to = expensePeriod(period, now, from, to)
+	if to.Before(from) {
+		problems = append(problems, "end_on: before begin_on")
+	}
+	return from, to, threshold, problems
+}
+
 func (s *Server) expenses(period string) userHandler {
 	return func(w http.ResponseWriter, r *http.Request, u userRequest) {
-		q := r.URL.Query()
-		var problems []string
-		from, to := dateParam(q, "begin_on", &problems), dateParam(q, "end_on", &problems)
-		threshold := defaultThreshold
-		if v := q.Get("threshold"); v != "" {
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 0 || n > 100 {
-				problems = append(problems, fmt.Sprintf("threshold: %q is not a percentage from 0 to 100", v))
-			}
-			threshold = n
-		}
-		from, to = expensePeriod(period, s.now(), from, to)
-		if to.Before(from) {
-			problems = append(problems, "end_on: before begin_on")
-		}
+		from, to, threshold, problems := expenseParams(r.URL.Query(), period, s.now())
 		if problems != nil {
 			invalid(w, "invalid parameters", problems)
 			return

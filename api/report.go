@@ -21,6 +21,7 @@ import (
 const (
 	defaultPerPage = 25
 	maxPerPage     = 100
+	maxPage        = 10_000_000
 )
 
 func (s *Server) reportRoutes(route func(pattern, name string, h http.HandlerFunc)) {
@@ -216,8 +217,10 @@ func pageParams(q url.Values) (warehouse.Page, []string) {
 	var problems []string
 	if v := q.Get("page"); v != "" {
 		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			problems = append(problems, fmt.Sprintf("page: %q is not a page number (1, 2, ...)", v))
+		// Past maxPage the page's offset would overflow (it went negative,
+		// and a search's paging panicked); no listing has that many.
+		if err != nil || n < 1 || n > maxPage {
+			problems = append(problems, fmt.Sprintf("page: %q is not a page number (1 to %d)", v, maxPage))
 		}
 		p.Number = n
 	}

@@ -578,6 +578,8 @@ func TestTransactionsPagingAndSearch(t *testing.T) {
 	e.wantError("GET", base+"/transactions/search?untagged=maybe", a, "", 422, "untagged")
 	e.wantError("GET", base+"/transactions?page=0", a, "", 422, "page")
 	e.wantError("GET", base+"/transactions?per_page=1000", a, "", 422, "per_page")
+	// Found by FuzzReportQueries: the offset overflowed, and a search's paging panicked.
+	e.wantError("GET", base+"/transactions/search?q=x&page=9223372036854775807&per_page=100", a, "", 422, "page")
 	e.wantError("GET", "/users/nobody/transactions", a, "", 404, "no user")
 }
 

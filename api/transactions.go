@@ -152,26 +152,31 @@ func boolParam(q url.Values, name string, problems *[]string) bool {
 	}
 }
 
-func (s *Server) searchTransactions(w http.ResponseWriter, r *http.Request, u userRequest) {
-	accts := u.accounts
-	q := r.URL.Query()
-	var problems []string
-	f := warehouse.TransactionFilter{
+// searchParams reads a search's filter and the accounts it names
+// (account_ids, to be found among the user's), or the problems with them.
+func searchParams(q url.Values) (f warehouse.TransactionFilter, accountRefs, problems []string) {
+	f = warehouse.TransactionFilter{
 		Query: strings.TrimSpace(q.Get("q")), Tags: listParam(q, "tags"),
 		Untagged: boolParam(q, "untagged", &problems),
 		From:     dateParam(q, "begin_on", &problems), To: dateParam(q, "end_on", &problems),
 	}
+	if !f.From.IsZero() && !f.To.IsZero() && f.To.Before(f.From) {
+		problems = append(problems, "end_on: before begin_on")
+	}
+	return f, listParam(q, "account_ids"), problems
+}
+
+func (s *Server) searchTransactions(w http.ResponseWriter, r *http.Request, u userRequest) {
+	accts := u.accounts
+	f, refs, problems := searchParams(r.URL.Query())
 	var within []warehouse.Account
-	for _, ref := range listParam(q, "account_ids") {
+	for _, ref := range refs {
 		a, ok := findAccount(u.partnerID(), accts, ref)
 		if !ok {
 			problems = append(problems, fmt.Sprintf("account_ids: %q is not an account of user %q", ref, u.user))
 			continue
 		}
 		within = append(within, a)
-	}
-	if !f.From.IsZero() && !f.To.IsZero() && f.To.Before(f.From) {
-		problems = append(problems, "end_on: before begin_on")
 	}
 	if problems != nil {
 		invalid(w, "invalid search parameters", problems)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"regexp"
 	"strings"
 	"syscall"
@@ -18,11 +19,11 @@ var md5Pattern = regexp.MustCompile(`^[0-9A-Fa-f]{32}$`)
 
 // list reads a list parameter under any of its names: comma-separated, as
 // the spec writes it, or repeated.
-func list(r *http.Request, names ...string) ([]string, bool) {
+func list(form url.Values, names ...string) ([]string, bool) {
 	var out []string
 	present := false
 	for _, name := range names {
-		for _, v := range r.Form[name] {
+		for _, v := range form[name] {
 			present = true
 			for _, item := range strings.Split(v, ",") {
 				out = append(out, strings.TrimSpace(item))
@@ -32,32 +33,23 @@ func list(r *http.Request, names ...string) ([]string, bool) {
 	return out, present
 }
 
-// uploadsReceived is POST /api/v2/uploads/received: the partner says which
-// files it uploaded and their MD5s; each becomes a job.
-func (s *Server) uploadsReceived(w http.ResponseWriter, r *http.Request, p *partner.Partner) {
-	if err := r.ParseForm(); err != nil {
-		s.reject(w, p, "invalid", http.StatusBadRequest, "malformed parameters: "+err.Error(), nil)
-		return
-	}
-	names, _ := list(r, "filenames", "filename")
-	hashes, _ := list(r, "hashes", "hash")
-	types, typed := list(r, "types", "type")
-
-	var problems []jobs.Problem
+// parseNotification reads the spec's notification parameters: filenames,
+// hashes (or hash) and optional types, comma-separated lists in the same
+// order. invalidList says why the lists themselves cannot be read; else
+// problems name each file's, and with none files is the notification.
+func parseNotification(form url.Values) (files []jobs.File, problems []jobs.Problem, invalidList string) {
+	names, _ := list(form, "filenames", "filename")
+	hashes, _ := list(form, "hashes", "hash")
+	types, typed := list(form, "types", "type")
 	switch {
 	case len(names) == 0:
-		s.reject(w, p, "invalid", http.StatusBadRequest, "filenames is required: a comma-separated list of the files you uploaded", nil)
-		return
+		return nil, nil, "filenames is required: a comma-separated list of the files you uploaded"
 	case len(hashes) != len(names):
-		s.reject(w, p, "invalid", http.StatusBadRequest,
-			fmt.Sprintf("%d filenames but %d hashes: give one MD5 per file, in the same order", len(names), len(hashes)), nil)
-		return
+		return nil, nil, fmt.Sprintf("%d filenames but %d hashes: give one MD5 per file, in the same order", len(names), len(hashes))
 	case typed && len(types) != len(names):
-		s.reject(w, p, "invalid", http.StatusBadRequest,
-			fmt.Sprintf("%d filenames but %d types: give one type per file, in the same order, or none", len(names), len(types)), nil)
-		return
+		return nil, nil, fmt.Sprintf("%d filenames but %d types: give one type per file, in the same order, or none", len(names), len(types))
 	}
-	files := make([]jobs.File, len(names))
+	files = make([]jobs.File, len(names))
 	seen := map[string]bool{}
 	for i, name := range names {
 		files[i] = jobs.File{Name: name, MD5: hashes[i]}
@@ -85,9 +77,28 @@ func (s *Server) uploadsReceived(w http.ResponseWriter, r *http.Request, p *part
 			files[i].Type = t
 		}
 	}
-	if len(problems) > 0 {
+	return files, problems, ""
+}
+
+// uploadsReceived is POST /api/v2/uploads/received: the partner says which
+// files it uploaded and their MD5s; each becomes a job.
+func (s *Server) uploadsReceived(w http.ResponseWriter, r *http.Request, p *partner.Partner) {
+	if err := r.ParseForm(); err != nil {
+		s.reject(w, p, "invalid", http.StatusBadRequest, "malformed parameters: "+err.Error(), nil)
+		return
+	}
+	files, problems, invalidList := parseNotification(r.Form)
+	switch {
+	case invalidList != "":
+		s.reject(w, p, "invalid", http.StatusBadRequest, invalidList, nil)
+		return
+	case len(problems) > 0:
 		s.reject(w, p, "invalid", http.StatusBadRequest, summary(problems), problems)
 		return
+	}
+	names := make([]string, len(files))
+	for i, f := range files {
+		names[i] = f.Name
 	}
 
 	accepted, duplicate, err := s.Jobs.Accept(r.Context(), p.ID, files)
