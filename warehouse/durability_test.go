@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sync/atomic"
 	"testing"
 
@@ -15,22 +16,9 @@ import (
 	"github.com/flatfiler/flatfiler/fixtures/gen"
 	"github.com/flatfiler/flatfiler/intake"
 	"github.com/flatfiler/flatfiler/internal/failpoint"
+	"github.com/flatfiler/flatfiler/internal/failpoint/smalldisk"
 	"github.com/flatfiler/flatfiler/warehouse"
 )
-
-func smallDisk(t *testing.T, size int64) string {
-	t.Helper()
-	dir := t.TempDir()
-	unmount, err := failpoint.MountTmpfs(dir, size)
-	if errors.Is(err, failpoint.ErrNotRoot) {
-		t.Skip(err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = unmount() })
-	return dir
-}
 
 // A COMMIT on a full disk fails as a storage error and leaves readers the
 // state before the file, at every moment: a reader polling through the
@@ -40,7 +28,7 @@ func smallDisk(t *testing.T, size int64) string {
 // before a checkpoint that then fails, if the warehouse let it
 // checkpoint at COMMIT.
 func TestCommitOnAFullDiskIsNeverSeen(t *testing.T) {
-	dir := smallDisk(t, 256<<20)
+	dir := smalldisk.Mount(t, 256<<20)
 	ballast := filepath.Join(dir, "ballast")
 	faults, err := failpoint.Parse(failpoint.LoadBeforeCommit+"=fill("+ballast+")", io.Discard)
 	if err != nil {
@@ -121,5 +109,28 @@ func TestCommitOnAFullDiskIsNeverSeen(t *testing.T) {
 	}
 	if again, ingests := count(); again != txns || ingests != 1 {
 		t.Errorf("reopened: %d transactions and %d ingests rows, want %d and 1", again, ingests, txns)
+	}
+}
+
+// A spill directory that fills while a file is staged is named, with what
+// it holds and its limit, as a storage failure the file is not at fault
+// for; DuckDB's own words were "Out of Memory Error".
+func TestFullSpillDirectoryIsNamed(t *testing.T) {
+	spill := smalldisk.Mount(t, 8<<20)
+	ctx := context.Background()
+	store, err := warehouse.Open(ctx, filepath.Join(t.TempDir(), "w.duckdb"), warehouse.Options{MemoryLimit: "32MB", TempDir: spill})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	var file bytes.Buffer
+	if _, err := gen.Write(&file, gen.Options{Bytes: 96 << 20, Seed: 4}); err != nil {
+		t.Fatal(err)
+	}
+	p := &intake.Pipeline{Store: store, Metrics: intake.NewMetrics(prometheus.NewRegistry())}
+	rep, err := p.Ingest(ctx, "big.xml", bytes.NewReader(file.Bytes()), intake.Options{Partner: "demo"})
+	if err == nil || !errors.Is(err, warehouse.ErrStorage) || !rep.Retryable ||
+		!regexp.MustCompile(`spill directory \S+ is full \([0-9.]+ MiB used, limit [0-9.]+ MiB\)`).MatchString(rep.Fatal) {
+		t.Fatalf("ingest with a full spill directory: err %v\nreport %s", err, rep.Fatal)
 	}
 }

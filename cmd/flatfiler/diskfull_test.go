@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -10,27 +9,8 @@ import (
 	"time"
 
 	"github.com/flatfiler/flatfiler/internal/failpoint"
+	"github.com/flatfiler/flatfiler/internal/failpoint/smalldisk"
 )
-
-// smallDisk mounts a tmpfs of size bytes on a fresh directory for the
-// test, so that "disk full" is the kernel's ENOSPC, not a fake.
-func smallDisk(t *testing.T, size int64) string {
-	t.Helper()
-	dir := t.TempDir()
-	unmount, err := failpoint.MountTmpfs(dir, size)
-	if errors.Is(err, failpoint.ErrNotRoot) {
-		t.Skip(err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := unmount(); err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
-		}
-	})
-	return dir
-}
 
 // waitUntil polls the job until ok says so.
 func waitUntil(t *testing.T, ts *testServer, key, id string, what string, ok func(job map[string]any) bool) map[string]any {
@@ -95,7 +75,7 @@ func TestDiskFullAtEveryWrite(t *testing.T) {
 			name += "+kill"
 		}
 		t.Run(name, func(t *testing.T) {
-			dir := smallDisk(t, 96<<20)
+			dir := smalldisk.Mount(t, 96<<20)
 			ballast := filepath.Join(dir, "ballast")
 			c := startChildEnv(t, dir, []string{faultsEnv + "=" + tt.point + "=fill(" + ballast + ")"}, "--retry-after", "100ms", "--checkpoint-after", "1")
 			creds := *c.creds

@@ -14,6 +14,7 @@ import (
 
 	"github.com/flatfiler/flatfiler/intake/partner"
 	"github.com/flatfiler/flatfiler/internal/failpoint"
+	"github.com/flatfiler/flatfiler/internal/failpoint/smalldisk"
 )
 
 // openSSHBatch runs OpenSSH's sftp with a batch of commands as the
@@ -38,7 +39,7 @@ func openSSHBatch(t *testing.T, ts *testServer, creds partner.Credentials, batch
 // path, and the status code fits it; OpenSSH's sftp, which prints only the
 // code, can see the quota left with df.
 func TestSFTPRefusalsSayWhy(t *testing.T) {
-	dir := smallDisk(t, 64<<20)
+	dir := smalldisk.Mount(t, 64<<20)
 	ts := startTestServer(t, dir)
 	small, err := ts.partners.Add("smallbank", partner.NewOptions{MaxFileSize: 2000, QuotaBytes: 3000})
 	if err != nil {

@@ -121,7 +121,10 @@ func (m *Manager) claim() (_ *Job, _ *notification, next time.Duration) {
 				j.Status, j.StartedAt = Queued, nil
 				j.Attempts--
 				m.retryLater(j, recordError(err))
-				return nil, nil, time.Until(*j.NextAttemptAt)
+				if wait := time.Until(*j.NextAttemptAt); next == 0 || wait < next {
+					next = wait
+				}
+				break
 			}
 			if err := m.cfg.Faults.Hit(failpoint.JobClaimed); err != nil {
 				m.log.Error("job claim", "job_id", j.ID, "err", err)

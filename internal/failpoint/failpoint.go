@@ -172,18 +172,3 @@ func Fill(path string) error {
 	}
 	return f.Sync()
 }
-
-// MountTmpfs mounts a tmpfs of size bytes on dir, so that tests meet a
-// full disk as the kernel's ENOSPC. It needs root; unmount undoes it.
-func MountTmpfs(dir string, size int64) (unmount func() error, err error) {
-	if os.Geteuid() != 0 {
-		return nil, ErrNotRoot
-	}
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, fmt.Sprintf("size=%d,mode=0700", size)); err != nil {
-		return nil, fmt.Errorf("mount tmpfs on %s: %w", dir, err)
-	}
-	return func() error { return syscall.Unmount(dir, syscall.MNT_DETACH) }, nil
-}
-
-// ErrNotRoot: mounting needs root (CI runs as root).
-var ErrNotRoot = errors.New("mounting a tmpfs needs root")
