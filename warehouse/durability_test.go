@@ -114,17 +114,18 @@ func TestCommitOnAFullDiskIsNeverSeen(t *testing.T) {
 
 // A spill directory that fills while a file is staged is named, with what
 // it holds and its limit, as a storage failure the file is not at fault
-// for; DuckDB's own words were "Out of Memory Error".
+// for (DuckDB's own words were "Out of Memory Error"), and once it has
+// room the file applies.
 func TestFullSpillDirectoryIsNamed(t *testing.T) {
 	spill := smalldisk.Mount(t, 8<<20)
 	ctx := context.Background()
-	store, err := warehouse.Open(ctx, filepath.Join(t.TempDir(), "w.duckdb"), warehouse.Options{MemoryLimit: "32MB", TempDir: spill})
+	store, err := warehouse.Open(ctx, filepath.Join(t.TempDir(), "w.duckdb"), warehouse.Options{TempDir: spill})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer store.Close()
 	var file bytes.Buffer
-	if _, err := gen.Write(&file, gen.Options{Bytes: 96 << 20, Seed: 4}); err != nil {
+	if _, err := gen.Write(&file, gen.Options{Bytes: 200 << 20, Seed: 4}); err != nil {
 		t.Fatal(err)
 	}
 	p := &intake.Pipeline{Store: store, Metrics: intake.NewMetrics(prometheus.NewRegistry())}
@@ -132,5 +133,11 @@ func TestFullSpillDirectoryIsNamed(t *testing.T) {
 	if err == nil || !errors.Is(err, warehouse.ErrStorage) || !rep.Retryable ||
 		!regexp.MustCompile(`spill directory \S+ is full \([0-9.]+ MiB used, limit [0-9.]+ MiB\)`).MatchString(rep.Fatal) {
 		t.Fatalf("ingest with a full spill directory: err %v\nreport %s", err, rep.Fatal)
+	}
+	// Room freed, the same file applies: DuckDB measured its spill limit
+	// once, at the first spill, and the load has it measured again.
+	smalldisk.Grow(t, spill, 1<<30)
+	if rep, err := p.Ingest(ctx, "big.xml", bytes.NewReader(file.Bytes()), intake.Options{Partner: "demo"}); err != nil {
+		t.Fatalf("ingest once the spill directory has room: %v", rep.Fatal)
 	}
 }

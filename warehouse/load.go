@@ -138,6 +138,13 @@ func (s *Store) Begin(ctx context.Context, opts LoadOptions) (*Load, error) {
 	if err != nil {
 		return nil, fmt.Errorf("begin load: %w", s.storageError(err))
 	}
+	// DuckDB sets its spill limit, unless told one, to 90% of the space
+	// free at the first spill and keeps it (TemporaryFileManager::
+	// SetMaxSwapSpace, GetDefaultMax, in v1.4.5): after a full disk is
+	// freed, a file retried would meet the old limit until a restart.
+	// Resetting it measures the space free now. It fails, harmlessly, while
+	// another load's spill is over the new figure.
+	_, _ = conn.ExecContext(ctx, "RESET max_temp_directory_size")
 	n := loadCounter.Add(1)
 	l := &Load{
 		store: s, conn: conn, opts: opts, started: time.Now().UTC(),

@@ -30,3 +30,12 @@ func Mount(tb testing.TB, size int64) string {
 	})
 	return dir
 }
+
+// Grow gives the file system at dir (from Mount) a new size: room freed,
+// as an operator would free it.
+func Grow(tb testing.TB, dir string, size int64) {
+	tb.Helper()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", syscall.MS_REMOUNT, fmt.Sprintf("size=%d,mode=0700", size)); err != nil {
+		tb.Fatalf("remount tmpfs on %s: %v", dir, err)
+	}
+}
