@@ -15,11 +15,11 @@ import (
 
 var encodingDecl = regexp.MustCompile(`^<\?xml[^>]*?\sencoding\s*=\s*["']([A-Za-z0-9._:-]+)["']`)
 
-// utf8Reader returns r as UTF-8: a UTF-8 byte order mark is dropped, a UTF-16
-// one selects UTF-16, and an encoding named in the XML declaration (bank
-// exports often say ISO-8859-1 or windows-1252) is transcoded.
-func utf8Reader(r io.Reader) (io.Reader, string, error) {
-	br := bufio.NewReaderSize(r, 4096)
+// utf8Reader returns br (sniff's) as UTF-8: a UTF-8 byte order mark is
+// dropped, a UTF-16 one selects UTF-16, and an encoding named in the XML
+// declaration (bank exports often say ISO-8859-1 or windows-1252) is
+// transcoded.
+func utf8Reader(br *bufio.Reader) (io.Reader, string, error) {
 	head, _ := br.Peek(1024)
 	switch {
 	case bytes.HasPrefix(head, []byte{0xEF, 0xBB, 0xBF}):

@@ -33,10 +33,10 @@ var gzipMagic = []byte{0x1f, 0x8b}
 // bank exports inflate 5 to 20 times; far more is a decompression bomb.
 const maxInflation = 200
 
-// sniff returns the file's bytes as text: a gzip file is inflated as it
-// is read (the MD5 a partner notifies is of what was uploaded), and a file
-// that is not text at all is refused, named.
-func sniff(r io.Reader) (io.Reader, error) {
+// sniff returns the file's bytes as text, buffered once for utf8Reader: a
+// gzip file is inflated as it is read (the MD5 a partner notifies is of what
+// was uploaded), and a file that is not text at all is refused, named.
+func sniff(r io.Reader) (*bufio.Reader, error) {
 	br := bufio.NewReaderSize(r, 4096)
 	head, _ := br.Peek(1024)
 	if bytes.HasPrefix(head, gzipMagic) {

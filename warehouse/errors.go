@@ -28,7 +28,8 @@ func (e *StorageError) Unwrap() error        { return e.Err }
 func (e *StorageError) Is(target error) bool { return target == ErrStorage }
 
 // spillUsage finds DuckDB's "(88.1 MiB/88.1 MiB used)" in an out-of-memory
-// error caused by max_temp_directory_size.
+// error caused by max_temp_directory_size; unwritable, the file in "Could
+// not write file".
 var (
 	spillUsage = regexp.MustCompile(`\(([0-9.]+ [KMGTP]?i?B)/([0-9.]+ [KMGTP]?i?B) used\)`)
 	unwritable = regexp.MustCompile(`Could not write file "([^"]+)"`)

@@ -426,7 +426,7 @@ func (l *Load) Apply(ctx context.Context, b *stages.Batch) (Applied, error) {
 	if err := l.exec(ctx, "COMMIT"); err != nil {
 		return out, err
 	}
-	return out, l.store.faults.Hit(failpoint.LoadStaged)
+	return out, l.store.opts.Faults.Hit(failpoint.LoadStaged)
 }
 
 // checkParents rejects accounts whose user and transactions whose account the
@@ -822,7 +822,7 @@ func (l *Load) resolveAndApply(ctx context.Context, resolve, apply []string, rec
 		touched, err = l.touchedAccounts(ctx)
 	}
 	if err == nil {
-		err = l.store.faults.Hit(failpoint.LoadBeforeCommit)
+		err = l.store.opts.Faults.Hit(failpoint.LoadBeforeCommit)
 	}
 	if err == nil {
 		err = l.commit(ctx, alone, touched)
@@ -833,7 +833,7 @@ func (l *Load) resolveAndApply(ctx context.Context, resolve, apply []string, rec
 		return err
 	}
 	// The file is applied: an injected error here would only lie about it.
-	_ = l.store.faults.Hit(failpoint.LoadCommitted)
+	_ = l.store.opts.Faults.Hit(failpoint.LoadCommitted)
 	l.store.checkpoint(context.WithoutCancel(ctx), l.conn)
 	return nil
 }

@@ -23,7 +23,7 @@ func (s *Store) Query(ctx context.Context, query, format string, w io.Writer) er
 	var q interface {
 		QueryContext(context.Context, string, ...any) (*sql.Rows, error)
 	} = s.db()
-	if !s.readOnly {
+	if !s.opts.ReadOnly {
 		conn, err := s.db().Conn(ctx)
 		if err != nil {
 			return err

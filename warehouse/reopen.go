@@ -83,7 +83,7 @@ func (s *Store) Reopens() int64 { return s.reopens.Load() }
 func (s *Store) invalidate(cause error) {
 	s.reopenMu.Lock()
 	defer s.reopenMu.Unlock()
-	if s.reopening || s.readOnly {
+	if s.reopening || s.opts.ReadOnly {
 		return
 	}
 	s.reopening, s.down = true, firstLine(cause)
@@ -169,14 +169,10 @@ func (s *Store) checkpoint(ctx context.Context, conn *sql.Conn) {
 		return
 	}
 	_, err := conn.ExecContext(ctx, "CHECKPOINT")
-	if err == nil {
-		return
+	if err != nil && !invalidates(err) {
+		// Another writer's open transaction (a user's edit) defers it to
+		// the next file, or to the checkpoint DuckDB makes when it closes.
+		s.log.Debug("checkpoint deferred", "path", s.path, "err", firstLine(err))
 	}
-	if invalidates(err) {
-		s.invalidate(err)
-		return
-	}
-	// Another writer's open transaction (a user's edit) defers it to the
-	// next file, or to the checkpoint DuckDB makes when it closes.
-	s.log.Debug("checkpoint deferred", "path", s.path, "err", firstLine(err))
+	_ = s.Check(err)
 }

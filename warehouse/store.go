@@ -45,10 +45,9 @@ type Options struct {
 
 // Store is an open warehouse.
 type Store struct {
-	path     string
-	readOnly bool
-	opts     Options
-	log      *slog.Logger
+	path string
+	opts Options
+	log  *slog.Logger
 	// handle is the database in use. After DuckDB invalidated it (a fatal
 	// error: a failed checkpoint, an internal error) it is closed and
 	// replaced by a fresh open of the same file; see reopen.
@@ -75,8 +74,6 @@ type Store struct {
 	reopenDone chan struct{} // closed when the running reopen ends
 	// fault, set by tests only, fails a load's statement before it runs.
 	fault func(stmt string) error
-	// faults are the process's named fault points (nil: none).
-	faults *failpoint.Set
 	// enrichments caches the enrichments table for the API's reads.
 	enrichments enrichmentCache
 	// edited holds (partner, account) with transaction edits; manualNetworth
@@ -113,7 +110,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 			return nil, fmt.Errorf("open warehouse: %w", err)
 		}
 	}
-	s := &Store{path: path, readOnly: opts.ReadOnly, opts: opts, log: opts.Logger, faults: opts.Faults, closed: make(chan struct{})}
+	s := &Store{path: path, opts: opts, log: opts.Logger, closed: make(chan struct{})}
 	db, err := s.openDB(ctx)
 	if err != nil {
 		return nil, err

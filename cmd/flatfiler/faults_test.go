@@ -4,10 +4,8 @@ import (
 	"bytes"
 	"crypto/md5"
 	"encoding/hex"
-	"errors"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -76,13 +74,7 @@ func waitExit(t *testing.T, c *child, within time.Duration) (killed bool) {
 	go func() { done <- c.cmd.Wait() }()
 	select {
 	case err := <-done:
-		var exit *exec.ExitError
-		if errors.As(err, &exit) {
-			if ws, ok := exit.Sys().(syscall.WaitStatus); ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL {
-				return true
-			}
-		}
-		return false
+		return killedBySIGKILL(err)
 	case <-time.After(within):
 		t.Fatalf("server did not reach its fault point within %s:\n%s", within, c.stderr.String())
 		return false

@@ -68,13 +68,17 @@ func runChild(t *testing.T, env []string, args ...string) (killed bool, stderr s
 	cmd := childCommand(env, args...)
 	var errOut bytes.Buffer
 	cmd.Stderr = &errOut
-	err := cmd.Run()
+	return killedBySIGKILL(cmd.Run()), errOut.String()
+}
+
+// killedBySIGKILL reports whether a child's Wait error says SIGKILL ended it.
+func killedBySIGKILL(err error) bool {
 	var exit *exec.ExitError
-	if errors.As(err, &exit) {
-		ws, ok := exit.Sys().(syscall.WaitStatus)
-		killed = ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL
+	if !errors.As(err, &exit) {
+		return false
 	}
-	return killed, errOut.String()
+	ws, ok := exit.Sys().(syscall.WaitStatus)
+	return ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL
 }
 
 // startChildEnv starts flatfiler serve in a child process, with env added

@@ -109,9 +109,7 @@ func (m *Manager) claim() (_ *Job, _ *notification, next time.Duration) {
 			// holds back the ones after it.
 			blocked[n.Partner] = true
 			if j.NextAttemptAt != nil && j.NextAttemptAt.After(now) {
-				if wait := j.NextAttemptAt.Sub(now); next == 0 || wait < next {
-					next = wait
-				}
+				next = sooner(next, j.NextAttemptAt.Sub(now))
 				break
 			}
 			j.Status, j.StartedAt, j.BytesDone = Processing, &now, 0
@@ -121,9 +119,7 @@ func (m *Manager) claim() (_ *Job, _ *notification, next time.Duration) {
 				j.Status, j.StartedAt = Queued, nil
 				j.Attempts--
 				m.retryLater(j, recordError(err))
-				if wait := time.Until(*j.NextAttemptAt); next == 0 || wait < next {
-					next = wait
-				}
+				next = sooner(next, time.Until(*j.NextAttemptAt))
 				break
 			}
 			if err := m.cfg.Faults.Hit(failpoint.JobClaimed); err != nil {
@@ -134,6 +130,14 @@ func (m *Manager) claim() (_ *Job, _ *notification, next time.Duration) {
 		}
 	}
 	return nil, nil, next
+}
+
+// sooner is the shorter of two waits, 0 meaning none.
+func sooner(a, b time.Duration) time.Duration {
+	if a == 0 || b < a {
+		return b
+	}
+	return a
 }
 
 // recordError says why a job's record could not be written, in words a
@@ -215,13 +219,13 @@ func (m *Manager) run(ctx context.Context, n *notification, j *Job) {
 	delete(m.busy, j.Partner)
 	switch {
 	case err != nil && jobCtx.Err() != nil && !applied:
-		j.Status, j.StartedAt, j.BytesDone = Queued, nil, 0
+		requeue(j)
 		m.save(n)
 		m.log.Info("job stopped by shutdown; queued again", "partner", j.Partner, "job_id", j.ID, "file", j.Filename)
 		return
 	case !applied && errors.Is(err, warehouse.ErrStorage):
 		// Nothing of the file was applied, and nothing in it was at fault.
-		j.Status, j.StartedAt, j.BytesDone = Queued, nil, 0
+		requeue(j)
 		m.retryLater(j, err)
 		m.save(n)
 		return
@@ -238,6 +242,9 @@ func (m *Manager) run(ctx context.Context, n *notification, j *Job) {
 	m.log.Info("job finished", "partner", j.Partner, "job_id", j.ID, "file", j.Filename, "status", j.Status,
 		"type", j.Type, "errors", j.ErrorCount, "bytes", j.BytesTotal, "seconds", j.FinishedAt.Sub(started).Seconds())
 }
+
+// requeue puts a job that applied nothing back in the queue.
+func requeue(j *Job) { j.Status, j.StartedAt, j.BytesDone = Queued, nil, 0 }
 
 // save writes a notification, or marks it to be written again soon; it
 // reports whether the record is on disk. A final job whose record is not
