@@ -7,6 +7,8 @@ import (
 	"crypto/md5"
 	"encoding/hex"
 	"errors"
+	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -34,9 +36,43 @@ func TestMain(m *testing.M) {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		code := run(ctx, strings.Split(args, "\x1f"), os.Stdout, os.Stderr)
 		stop()
+		if os.Getenv(peakEnv) != "" {
+			reportPeak(os.Stderr)
+		}
 		os.Exit(code)
 	}
 	os.Exit(m.Run())
+}
+
+// peakEnv makes a child report its own peak RSS when it ends. The rusage
+// of a child the test waits for is no good: Go starts children with vfork,
+// the child shares the test's memory until exec, and ru_maxrss keeps that
+// peak too (a test that had just built a 64 MB string read 157 MB for a
+// child that used 66). VmHWM is the peak of the memory the child has since
+// exec.
+const peakEnv = "FLATFILER_TEST_REPORT_PEAK"
+
+func reportPeak(w io.Writer) {
+	status, _ := os.ReadFile("/proc/self/status")
+	for _, line := range strings.Split(string(status), "\n") {
+		if strings.HasPrefix(line, "VmHWM:") {
+			fmt.Fprintf(w, "\npeak: %s\n", strings.TrimSpace(strings.TrimPrefix(line, "VmHWM:")))
+		}
+	}
+}
+
+// childPeak reads the peak a child reported (see peakEnv), in MB.
+func childPeak(t *testing.T, stderr string) int64 {
+	t.Helper()
+	i := strings.LastIndex(stderr, "\npeak: ")
+	var kb int64
+	if i < 0 {
+		t.Fatalf("the child reported no peak:\n%s", stderr)
+	}
+	if _, err := fmt.Sscanf(stderr[i:], "\npeak: %d kB", &kb); err != nil {
+		t.Fatalf("peak: %v in %q", err, stderr[i:])
+	}
+	return kb / 1024
 }
 
 // child is a flatfiler serve process.
