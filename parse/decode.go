@@ -37,6 +37,17 @@ type Decoder struct {
 	xmlOnly bool
 	// fallbacks counts chunks the fast path left to encoding/xml.
 	fallbacks atomic.Int64
+	// batch is set when the input is a JSON push batch (NewBatchDecoder).
+	batch *batchScanner
+}
+
+// recordScanner cuts the input into its top-level records.
+type recordScanner interface {
+	// next returns the next record's bytes, valid until the following
+	// call, or io.EOF after the input ended cleanly.
+	next() ([]byte, Location, error)
+	// handOver keeps the last record's bytes valid for good (see window).
+	handOver()
 }
 
 // NewDecoder returns a Decoder reading from r.
@@ -89,11 +100,25 @@ func Each[T any](ctx context.Context, d *Decoder, work func([]Record) T, deliver
 	if err != nil {
 		return err
 	}
-	in, _, err := utf8Reader(text)
-	if err != nil {
-		return err
+	var scan recordScanner
+	if d.batch != nil {
+		d.batch.window = newWindow(text, d.opts.Limits.MaxRecordBytes)
+		scan = d.batch
+	} else {
+		in, _, err := utf8Reader(text)
+		if err != nil {
+			return err
+		}
+		d.split = newSplitter(in, d.opts.Limits)
+		scan = d.split
 	}
-	d.split = newSplitter(in, d.opts.Limits)
+	// The XML root is checked once a record shows the file has a body.
+	checkRoot := func() error {
+		if d.split == nil || d.split.root == "" {
+			return nil
+		}
+		return d.checkRoot()
+	}
 
 	s := stream.New().WithMaxGoroutines(d.opts.Workers)
 	var (
@@ -153,15 +178,13 @@ func Each[T any](ctx context.Context, d *Decoder, work func([]Record) T, deliver
 			submitErr(err)
 			break
 		}
-		raw, loc, err := d.split.next()
+		raw, loc, err := scan.next()
 		if errors.Is(err, io.EOF) {
 			if len(cur.recs) > 0 {
 				submit(cur)
 			}
-			if d.split.root != "" {
-				if err := d.checkRoot(); err != nil {
-					submitErr(err)
-				}
+			if err := checkRoot(); err != nil {
+				submitErr(err)
 			}
 			break
 		}
@@ -173,7 +196,7 @@ func Each[T any](ctx context.Context, d *Decoder, work func([]Record) T, deliver
 			break
 		}
 		if !rootChecked {
-			if err := d.checkRoot(); err != nil {
+			if err := checkRoot(); err != nil {
 				submitErr(err)
 				break
 			}
@@ -185,7 +208,7 @@ func Each[T any](ctx context.Context, d *Decoder, work func([]Record) T, deliver
 				submit(cur)
 				cur = &chunk{}
 			}
-			d.split.handOver()
+			scan.handOver()
 			submit(&chunk{data: raw, recs: []chunkRecord{{relLine: 1, loc: loc}}})
 			continue
 		}
@@ -221,6 +244,9 @@ func (d *Decoder) checkRoot() error {
 // decodeChunk decodes the records of one chunk: on the fast path if the
 // chunk is plain XML, else (or to report an error) with encoding/xml.
 func (d *Decoder) decodeChunk(c *chunk) ([]Record, error) {
+	if d.batch != nil {
+		return decodeBatchChunk(c)
+	}
 	// No copy: a chunk's bytes never change once submitted, and the
 	// records copy the text they keep (textOf).
 	s := unsafe.String(unsafe.SliceData(c.data), len(c.data))

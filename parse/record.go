@@ -50,10 +50,13 @@ func (root FileType) Holds(declared FileType) bool {
 
 // Location places a record in its file: the line of its start tag (1-based) and
 // the byte offset of its '<' in the UTF-8 stream the parser read. For files
-// declared in another encoding the offset is in the transcoded stream.
+// declared in another encoding the offset is in the transcoded stream. In a
+// JSON batch they are those of the record's '{', and Path names it the way
+// a partner's JSON tools do: users[3].accounts[0].transactions[12].
 type Location struct {
 	Line   int
 	Offset int64
+	Path   string
 }
 
 // Record is one top-level element of a file; exactly one field is set, and
@@ -137,6 +140,13 @@ type Transaction struct {
 	Amount          string
 	Memo            string
 	CheckNumber     string
+	// Signed: Amount carries the sign (a push batch's balance: credits
+	// positive, debits negative) and TransactionType may be left out.
+	Signed bool
+	// Nickname is the user's name for the transaction, and Hide whether
+	// to hide it (push batches only).
+	Nickname string
+	Hide     string
 }
 
 // SyntaxError is a fatal error in the file: the file cannot be applied.

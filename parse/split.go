@@ -13,16 +13,8 @@ import (
 // instructions and quoted attribute values may contain '<' and '>'.
 // Well-formedness inside a record is left to encoding/xml in the workers.
 type splitter struct {
-	r   io.Reader
+	window
 	lim Limits
-
-	buf      []byte
-	pos      int   // next byte to look at
-	end      int   // bytes of buf holding data
-	base     int64 // file offset of buf[0]
-	lineMark int   // position whose line number is line
-	line     int
-	eof      bool
 
 	state    splitState
 	root     string
@@ -40,24 +32,45 @@ const (
 const readSize = 1 << 20
 
 func newSplitter(r io.Reader, lim Limits) *splitter {
-	return &splitter{r: r, lim: lim, buf: make([]byte, 2*readSize), line: 1}
+	return &splitter{window: newWindow(r, lim.MaxRecordBytes), lim: lim}
+}
+
+// window is a splitter's view of its input: a buffer that slides over the
+// stream and grows to hold the record being scanned, with the offset and
+// line of what it holds. Both the XML and the JSON splitters read through
+// one.
+type window struct {
+	r         io.Reader
+	maxRecord int // the buffer never grows past what a record this large needs
+
+	buf      []byte
+	pos      int   // next byte to look at
+	end      int   // bytes of buf holding data
+	base     int64 // file offset of buf[0]
+	lineMark int   // position whose line number is line
+	line     int
+	eof      bool
+}
+
+func newWindow(r io.Reader, maxRecord int) window {
+	return window{r: r, maxRecord: maxRecord, buf: make([]byte, 2*readSize), line: 1}
 }
 
 // lineAt returns the line of position p (p >= lineMark) and moves the mark there.
-func (s *splitter) lineAt(p int) int {
+func (s *window) lineAt(p int) int {
 	s.line += bytes.Count(s.buf[s.lineMark:p], []byte{'\n'})
 	s.lineMark = p
 	return s.line
 }
 
-func (s *splitter) errorAt(p int, format string, args ...any) error {
+func (s *window) errorAt(p int, format string, args ...any) error {
 	line := s.lineAt(p)
 	col := p - (bytes.LastIndexByte(s.buf[:p], '\n') + 1) + 1
 	return &SyntaxError{Line: line, Column: col, Msg: fmt.Sprintf(format, args...)}
 }
 
 // fill reads more input, keeping buf[keep:end]. It reports false at end of input.
-func (s *splitter) fill(keep int) (bool, error) {
+func (s *window) fill(keep int) (bool, error) {
 	if s.eof {
 		return false, nil
 	}
@@ -72,7 +85,7 @@ func (s *splitter) fill(keep int) (bool, error) {
 	if len(s.buf)-s.end < readSize {
 		// Doubling, but never past what the largest record allowed needs:
 		// a 64 MiB record once grew it to 128 MiB, both copies alive.
-		size := min(2*len(s.buf), s.lim.MaxRecordBytes+2*readSize)
+		size := min(2*len(s.buf), s.maxRecord+2*readSize)
 		grown := make([]byte, max(size, s.end+readSize))
 		copy(grown, s.buf[:s.end])
 		s.buf = grown
@@ -335,7 +348,7 @@ func (s *splitter) record() ([]byte, Location, error) {
 // handOver gives the caller the buffer the last record lies in, so a large
 // record is not copied again: the splitter goes on in a new buffer with
 // what followed the record. The record's bytes stay valid for good.
-func (s *splitter) handOver() {
+func (s *window) handOver() {
 	s.lineAt(s.pos)
 	tail := s.buf[s.pos:s.end]
 	fresh := make([]byte, max(2*readSize, len(tail)+readSize))
