@@ -19,7 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/flatfiler/flatfiler/api"
-	"github.com/flatfiler/flatfiler/intake"
+	"github.com/flatfiler/flatfiler/pipeline"
 	"github.com/flatfiler/flatfiler/intake/partner"
 	"github.com/flatfiler/flatfiler/warehouse"
 )
@@ -42,7 +42,7 @@ type env struct {
 	t        *testing.T
 	url      string
 	srv      *api.Server
-	pipeline *intake.Pipeline
+	pipeline *pipeline.Pipeline
 	now      time.Time
 }
 
@@ -68,11 +68,11 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	engine, err := intake.LoadEnrichment(ctx, store, nil)
+	engine, err := pipeline.LoadEnrichment(ctx, store, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, pipeline: &intake.Pipeline{Store: store, Enrich: engine, Metrics: intake.NewMetrics(prometheus.NewRegistry())}, now: clock}
+	e := &env{t: t, pipeline: &pipeline.Pipeline{Store: store, Enrich: engine, Metrics: pipeline.NewMetrics(prometheus.NewRegistry())}, now: clock}
 	e.srv = &api.Server{Partners: reg, Store: store, Enrich: engine, Logger: slog.New(slog.NewTextHandler(os.Stderr, nil)),
 		Now: func() time.Time { return e.now }}
 	hs := httptest.NewServer(e.srv.Handler())
@@ -86,11 +86,11 @@ func newEnv(t *testing.T) *env {
 func (e *env) ingest(partnerID, path, asOf string) {
 	e.t.Helper()
 	d, _ := time.Parse(time.DateOnly, asOf)
-	rep, err := e.pipeline.IngestFile(context.Background(), path, intake.Options{Partner: partnerID, AsOf: d})
+	rep, err := e.pipeline.IngestFile(context.Background(), path, pipeline.Options{Partner: partnerID, AsOf: d})
 	if err != nil {
 		e.t.Fatalf("ingest %s: %v", path, err)
 	}
-	if rep.Status == intake.StatusError {
+	if rep.Status == pipeline.StatusError {
 		e.t.Fatalf("ingest %s: %+v", path, rep)
 	}
 }

@@ -91,6 +91,11 @@ type Transaction struct {
 	// result (nickname, tag, reason, merchant key) in the file's
 	// enrich.Results, shared by rows enriched alike; 0 when off.
 	EnrichmentID uint32
+	// UserNickname is the user's own name for the transaction (a push
+	// batch's nickname), kept as the user's edit; Hidden hides it from the
+	// user's lists (the batch's hide).
+	UserNickname string
+	Hidden       bool
 	// NeedsAccount is set when the file does not carry the account
 	// (transactions files), so the warehouse must already know it; it also
 	// decides there whether the account is an investment one (skipped).
@@ -121,6 +126,8 @@ type Rejection struct {
 	Field      string `json:"field"`
 	Message    string `json:"message"`
 	Line       int    `json:"line"`
+	// Path places it in a push batch: users[0].accounts[1].transactions[4].
+	Path string `json:"path,omitempty"`
 }
 
 // Count is the outcome of the records of one kind.

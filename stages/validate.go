@@ -27,6 +27,18 @@ var BalanceTypes = map[string][]string{
 		"MinimumPaymentDue", "PreviousAmountDue", "PastDueAmount", "FinanceCharges"},
 }
 
+// BatchAccountTypes adds the push batch's account types (the Push Data
+// Source's "Account Types" table) to AccountTypes: a bill is money owed, a
+// certificate of deposit is a cd.
+var BatchAccountTypes = map[string]string{"bill": "credit", "certificates": "deposit"}
+
+// batchBalanceTypes maps a push batch's balance_type (current, available,
+// any case) to the flat file's balance type of the account's class.
+var batchBalanceTypes = map[string]map[string]string{
+	"deposit": {"current": "Current", "available": "Available"},
+	"credit":  {"current": "Outstanding", "available": "AvailableCredit"},
+}
+
 // CurrencyCodes is the spec's closed list.
 var CurrencyCodes = []string{"USD", "CAD"}
 
@@ -45,6 +57,53 @@ type Validator struct {
 	// Type is what the file was declared as (--type, or the notification's
 	// types); empty when detected, in which case every kind present is imported.
 	Type parse.FileType
+	// Batch applies the push batch's property tables instead of the flat
+	// file's: its required fields, signed amounts, balance types and
+	// account types; rejections name its fields (BatchFields).
+	Batch bool
+}
+
+// Fields names each field as a source spells it, so that a rejection
+// names what the partner sent.
+type Fields struct {
+	Action, PartnerCustomerID, FirstName, LastName, Email, ZipCode, UserExperience string
+
+	AccountID, AccountNumber, FiName, Nickname, AccountType, AccountExperience string
+	Balances, BalanceType, BalanceAmount, CurrencyCode                         string
+
+	TransactionID, TransactionAccountID, TransactionType, PostedDate, OriginationDate string
+	Amount, Memo, CheckNumber, TransactionNickname, Hide                             string
+}
+
+// FlatFileFields are the flat file's tags.
+var FlatFileFields = Fields{
+	Action: "Action", PartnerCustomerID: "PartnerCustomerId", FirstName: "FirstName", LastName: "LastName",
+	Email: "Email", ZipCode: "ZipCode", UserExperience: "UserExperience",
+	AccountID: "AccountId", AccountNumber: "AccountNumber", FiName: "AccountFiName", Nickname: "AccountNickname",
+	AccountType: "AccountType", AccountExperience: "AccountExperience",
+	Balances: "AccountBalances", BalanceType: "BalanceType", BalanceAmount: "BalanceAmount", CurrencyCode: "CurrencyCode",
+	TransactionID: "TransactionId", TransactionAccountID: "AccountId", TransactionType: "TransactionType",
+	PostedDate: "PostedDate", OriginationDate: "OriginationDate", Amount: "Amount", Memo: "Memo", CheckNumber: "CheckNumber",
+}
+
+// BatchFields are the push batch's properties (the draft's spellings are
+// reported under these names).
+var BatchFields = Fields{
+	PartnerCustomerID: "partner_customer_id", FirstName: "first_name", LastName: "last_name",
+	Email: "email", ZipCode: "zip_code",
+	AccountID: "reference_id", AccountNumber: "account_number", FiName: "name", Nickname: "name",
+	AccountType: "account_type",
+	Balances: "account_balances", BalanceType: "balance_type", BalanceAmount: "balance_amount", CurrencyCode: "currency_code",
+	TransactionID: "reference_id", TransactionAccountID: "reference_id", TransactionType: "transaction_type",
+	PostedDate: "posted_at", OriginationDate: "origination_date", Amount: "balance", Memo: "memo", CheckNumber: "check_number",
+	TransactionNickname: "nickname", Hide: "hide",
+}
+
+func (v Validator) names() *Fields {
+	if v.Batch {
+		return &BatchFields
+	}
+	return &FlatFileFields
 }
 
 func (v Validator) imports(kind parse.FileType) bool {
@@ -68,6 +127,7 @@ type recordCheck struct {
 	context string
 	id      string
 	line    int
+	path    string // in a push batch: users[0].accounts[1]
 	failed  bool
 	found   []Rejection
 }
@@ -78,7 +138,7 @@ func (c *recordCheck) fail(line int, field, format string, args ...any) {
 		line = c.line
 	}
 	c.found = append(c.found, Rejection{
-		Context: c.context, Identifier: c.id, Field: field, Message: fmt.Sprintf(format, args...), Line: line,
+		Context: c.context, Identifier: c.id, Field: field, Message: fmt.Sprintf(format, args...), Line: line, Path: c.path,
 	})
 }
 
@@ -105,6 +165,18 @@ func (c *recordCheck) action(raw string) Action {
 	}
 	c.fail(0, "Action", "Action %q is not one of New, Update, Delete", strings.TrimSpace(raw))
 	return Upsert
+}
+
+// flag reads a push batch's boolean (true, false, or their strings).
+func (c *recordCheck) flag(field, raw string) bool {
+	switch strings.ToLower(strings.TrimSpace(raw)) {
+	case "", "false":
+		return false
+	case "true":
+		return true
+	}
+	c.fail(0, field, "%s %q is not true or false", field, strings.TrimSpace(raw))
+	return false
 }
 
 // commit counts the record and reports its rejections.
@@ -150,21 +222,23 @@ type parentState struct {
 }
 
 func (v Validator) user(out *Validated, u *parse.User, next func() Seq) {
-	c := recordCheck{out: out, context: "user", id: strings.TrimSpace(u.PartnerCustomerID), line: u.Line}
+	n := v.names()
+	c := recordCheck{out: out, context: "user", id: strings.TrimSpace(u.PartnerCustomerID), line: u.Line, path: u.Path}
 	row := User{Line: u.Line, Action: c.action(u.Action)}
-	row.PartnerCustomerID = c.text("PartnerCustomerId", u.PartnerCustomerID, true)
+	row.PartnerCustomerID = c.text(n.PartnerCustomerID, u.PartnerCustomerID, true)
 	if row.Action == Upsert {
-		row.FirstName = c.text("FirstName", u.FirstName, false)
-		row.LastName = c.text("LastName", u.LastName, false)
-		row.Email = c.text("Email", u.Email, false)
+		// The push batch requires names and email, the flat file the ZIP code.
+		row.FirstName = c.text(n.FirstName, u.FirstName, v.Batch)
+		row.LastName = c.text(n.LastName, u.LastName, v.Batch)
+		row.Email = c.text(n.Email, u.Email, v.Batch)
 		if row.Email != "" && !emailPattern.MatchString(row.Email) {
-			c.fail(0, "Email", "Email %q is not a valid email address", row.Email)
+			c.fail(0, n.Email, "%s %q is not a valid email address", n.Email, row.Email)
 		}
-		row.ZipCode = c.text("ZipCode", u.ZipCode, true)
+		row.ZipCode = c.text(n.ZipCode, u.ZipCode, !v.Batch)
 		if row.ZipCode != "" && !zipPattern.MatchString(row.ZipCode) {
-			c.fail(0, "ZipCode", "ZipCode %q is not a US ZIP code (12345 or 12345-6789)", row.ZipCode)
+			c.fail(0, n.ZipCode, "%s %q is not a US ZIP code (12345 or 12345-6789)", n.ZipCode, row.ZipCode)
 		}
-		row.UserExperience = c.text("UserExperience", u.UserExperience, false)
+		row.UserExperience = c.text(n.UserExperience, u.UserExperience, false)
 	}
 	imported := v.imports(parse.Users)
 	if imported {
@@ -185,19 +259,20 @@ func (v Validator) user(out *Validated, u *parse.User, next func() Seq) {
 }
 
 func (v Validator) account(out *Validated, a *parse.Account, parent *parentState, next func() Seq) {
-	c := recordCheck{out: out, context: "account", id: strings.TrimSpace(a.AccountID), line: a.Line}
+	n := v.names()
+	c := recordCheck{out: out, context: "account", id: strings.TrimSpace(a.AccountID), line: a.Line, path: a.Path}
 	row := Account{Line: a.Line, Action: c.action(a.Action)}
-	row.AccountID = c.text("AccountId", a.AccountID, true)
-	row.PartnerCustomerID = c.text("PartnerCustomerId", a.PartnerCustomerID, row.Action == Upsert)
+	row.AccountID = c.text(n.AccountID, a.AccountID, true)
+	row.PartnerCustomerID = c.text(n.PartnerCustomerID, a.PartnerCustomerID, row.Action == Upsert)
 	if row.Action == Upsert {
 		v.accountDetails(&c, a, &row)
 	}
 	if parent != nil && parent.imported {
 		switch {
 		case parent.rejected:
-			c.fail(0, "PartnerCustomerId", "the enclosing user %s (line %d) was rejected", parent.id, parent.line)
+			c.fail(0, n.PartnerCustomerID, "the enclosing user %s (line %d) was rejected", parent.id, parent.line)
 		case row.PartnerCustomerID != "" && row.PartnerCustomerID != parent.id:
-			c.fail(0, "PartnerCustomerId", "PartnerCustomerId %s does not match the enclosing user %s", row.PartnerCustomerID, parent.id)
+			c.fail(0, n.PartnerCustomerID, "%s %s does not match the enclosing user %s", n.PartnerCustomerID, row.PartnerCustomerID, parent.id)
 		}
 	}
 	imported := v.imports(parse.Accounts)
@@ -218,24 +293,35 @@ func (v Validator) account(out *Validated, a *parse.Account, parent *parentState
 }
 
 func (v Validator) accountDetails(c *recordCheck, a *parse.Account, row *Account) {
-	row.AccountNumber = c.text("AccountNumber", a.AccountNumber, false)
+	n := v.names()
+	row.AccountNumber = c.text(n.AccountNumber, a.AccountNumber, false)
 	if looksLikeFullCardNumber(row.AccountNumber) {
-		c.fail(0, "AccountNumber", "AccountNumber looks like a full card number; send a masked number (e.g. last four digits)")
+		c.fail(0, n.AccountNumber, "%s looks like a full card number; send a masked number (e.g. last four digits)", n.AccountNumber)
 	}
-	row.FiName = c.text("AccountFiName", a.AccountFiName, true)
-	row.Nickname = c.text("AccountNickname", a.AccountNickname, false)
-	row.Experience = c.text("AccountExperience", a.AccountExperience, false)
-	typ := c.text("AccountType", a.AccountType, true)
+	// A batch's name is optional, and is both names (see parse.batchAccount).
+	row.FiName = c.text(n.FiName, a.AccountFiName, !v.Batch)
+	if nick := c.text(n.Nickname, a.AccountNickname, false); nick != row.FiName || !v.Batch {
+		row.Nickname = nick
+	}
+	row.Experience = c.text(n.AccountExperience, a.AccountExperience, false)
+	typ := c.text(n.AccountType, a.AccountType, true)
 	if typ != "" {
 		row.AccountType = strings.ToLower(typ)
 		row.AccountClass = AccountTypes[row.AccountType]
+		list := accountTypeList
+		if v.Batch {
+			if class, ok := BatchAccountTypes[row.AccountType]; ok {
+				row.AccountClass = class
+			}
+			list = batchAccountTypeList
+		}
 		if row.AccountClass == "" {
-			c.fail(0, "AccountType", "AccountType %q is not in the closed list (%s)", typ, accountTypeList)
+			c.fail(0, n.AccountType, "%s %q is not in the closed list (%s)", n.AccountType, typ, list)
 			row.AccountType = ""
 		}
 	}
 	if !a.HasBalances {
-		c.fail(0, "AccountBalances", "AccountBalances is required")
+		c.fail(0, n.Balances, "%s is required", n.Balances)
 	}
 	seen := map[string]bool{}
 	for _, b := range a.Balances {
@@ -244,13 +330,14 @@ func (v Validator) accountDetails(c *recordCheck, a *parse.Account, row *Account
 			continue
 		}
 		if seen[bal.BalanceType] {
-			c.fail(b.Line, "BalanceType", "BalanceType %s occurs more than once", bal.BalanceType)
+			c.fail(b.Line, n.BalanceType, "%s %s occurs more than once", n.BalanceType, strings.TrimSpace(b.BalanceType))
 			continue
 		}
 		seen[bal.BalanceType] = true
 		row.Balances = append(row.Balances, bal)
 	}
-	if row.AccountClass != "" && a.HasBalances {
+	// The push batch requires balances but names no balance type as required.
+	if row.AccountClass != "" && a.HasBalances && !v.Batch {
 		if required := BalanceTypes[row.AccountClass][0]; !seen[required] {
 			c.fail(0, "BalanceType", "a %s account (%s) needs a %s balance", row.AccountClass, row.AccountType, required)
 		}
@@ -288,26 +375,37 @@ func dateError(s string) error {
 
 var accountTypeList = "checking, savings, cd, money_market, investment, asset, cards, student_loans, loans, loan, autos, home, creditline"
 
+// batchAccountTypeList is the Push Data Source's table.
+var batchAccountTypeList = "asset, autos, bill, cards, cd, certificates, checking, creditline, home, investment, loan, money_market, savings, student_loans"
+
 func (v Validator) balance(c *recordCheck, b parse.Balance, class string) (Balance, bool) {
+	n := v.names()
 	ok := true
 	var bal Balance
 	typ := strings.TrimSpace(b.BalanceType)
-	if typ == "" {
-		c.fail(b.Line, "BalanceType", "BalanceType is required")
+	switch {
+	case typ == "":
+		c.fail(b.Line, n.BalanceType, "%s is required", n.BalanceType)
 		ok = false
-	} else if class != "" {
+	case class != "" && v.Batch:
+		bal.BalanceType = batchBalanceTypes[class][strings.ToLower(typ)]
+		if bal.BalanceType == "" {
+			c.fail(b.Line, n.BalanceType, "%s %q is not current or available", n.BalanceType, typ)
+			ok = false
+		}
+	case class != "":
 		bal.BalanceType = canonical(typ, BalanceTypes[class])
 		if bal.BalanceType == "" {
-			c.fail(b.Line, "BalanceType", "BalanceType %q is not valid for a %s account (%s)", typ, class, strings.Join(BalanceTypes[class], ", "))
+			c.fail(b.Line, n.BalanceType, "%s %q is not valid for a %s account (%s)", n.BalanceType, typ, class, strings.Join(BalanceTypes[class], ", "))
 			ok = false
 		}
 	}
 	amount := strings.TrimSpace(b.BalanceAmount)
 	if amount == "" {
-		c.fail(b.Line, "BalanceAmount", "BalanceAmount is required")
+		c.fail(b.Line, n.BalanceAmount, "%s is required", n.BalanceAmount)
 		ok = false
 	} else if cents, neg, err := parseAmount(amount); err != nil {
-		c.fail(b.Line, "BalanceAmount", "BalanceAmount %q: %v", amount, err)
+		c.fail(b.Line, n.BalanceAmount, "%s %q: %v", n.BalanceAmount, amount, err)
 		ok = false
 	} else {
 		bal.Cents = cents
@@ -316,21 +414,27 @@ func (v Validator) balance(c *recordCheck, b parse.Balance, class string) (Balan
 		}
 	}
 	cur := strings.TrimSpace(b.CurrencyCode)
-	if cur == "" {
-		c.fail(b.Line, "CurrencyCode", "CurrencyCode is required")
+	switch {
+	case cur == "" && v.Batch:
+		bal.CurrencyCode = "USD" // the push batch has no currency; the draft's is optional
+	case cur == "":
+		c.fail(b.Line, n.CurrencyCode, "%s is required", n.CurrencyCode)
 		ok = false
-	} else if bal.CurrencyCode = canonical(cur, CurrencyCodes); bal.CurrencyCode == "" {
-		c.fail(b.Line, "CurrencyCode", "CurrencyCode %q is not USD or CAD", cur)
-		ok = false
+	default:
+		if bal.CurrencyCode = canonical(cur, CurrencyCodes); bal.CurrencyCode == "" {
+			c.fail(b.Line, n.CurrencyCode, "%s %q is not USD or CAD", n.CurrencyCode, cur)
+			ok = false
+		}
 	}
 	return bal, ok && class != ""
 }
 
 func (v Validator) transaction(out *Validated, t *parse.Transaction, parent *parentState, next func() Seq) {
-	c := recordCheck{out: out, context: "transaction", id: strings.TrimSpace(t.TransactionID), line: t.Line}
+	n := v.names()
+	c := recordCheck{out: out, context: "transaction", id: strings.TrimSpace(t.TransactionID), line: t.Line, path: t.Path}
 	row := Transaction{Line: t.Line, Action: c.action(t.Action)}
-	row.TransactionID = c.text("TransactionId", t.TransactionID, true)
-	row.AccountID = c.text("AccountId", t.AccountID, true)
+	row.TransactionID = c.text(n.TransactionID, t.TransactionID, true)
+	row.AccountID = c.text(n.TransactionAccountID, t.AccountID, true)
 	if row.Action == Upsert {
 		v.transactionDetails(&c, t, &row)
 	}
@@ -338,9 +442,9 @@ func (v Validator) transaction(out *Validated, t *parse.Transaction, parent *par
 	if parent != nil {
 		switch {
 		case parent.imported && parent.rejected:
-			c.fail(0, "AccountId", "the enclosing account %s (line %d) was rejected", parent.id, parent.line)
+			c.fail(0, n.TransactionAccountID, "the enclosing account %s (line %d) was rejected", parent.id, parent.line)
 		case row.AccountID != "" && row.AccountID != parent.id:
-			c.fail(0, "AccountId", "AccountId %s does not match the enclosing account %s", row.AccountID, parent.id)
+			c.fail(0, n.TransactionAccountID, "%s %s does not match the enclosing account %s", n.TransactionAccountID, row.AccountID, parent.id)
 		case parent.typ == "investment":
 			// Spec: positions/transactions of investment accounts are not created.
 			skip = true
@@ -362,6 +466,7 @@ func (v Validator) transaction(out *Validated, t *parse.Transaction, parent *par
 }
 
 func (v Validator) transactionDetails(c *recordCheck, t *parse.Transaction, row *Transaction) {
+	n := v.names()
 	typ := strings.TrimSpace(t.TransactionType)
 	switch strings.ToLower(typ) {
 	case "debit":
@@ -369,28 +474,49 @@ func (v Validator) transactionDetails(c *recordCheck, t *parse.Transaction, row 
 	case "credit":
 		row.TransactionType = "credit"
 	case "":
-		c.fail(0, "TransactionType", "TransactionType is required")
+		if !t.Signed {
+			c.fail(0, n.TransactionType, "%s is required", n.TransactionType)
+		}
 	default:
-		c.fail(0, "TransactionType", "TransactionType %q is not Debit or Credit", typ)
+		c.fail(0, n.TransactionType, "%s %q is not Debit or Credit", n.TransactionType, typ)
 	}
 	if posted := strings.TrimSpace(t.PostedDate); posted == "" {
-		c.fail(0, "PostedDate", "PostedDate is required")
+		c.fail(0, n.PostedDate, "%s is required", n.PostedDate)
 	} else if at, on, err := parseDateTime(posted); err != nil {
-		c.fail(0, "PostedDate", "PostedDate %q: %v", posted, err)
+		c.fail(0, n.PostedDate, "%s %q: %v", n.PostedDate, posted, err)
 	} else {
 		row.PostedAt, row.PostedOn = at, on
 	}
 	if orig := strings.TrimSpace(t.OriginationDate); orig != "" {
 		if at, on, err := parseDateTime(orig); err != nil {
-			c.fail(0, "OriginationDate", "OriginationDate %q: %v", orig, err)
+			c.fail(0, n.OriginationDate, "%s %q: %v", n.OriginationDate, orig, err)
 		} else {
 			row.OriginatedAt, row.OriginatedOn = at, on
 		}
 	}
+	amountName := n.Amount
+	if !t.Signed && v.Batch {
+		amountName = "amount" // the draft's absolute amount
+	}
 	if amount := strings.TrimSpace(t.Amount); amount == "" {
-		c.fail(0, "Amount", "Amount is required")
+		c.fail(0, amountName, "%s is required", amountName)
 	} else if cents, neg, err := parseAmount(amount); err != nil {
-		c.fail(0, "Amount", "Amount %q: %v", amount, err)
+		c.fail(0, amountName, "%s %q: %v", amountName, amount, err)
+	} else if t.Signed {
+		// Credits positive, debits negative; transaction_type, when given,
+		// must say the same.
+		signed := cents
+		if neg {
+			signed = -cents
+		}
+		row.Cents = signed
+		switch want := map[bool]string{true: "debit", false: "credit"}[signed < 0]; {
+		case row.TransactionType == "":
+			row.TransactionType = want
+		case signed != 0 && row.TransactionType != want:
+			c.fail(0, n.TransactionType, "%s is %s but %s %s is %s; send debits negative and credits positive",
+				n.TransactionType, typ, n.Amount, amount, map[bool]string{true: "negative", false: "positive"}[signed < 0])
+		}
 	} else {
 		// The spec asks for absolute values but its own example sends debits
 		// as "-10.00": a minus is accepted on a Debit, never on a Credit.
@@ -399,14 +525,18 @@ func (v Validator) transactionDetails(c *recordCheck, t *parse.Transaction, row 
 			row.Cents = -cents
 		case "credit":
 			if neg && cents != 0 {
-				c.fail(0, "Amount", "Amount %q is negative on a Credit; send the absolute value", amount)
+				c.fail(0, amountName, "%s %q is negative on a Credit; send the absolute value", amountName, amount)
 			}
 			row.Cents = cents
 		}
 	}
 	row.OriginalName = t.Memo
-	row.Memo = c.text("Memo", t.Memo, true)
-	row.CheckNumber = c.text("CheckNumber", t.CheckNumber, false)
+	row.Memo = c.text(n.Memo, t.Memo, !v.Batch)
+	row.CheckNumber = c.text(n.CheckNumber, t.CheckNumber, false)
+	if v.Batch {
+		row.UserNickname = c.text(n.TransactionNickname, t.Nickname, false)
+		row.Hidden = c.flag(n.Hide, t.Hide)
+	}
 }
 
 // parseAmount reads a decimal with exactly two decimals into cents, never

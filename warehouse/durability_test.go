@@ -14,7 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/flatfiler/flatfiler/fixtures/gen"
-	"github.com/flatfiler/flatfiler/intake"
+	"github.com/flatfiler/flatfiler/pipeline"
 	"github.com/flatfiler/flatfiler/internal/failpoint"
 	"github.com/flatfiler/flatfiler/internal/failpoint/smalldisk"
 	"github.com/flatfiler/flatfiler/warehouse"
@@ -45,7 +45,7 @@ func TestCommitOnAFullDiskIsNeverSeen(t *testing.T) {
 	if _, err := gen.Write(&file, gen.Options{Bytes: 48 << 20, Seed: 3}); err != nil {
 		t.Fatal(err)
 	}
-	p := &intake.Pipeline{Store: store, Metrics: intake.NewMetrics(prometheus.NewRegistry())}
+	p := &pipeline.Pipeline{Store: store, Metrics: pipeline.NewMetrics(prometheus.NewRegistry())}
 
 	var seen, reads atomic.Int64
 	stop := make(chan struct{})
@@ -71,7 +71,7 @@ func TestCommitOnAFullDiskIsNeverSeen(t *testing.T) {
 	// The disk stays full: each attempt fails at COMMIT, each a chance for
 	// the reader to be in the moment that matters.
 	for range 3 {
-		rep, err := p.Ingest(ctx, "big.xml", bytes.NewReader(file.Bytes()), intake.Options{Partner: "demo"})
+		rep, err := p.Ingest(ctx, "big.xml", bytes.NewReader(file.Bytes()), pipeline.Options{Partner: "demo"})
 		if err == nil || !errors.Is(err, warehouse.ErrStorage) || rep.Applied || !rep.Retryable {
 			t.Fatalf("ingest on a full disk: err %v, report %+v; want a retryable storage error", err, rep)
 		}
@@ -89,7 +89,7 @@ func TestCommitOnAFullDiskIsNeverSeen(t *testing.T) {
 	}
 
 	os.Remove(ballast)
-	if _, err := p.Ingest(ctx, "big.xml", bytes.NewReader(file.Bytes()), intake.Options{Partner: "demo"}); err != nil {
+	if _, err := p.Ingest(ctx, "big.xml", bytes.NewReader(file.Bytes()), pipeline.Options{Partner: "demo"}); err != nil {
 		t.Fatalf("ingest once there is room: %v", err)
 	}
 	count := func() (txns, ingests int) {
@@ -128,8 +128,8 @@ func TestFullSpillDirectoryIsNamed(t *testing.T) {
 	if _, err := gen.Write(&file, gen.Options{Bytes: 200 << 20, Seed: 4}); err != nil {
 		t.Fatal(err)
 	}
-	p := &intake.Pipeline{Store: store, Metrics: intake.NewMetrics(prometheus.NewRegistry())}
-	rep, err := p.Ingest(ctx, "big.xml", bytes.NewReader(file.Bytes()), intake.Options{Partner: "demo"})
+	p := &pipeline.Pipeline{Store: store, Metrics: pipeline.NewMetrics(prometheus.NewRegistry())}
+	rep, err := p.Ingest(ctx, "big.xml", bytes.NewReader(file.Bytes()), pipeline.Options{Partner: "demo"})
 	if err == nil || !errors.Is(err, warehouse.ErrStorage) || !rep.Retryable ||
 		!regexp.MustCompile(`spill directory \S+ is full \([0-9.]+ MiB used, limit [0-9.]+ MiB\)`).MatchString(rep.Fatal) {
 		t.Fatalf("ingest with a full spill directory: err %v\nreport %s", err, rep.Fatal)
@@ -137,7 +137,7 @@ func TestFullSpillDirectoryIsNamed(t *testing.T) {
 	// Room freed, the same file applies: DuckDB measured its spill limit
 	// once, at the first spill, and the load has it measured again.
 	smalldisk.Grow(t, spill, 1<<30)
-	if rep, err := p.Ingest(ctx, "big.xml", bytes.NewReader(file.Bytes()), intake.Options{Partner: "demo"}); err != nil {
+	if rep, err := p.Ingest(ctx, "big.xml", bytes.NewReader(file.Bytes()), pipeline.Options{Partner: "demo"}); err != nil {
 		t.Fatalf("ingest once the spill directory has room: %v", rep.Fatal)
 	}
 }

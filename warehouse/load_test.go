@@ -18,7 +18,7 @@ import (
 	"github.com/duckdb/duckdb-go/v2"
 
 	"github.com/flatfiler/flatfiler/api"
-	"github.com/flatfiler/flatfiler/intake"
+	"github.com/flatfiler/flatfiler/pipeline"
 	"github.com/flatfiler/flatfiler/intake/partner"
 	"github.com/flatfiler/flatfiler/warehouse"
 	"github.com/prometheus/client_golang/prometheus"
@@ -37,17 +37,17 @@ func TestEnrichmentsStagedWithBatchesOrAtCommit(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer store.Close()
-		engine, err := intake.LoadEnrichment(ctx, store, nil)
+		engine, err := pipeline.LoadEnrichment(ctx, store, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		p := &intake.Pipeline{Store: store, Metrics: intake.NewMetrics(prometheus.NewRegistry()), Enrich: engine}
+		p := &pipeline.Pipeline{Store: store, Metrics: pipeline.NewMetrics(prometheus.NewRegistry()), Enrich: engine}
 		f, err := os.Open("../fixtures/spec/combined.xml")
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer f.Close()
-		if _, err := p.Ingest(ctx, "combined.xml", f, intake.Options{Partner: "demo", BatchRows: 2}); err != nil {
+		if _, err := p.Ingest(ctx, "combined.xml", f, pipeline.Options{Partner: "demo", BatchRows: 2}); err != nil {
 			t.Fatal(err)
 		}
 		var out bytes.Buffer
@@ -99,7 +99,7 @@ func TestCommitRetriesAloneAfterOutOfMemory(t *testing.T) {
 				}
 				return nil
 			})
-			p := &intake.Pipeline{Store: store, Metrics: intake.NewMetrics(prometheus.NewRegistry())}
+			p := &pipeline.Pipeline{Store: store, Metrics: pipeline.NewMetrics(prometheus.NewRegistry())}
 			doneReading := store.Reading()
 			finished := make(chan error, 1)
 			go func() {
@@ -109,7 +109,7 @@ func TestCommitRetriesAloneAfterOutOfMemory(t *testing.T) {
 					return
 				}
 				defer f.Close()
-				_, err = p.Ingest(ctx, "combined.xml", f, intake.Options{Partner: "demo"})
+				_, err = p.Ingest(ctx, "combined.xml", f, pipeline.Options{Partner: "demo"})
 				finished <- err
 			}()
 			if c.applied {
@@ -164,9 +164,9 @@ func TestWriteDuringRetriedCommit(t *testing.T) {
 			store.Close()
 		}
 	}()
-	p := &intake.Pipeline{Store: store, Metrics: intake.NewMetrics(prometheus.NewRegistry())}
+	p := &pipeline.Pipeline{Store: store, Metrics: pipeline.NewMetrics(prometheus.NewRegistry())}
 	const spec = "../fixtures/spec/combined.xml"
-	if _, err := p.IngestFile(ctx, spec, intake.Options{Partner: "demo"}); err != nil {
+	if _, err := p.IngestFile(ctx, spec, pipeline.Options{Partner: "demo"}); err != nil {
 		t.Fatal(err)
 	}
 	reg, err := partner.Open(filepath.Join(dir, "partners"))
@@ -199,7 +199,7 @@ func TestWriteDuringRetriedCommit(t *testing.T) {
 	})
 	ingested := make(chan error, 1)
 	go func() {
-		_, err := p.IngestFile(ctx, spec, intake.Options{Partner: "demo"})
+		_, err := p.IngestFile(ctx, spec, pipeline.Options{Partner: "demo"})
 		ingested <- err
 	}()
 	<-committing

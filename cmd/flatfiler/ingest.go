@@ -16,7 +16,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
 
-	"github.com/flatfiler/flatfiler/intake"
+	"github.com/flatfiler/flatfiler/pipeline"
 	"github.com/flatfiler/flatfiler/parse"
 	"github.com/flatfiler/flatfiler/warehouse"
 )
@@ -65,7 +65,7 @@ func ingestCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		fs.Usage()
 		return 2
 	}
-	opts := intake.Options{Partner: *partner, Workers: *workers}
+	opts := pipeline.Options{Partner: *partner, Workers: *workers}
 	if !partnerPattern.MatchString(*partner) {
 		fmt.Fprintf(stderr, "flatfiler ingest: --partner %q: use letters, digits, '.', '_' or '-'\n", *partner)
 		return 2
@@ -109,13 +109,13 @@ func ingestCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return 1
 	}
 	defer store.Close()
-	pipeline := &intake.Pipeline{Store: store, Metrics: intake.NewMetrics(prometheus.NewRegistry())}
+	pipe := &pipeline.Pipeline{Store: store, Metrics: pipeline.NewMetrics(prometheus.NewRegistry())}
 	if *enrichOn {
 		rules := map[string]string{}
 		if *rulesFile != "" {
 			rules[*partner] = *rulesFile
 		}
-		if pipeline.Enrich, err = intake.LoadEnrichment(ctx, store, rules); err != nil {
+		if pipe.Enrich, err = pipeline.LoadEnrichment(ctx, store, rules); err != nil {
 			fmt.Fprintf(stderr, "flatfiler ingest: %v\n", err)
 			return 1
 		}
@@ -134,7 +134,7 @@ func ingestCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 			bar = newProgressBar(file, stderr)
 			fileOpts.OnProgress = progressUpdater(bar)
 		}
-		rep, err := pipeline.IngestFile(ctx, file, fileOpts)
+		rep, err := pipe.IngestFile(ctx, file, fileOpts)
 		if bar != nil {
 			_ = bar.Finish()
 			fmt.Fprintln(stderr)
@@ -178,7 +178,7 @@ func progressUpdater(bar *progressbar.ProgressBar) func(bytes, records int64) {
 	}
 }
 
-func printSummary(w io.Writer, r *intake.Report) {
+func printSummary(w io.Writer, r *pipeline.Report) {
 	if !r.Applied {
 		fmt.Fprintf(w, "%s: NOT APPLIED, the warehouse is unchanged: %s\n", r.File, r.Fatal)
 		return

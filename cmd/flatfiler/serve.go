@@ -24,7 +24,7 @@ import (
 
 	"github.com/flatfiler/flatfiler/api"
 	"github.com/flatfiler/flatfiler/fixtures/gen"
-	"github.com/flatfiler/flatfiler/intake"
+	"github.com/flatfiler/flatfiler/pipeline"
 	"github.com/flatfiler/flatfiler/intake/inbox"
 	"github.com/flatfiler/flatfiler/intake/jobs"
 	"github.com/flatfiler/flatfiler/intake/partner"
@@ -148,17 +148,17 @@ func startService(ctx context.Context, cfg serveConfig) (_ *service, err error) 
 		}
 		return s.inbox.Box(id, lim)
 	}
-	rules, err := intake.RulesFiles(filepath.Join(cfg.Data, "partners"))
+	rules, err := pipeline.RulesFiles(filepath.Join(cfg.Data, "partners"))
 	if err != nil {
 		return nil, err
 	}
-	engine, err := intake.LoadEnrichment(ctx, s.store, rules)
+	engine, err := pipeline.LoadEnrichment(ctx, s.store, rules)
 	if err != nil {
 		return nil, err
 	}
-	pipeline := &intake.Pipeline{Store: s.store, Metrics: intake.NewMetrics(reg), Enrich: engine}
+	pipe := &pipeline.Pipeline{Store: s.store, Metrics: pipeline.NewMetrics(reg), Enrich: engine}
 	if s.jobs, err = jobs.Open(ctx, jobs.Config{
-		Dir: filepath.Join(cfg.Data, "jobs"), Box: box, Pipeline: pipeline, Workers: cfg.Workers, ParseWorkers: cfg.Cores,
+		Dir: filepath.Join(cfg.Data, "jobs"), Box: box, Pipeline: pipe, Workers: cfg.Workers, ParseWorkers: cfg.Cores,
 		Retention: cfg.Retention, Grace: cfg.Grace, RetryAfter: cfg.RetryAfter, Logger: log, Metrics: jobs.NewMetrics(reg),
 		Faults: cfg.Faults,
 	}); err != nil {

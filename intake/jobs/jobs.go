@@ -27,7 +27,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/flatfiler/flatfiler/intake"
+	"github.com/flatfiler/flatfiler/pipeline"
 	"github.com/flatfiler/flatfiler/intake/inbox"
 	"github.com/flatfiler/flatfiler/internal/failpoint"
 	"github.com/flatfiler/flatfiler/parse"
@@ -38,9 +38,9 @@ import (
 const (
 	Queued         = "queued"
 	Processing     = "processing"
-	Success        = intake.StatusSuccess
-	PartialSuccess = intake.StatusPartialSuccess
-	Error          = intake.StatusError
+	Success        = pipeline.StatusSuccess
+	PartialSuccess = pipeline.StatusPartialSuccess
+	Error          = pipeline.StatusError
 )
 
 // States lists every job state, in lifecycle order.
@@ -59,7 +59,7 @@ type Job struct {
 	Status     string `json:"status"`
 	BytesTotal int64  `json:"bytes_total"`
 	BytesDone  int64  `json:"bytes_done"`
-	intake.Outcome
+	pipeline.Outcome
 	// Message says why a file was not applied at all, or, while the job
 	// waits for NextAttemptAt, why its last attempt did not apply it.
 	Message  string `json:"message,omitempty"`
@@ -139,7 +139,7 @@ type Config struct {
 	Dir string // notifications, spool and archive live here
 	// Box returns a partner's inbox box.
 	Box      func(partner string) (*inbox.Box, error)
-	Pipeline *intake.Pipeline
+	Pipeline *pipeline.Pipeline
 	// Workers run jobs of different partners at once; one partner's jobs
 	// always run one at a time, in order. Default 1: one load already uses
 	// both cores and most of the memory budget.
@@ -294,7 +294,7 @@ func (m *Manager) settle(ctx context.Context, n *notification, j *Job) error {
 		m.log.Info("job interrupted before its commit; queued again", "partner", j.Partner, "job_id", j.ID, "file", j.Filename)
 		return m.persist(n)
 	}
-	rep := &intake.Report{}
+	rep := &pipeline.Report{}
 	if err := json.Unmarshal(report, rep); err != nil {
 		return fmt.Errorf("jobs: report of %s: %w", j.ID, err)
 	}
@@ -418,7 +418,7 @@ func (m *Manager) Accept(ctx context.Context, partnerID string, notified []File)
 	for _, f := range files {
 		n.Jobs = append(n.Jobs, &Job{
 			ID: newID(), Partner: partnerID, NotificationID: n.ID, Filename: f.Name, Type: string(f.Type),
-			MD5: f.MD5, Status: Queued, CreatedAt: now, Outcome: intake.Outcome{Errors: []stages.Rejection{}},
+			MD5: f.MD5, Status: Queued, CreatedAt: now, Outcome: pipeline.Outcome{Errors: []stages.Rejection{}},
 		})
 	}
 	// Written before any file moves: if the process dies now, the next

@@ -15,7 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/flatfiler/flatfiler/intake"
+	"github.com/flatfiler/flatfiler/pipeline"
 	"github.com/flatfiler/flatfiler/intake/inbox"
 	"github.com/flatfiler/flatfiler/warehouse"
 )
@@ -48,7 +48,7 @@ func (r *rig) open(retention time.Duration) *Manager {
 	m, err := Open(context.Background(), Config{
 		Dir: filepath.Join(r.dir, "jobs"), Retention: retention, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Box:      func(p string) (*inbox.Box, error) { return r.inbox.Box(p, inbox.Limits{}) },
-		Pipeline: &intake.Pipeline{Store: r.store, Metrics: intake.NewMetrics(prometheus.NewRegistry())},
+		Pipeline: &pipeline.Pipeline{Store: r.store, Metrics: pipeline.NewMetrics(prometheus.NewRegistry())},
 	})
 	if err != nil {
 		r.t.Fatal(err)

@@ -13,7 +13,7 @@ import (
 	"github.com/cenkalti/backoff/v5"
 	"github.com/sourcegraph/conc"
 
-	"github.com/flatfiler/flatfiler/intake"
+	"github.com/flatfiler/flatfiler/pipeline"
 	"github.com/flatfiler/flatfiler/internal/failpoint"
 	"github.com/flatfiler/flatfiler/parse"
 	"github.com/flatfiler/flatfiler/warehouse"
@@ -179,7 +179,7 @@ func (m *Manager) retryLater(j *Job, cause error) {
 func (m *Manager) run(ctx context.Context, n *notification, j *Job) {
 	m.mu.Lock()
 	created, started := j.CreatedAt, *j.StartedAt
-	opts := intake.Options{Partner: j.Partner, JobID: j.ID, MaxErrors: m.cfg.MaxErrors, Logger: m.log, Workers: m.cfg.ParseWorkers}
+	opts := pipeline.Options{Partner: j.Partner, JobID: j.ID, MaxErrors: m.cfg.MaxErrors, Logger: m.log, Workers: m.cfg.ParseWorkers}
 	if j.Type != "" {
 		opts.Type, _ = parse.ParseFileType(j.Type)
 	}
@@ -279,7 +279,7 @@ func (m *Manager) saveUnsaved() {
 	}
 }
 
-func (m *Manager) ingest(ctx context.Context, j *Job, opts intake.Options) (*intake.Report, error) {
+func (m *Manager) ingest(ctx context.Context, j *Job, opts pipeline.Options) (*pipeline.Report, error) {
 	f, err := os.Open(m.spoolPath(j))
 	if err != nil {
 		return nil, fmt.Errorf("spooled file: %w", err)
@@ -290,7 +290,7 @@ func (m *Manager) ingest(ctx context.Context, j *Job, opts intake.Options) (*int
 
 // finish records a run's outcome on the job. Called with mu held, or
 // before the job is shared.
-func (m *Manager) finish(j *Job, rep *intake.Report, err error) {
+func (m *Manager) finish(j *Job, rep *pipeline.Report, err error) {
 	now := time.Now().UTC()
 	j.FinishedAt, j.NextAttemptAt, j.Message = &now, nil, ""
 	if rep == nil {

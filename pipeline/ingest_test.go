@@ -1,4 +1,4 @@
-package intake
+package pipeline
 
 import (
 	"bytes"
@@ -105,7 +105,7 @@ func golden(t *testing.T, name, got string) {
 	}
 	want, err := os.ReadFile(path)
 	if err != nil {
-		t.Fatalf("%v (run go test ./intake -update to create it)", err)
+		t.Fatalf("%v (run go test ./pipeline -update to create it)", err)
 	}
 	if got != string(want) {
 		t.Errorf("%s differs from %s:\n%s", name, path, got)

@@ -1,7 +1,11 @@
-// Package intake takes flat files in and runs them through the pipeline:
-// parse -> validate -> enrich -> resolve and upsert into the warehouse, one
-// file per DuckDB transaction.
-package intake
+// Package pipeline is the one way records reach the warehouse, whatever
+// delivered them (intake/jobs for SFTP files and push batches, a pull
+// harvest later): parse -> validate -> enrich -> resolve and upsert, one
+// file or batch per DuckDB transaction, with one Report.
+//
+// Delivery packages receive and persist; they hand the pipeline a reader
+// and its Format, and keep the Report.
+package pipeline
 
 import (
 	"context"
@@ -21,9 +25,21 @@ import (
 	"github.com/flatfiler/flatfiler/warehouse"
 )
 
+// Format is how a source writes its records.
+type Format string
+
+const (
+	// FlatFile is the XML flat file of the spec's "Flat File" section.
+	FlatFile Format = ""
+	// PushBatch is the JSON body of the Push Data Source's PUT /api/v2/batches.
+	PushBatch Format = "push-batch"
+)
+
 // Options for one ingest.
 type Options struct {
 	Partner string
+	// Format of the input; the zero value is a flat file.
+	Format Format
 	// Type limits what is imported (the spec: a file typed accounts imports
 	// only accounts); empty imports everything the file holds.
 	Type      parse.FileType
@@ -200,6 +216,11 @@ func (p *Pipeline) run(ctx context.Context, name string, in *countingReader, opt
 
 	dec := parse.NewDecoder(in, parse.Options{Workers: opts.Workers, Type: opts.Type})
 	validator := stages.Validator{Type: opts.Type}
+	if opts.Format == PushBatch {
+		dec = parse.NewBatchDecoder(in, parse.Options{Workers: opts.Workers})
+		validator = stages.Validator{Type: parse.Combined, Batch: true}
+		rep.Type = parse.Combined
+	}
 	var base stages.Seq
 	nested := false
 	cur, curRows := &stages.Batch{}, 0
