@@ -2,11 +2,8 @@ package api
 
 import (
 	"encoding/json"
-	"hash/fnv"
 	"strconv"
 	"time"
-
-	"github.com/google/uuid"
 )
 
 // The spec prints amounts three ways, and clients parse them that way:
@@ -46,35 +43,6 @@ const transactionTime = "2006-01-02T15:04:05.000-07:00"
 
 func accountTime(t time.Time) string      { return t.UTC().Format(time.RFC3339) }
 func transactionStamp(t time.Time) string { return t.UTC().Format(transactionTime) }
-
-// accountNumber is the integer id the API shows for an account (the spec's
-// ids are numbers; the partner's own account id is reference_id). It is
-// derived from the partner and account ids, so it is stable across files,
-// restarts and builds without a stored sequence, and it stays below 2^53
-// so JavaScript clients read it exactly.
-func accountNumber(partnerID, accountID string) int64 {
-	h := fnv.New64a()
-	h.Write([]byte(partnerID))
-	h.Write([]byte{0})
-	h.Write([]byte(accountID))
-	n := int64(h.Sum64() & (1<<53 - 1))
-	if n == 0 {
-		n = 1
-	}
-	return n
-}
-
-// transactionNamespace scopes flatfiler's transaction UUIDs.
-var transactionNamespace = uuid.MustParse("6f0c5a4e-2d0b-4c1e-9a55-0b7e1f3d2c90")
-
-// transactionUUID is the id the API shows for a transaction (the spec's ids
-// are UUIDs; the partner's transaction id is reference_id): a name-based
-// UUID of partner, account and transaction, so it never changes.
-func transactionUUID(partnerID, accountID, transactionID string) string {
-	name := make([]byte, 0, len(partnerID)+len(accountID)+len(transactionID)+2)
-	name = append(append(append(append(append(name, partnerID...), 0), accountID...), 0), transactionID...)
-	return uuid.NewMD5(transactionNamespace, name).String()
-}
 
 // parseCents reads a JSON number of money ("3", "2.50", "-10.5") as cents,
 // refusing more than two decimals rather than rounding.

@@ -297,7 +297,7 @@ func (s *Server) networth(w http.ResponseWriter, r *http.Request, u userRequest)
 		if !ok {
 			continue
 		}
-		item := networthItemJSON{ID: accountNumber(u.partnerID(), a.ID), Balance: centsShort(c), Name: accountName(a)}
+		item := networthItemJSON{ID: warehouse.AccountNumber(u.partnerID(), a.ID), Balance: centsShort(c), Name: accountName(a)}
 		if debt {
 			out.Debts, debts = append(out.Debts, item), debts+c
 		} else {

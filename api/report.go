@@ -354,7 +354,7 @@ func accountName(a warehouse.Account) string {
 
 func (s *Server) accountView(partnerID string, a warehouse.Account) accountJSON {
 	v := accountJSON{
-		ID: accountNumber(partnerID, a.ID), Name: accountName(a), ReferenceID: a.ID,
+		ID: warehouse.AccountNumber(partnerID, a.ID), Name: accountName(a), ReferenceID: a.ID,
 		AggregationType: "partner", State: "active", HarvestUpdatedAt: accountTime(a.UpdatedAt),
 		AccountType: a.Type, DisplayAccountType: a.Type,
 		IncludeInExpenses: expenseTypes[a.Type], IncludeInBudget: expenseTypes[a.Type], IncludeInCashflow: expenseTypes[a.Type],
@@ -398,7 +398,7 @@ func findAccount(partnerID string, accts []warehouse.Account, ref string) (wareh
 	}
 	if n, err := strconv.ParseInt(ref, 10, 64); err == nil {
 		for _, a := range accts {
-			if accountNumber(partnerID, a.ID) == n {
+			if warehouse.AccountNumber(partnerID, a.ID) == n {
 				return a, true
 			}
 		}

@@ -19,8 +19,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/flatfiler/flatfiler/api"
-	"github.com/flatfiler/flatfiler/pipeline"
 	"github.com/flatfiler/flatfiler/intake/partner"
+	"github.com/flatfiler/flatfiler/pipeline"
 	"github.com/flatfiler/flatfiler/warehouse"
 )
 

@@ -53,7 +53,7 @@ type transactionsJSON struct {
 // file last wrote it.
 func transactionView(partnerID string, t warehouse.Transaction) transactionJSON {
 	v := transactionJSON{
-		ID: transactionUUID(partnerID, t.AccountID, t.ID), ReferenceID: t.ID,
+		ID: warehouse.TransactionUUID(partnerID, t.AccountID, t.ID), ReferenceID: t.ID,
 		TransactionType: strings.ToUpper(t.Type[:1]) + t.Type[1:], Memo: t.Memo, Balance: centsNumber(abs(t.Cents)),
 		PostedAt: transactionStamp(t.PostedAt), CreatedAt: transactionStamp(t.UpdatedAt),
 		Nickname: t.Nickname, OriginalName: t.OriginalName, Tags: []tagJSON{},
@@ -65,7 +65,7 @@ func transactionView(partnerID string, t warehouse.Transaction) transactionJSON 
 	for _, tag := range t.Tags() {
 		v.Tags = append(v.Tags, tagJSON{Name: tag.Name, Balance: centsNumber(tag.Cents)})
 	}
-	v.Links.Account = accountNumber(partnerID, t.AccountID)
+	v.Links.Account = warehouse.AccountNumber(partnerID, t.AccountID)
 	return v
 }
 
@@ -96,7 +96,7 @@ func (s *Server) listTransactions(w http.ResponseWriter, r *http.Request, u user
 	}
 	for _, a := range accts {
 		if seen[a.ID] {
-			out.Accounts = append(out.Accounts, accountRefJSON{ID: accountNumber(u.partnerID(), a.ID), Name: accountName(a)})
+			out.Accounts = append(out.Accounts, accountRefJSON{ID: warehouse.AccountNumber(u.partnerID(), a.ID), Name: accountName(a)})
 		}
 	}
 	writeJSON(w, http.StatusOK, out)
@@ -199,7 +199,7 @@ func (s *Server) findTransaction(r *http.Request, u userRequest, ref string) (wa
 	_, uuidErr := uuid.Parse(ref)
 	var found []warehouse.Transaction
 	for _, t := range txns {
-		if uuidErr == nil && transactionUUID(u.partnerID(), t.AccountID, t.ID) == strings.ToLower(ref) || uuidErr != nil && t.ID == ref {
+		if uuidErr == nil && warehouse.TransactionUUID(u.partnerID(), t.AccountID, t.ID) == strings.ToLower(ref) || uuidErr != nil && t.ID == ref {
 			found = append(found, t)
 		}
 	}

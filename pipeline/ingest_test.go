@@ -78,7 +78,12 @@ func (h *harness) dump() string {
 	// the warehouse held before, the enrichments they stand for do not.
 	for _, table := range []string{"users", "accounts", "balances", "account_properties", "enriched_transactions"} {
 		fmt.Fprintf(&b, "-- %s\n", strings.TrimPrefix(table, "enriched_"))
-		q := fmt.Sprintf("SELECT * EXCLUDE (updated_at) FROM %s ORDER BY ALL", table)
+		// hidden is a push batch's; files leave it false.
+		exclude := "updated_at"
+		if table == "enriched_transactions" {
+			exclude += ", hidden"
+		}
+		q := fmt.Sprintf("SELECT * EXCLUDE (%s) FROM %s ORDER BY ALL", exclude, table)
 		if err := h.store.Query(context.Background(), q, "csv", &b); err != nil {
 			h.t.Fatal(err)
 		}

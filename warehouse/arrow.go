@@ -58,7 +58,7 @@ var (
 		field("account_id", str), field("transaction_id", str), field("transaction_type", str),
 		field("posted_at", tsUTC), field("posted_on", dt), field("originated_at", tsUTC), field("originated_on", dt),
 		field("amount", amount), field("memo", str), field("original_name", str), field("check_number", str),
-		field("enrichment_id", i32), field("needs_account", bl),
+		field("enrichment_id", i32), field("hidden", bl), field("user_nickname", str), field("needs_account", bl),
 	}, nil)
 	enrichmentsSchema = arrow.NewSchema([]arrow.Field{
 		field("id", i32), field("nickname", str), field("tag", str), field("tag_reason", str), field("merchant_key", str),
@@ -243,6 +243,8 @@ func transactionsRecord(rows []stages.Transaction) arrow.RecordBatch {
 		c.str(t.OriginalName)
 		c.opt(t.CheckNumber)
 		c.optID(t.EnrichmentID)
+		c.bool(t.Hidden)
+		c.opt(t.UserNickname)
 		c.bool(t.NeedsAccount)
 	})
 }

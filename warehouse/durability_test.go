@@ -14,9 +14,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/flatfiler/flatfiler/fixtures/gen"
-	"github.com/flatfiler/flatfiler/pipeline"
 	"github.com/flatfiler/flatfiler/internal/failpoint"
 	"github.com/flatfiler/flatfiler/internal/failpoint/smalldisk"
+	"github.com/flatfiler/flatfiler/pipeline"
 	"github.com/flatfiler/flatfiler/warehouse"
 )
 

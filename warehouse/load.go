@@ -78,6 +78,9 @@ type Load struct {
 	usedFixed []bool
 	// userRules: Commit found rules of the partner's users to apply.
 	userRules bool
+	// userNicknames: some staged transaction carries the user's nickname
+	// (a push batch's), which Commit keeps as the user's edit.
+	userNicknames bool
 }
 
 // takeEnrichments returns the results to stage: those the enrichers made
@@ -201,7 +204,8 @@ CREATE TABLE {S}.properties (
 CREATE TABLE {S}.transactions (
 	seq BIGINT, line INTEGER, action VARCHAR, account_id VARCHAR, transaction_id VARCHAR,
 	transaction_type VARCHAR, posted_at TIMESTAMPTZ, posted_on DATE, originated_at TIMESTAMPTZ, originated_on DATE,
-	amount DECIMAL(18,2), memo VARCHAR, original_name VARCHAR, check_number VARCHAR, enrichment_id INTEGER);
+	amount DECIMAL(18,2), memo VARCHAR, original_name VARCHAR, check_number VARCHAR, enrichment_id INTEGER,
+	hidden BOOLEAN, user_nickname VARCHAR);
 CREATE TABLE {S}.enrichments (id INTEGER, nickname VARCHAR, tag VARCHAR, tag_reason VARCHAR, merchant_key VARCHAR);
 CREATE TABLE {S}.suspects (account_id VARCHAR, transaction_id VARCHAR)`
 
@@ -352,6 +356,9 @@ func (l *Load) Apply(ctx context.Context, b *stages.Batch) (Applied, error) {
 		txns = transactionsRecord(b.Transactions)
 	}
 	l.markUsed(b.Transactions)
+	for i := range b.Transactions {
+		l.userNicknames = l.userNicknames || b.Transactions[i].UserNickname != ""
+	}
 	for _, u := range b.Users {
 		l.users = true
 		l.deletes = l.deletes || u.Action == stages.Delete
@@ -642,13 +649,28 @@ WHERE t.partner_id = {P} AND t.account_id = s.account_id AND t.transaction_id = 
 	insertTransactions = `
 INSERT INTO transactions (partner_id, account_id, transaction_id, transaction_type, posted_at, posted_on,
   originated_at, originated_on, amount, memo, original_name, check_number, source_file, source_line, updated_at,
-  enrichment_id, account_key)
+  enrichment_id, account_key, hidden)
 SELECT {P}, t.account_id, t.transaction_id, t.transaction_type, t.posted_at, t.posted_on,
   t.originated_at, t.originated_on, t.amount, t.memo, t.original_name, t.check_number, {SRC}, t.line, {NOW},
-  d.enrichment_id, a.account_key
+  d.enrichment_id, a.account_key, nullif(t.hidden, false)
 FROM {S}.transactions t{USERS} LEFT JOIN {S}.decisions d ON d.local_id = {DECISION}
   LEFT JOIN (SELECT account_id, account_key FROM accounts WHERE partner_id = {P}) a ON a.account_id = t.account_id`
 	joinUserTagged = ` LEFT JOIN {S}.user_tagged u ON u.seq = t.seq`
+	// A push batch's nickname is the user's own name for a transaction: it
+	// goes where the API's edits go (PUT transactions/:id), so it overlays
+	// the enrichment and outlives re-sends that leave it out. The staged
+	// rows are unique per key once suspects are deduplicated; the insert
+	// runs after the transactions', so only surviving rows get one.
+	batchNicknames = `(SELECT t.account_id, t.transaction_id, t.user_nickname FROM {S}.transactions t
+  SEMI JOIN transactions w ON w.partner_id = {P} AND w.account_id = t.account_id AND w.transaction_id = t.transaction_id
+  WHERE t.action = 'upsert' AND t.user_nickname IS NOT NULL)`
+	updateNicknameEdits = `UPDATE transaction_edits x SET nickname = n.user_nickname, edited_at = {NOW}
+FROM ` + batchNicknames + ` n
+WHERE x.partner_id = {P} AND x.account_id = n.account_id AND x.transaction_id = n.transaction_id`
+	insertNicknameEdits = `INSERT INTO transaction_edits (partner_id, account_id, transaction_id, nickname, tags, edited_at)
+SELECT {P}, n.account_id, n.transaction_id, n.user_nickname, NULL, {NOW} FROM ` + batchNicknames + ` n
+WHERE NOT EXISTS (SELECT 1 FROM transaction_edits x
+  WHERE x.partner_id = {P} AND x.account_id = n.account_id AND x.transaction_id = n.transaction_id)`
 	// Without kills, the insert need not join: most files.
 	survivingKills = ` LEFT JOIN {S}.last_kills k ON k.account_id = t.account_id
 WHERE t.action = 'upsert' AND t.seq > coalesce(k.seq, -1)`
@@ -731,6 +753,9 @@ func (l *Load) plan() (resolve, apply []string) {
 		apply = append(apply, insert+survivingKills+inKeyOrder)
 	} else {
 		apply = append(apply, insert+upsertsOnly+inKeyOrder)
+	}
+	if l.userNicknames {
+		apply = append(apply, updateNicknameEdits, insertNicknameEdits)
 	}
 	return resolve, apply
 }

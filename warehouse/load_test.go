@@ -18,8 +18,8 @@ import (
 	"github.com/duckdb/duckdb-go/v2"
 
 	"github.com/flatfiler/flatfiler/api"
-	"github.com/flatfiler/flatfiler/pipeline"
 	"github.com/flatfiler/flatfiler/intake/partner"
+	"github.com/flatfiler/flatfiler/pipeline"
 	"github.com/flatfiler/flatfiler/warehouse"
 	"github.com/prometheus/client_golang/prometheus"
 )

@@ -120,6 +120,9 @@ type TransactionFilter struct {
 	Untagged bool
 	Tags     []string // any of
 	From, To time.Time
+	// IncludeHidden lists the transactions a push batch hid too (a batch's
+	// content does; the user's lists do not).
+	IncludeHidden bool
 }
 
 // Page is one page of a listing.
@@ -361,7 +364,11 @@ func (s *Store) Transactions(ctx context.Context, partnerID string, accounts []A
 	if len(accounts) == 0 {
 		return nil, 0, nil
 	}
+	// Hidden transactions (a push batch's hide) are not the user's to see.
 	var where []string
+	if !f.IncludeHidden {
+		where = append(where, "hidden IS NOT TRUE")
+	}
 	var dates []any
 	if !f.From.IsZero() {
 		where, dates = append(where, "posted_on >= ?"), append(dates, f.From.Format(time.DateOnly))
@@ -447,11 +454,11 @@ func (s *Store) Debits(ctx context.Context, partnerID string, accounts []Account
 	// into the scan, DuckDB evaluated them over whole row groups before the
 	// key, three times slower.
 	scans := byAccountKey(accounts, func(keys string) string {
-		return `SELECT account_id, transaction_id, posted_on, CAST(amount * 100 AS BIGINT) AS cents, coalesce(enrichment_id, 0) AS enrichment_id
+		return `SELECT account_id, transaction_id, posted_on, CAST(amount * 100 AS BIGINT) AS cents, coalesce(enrichment_id, 0) AS enrichment_id, hidden
 		FROM transactions WHERE account_key IN (` + keys + `)`
 	})
 	rows, err := s.db().QueryContext(ctx, `WITH t AS MATERIALIZED (`+scans+`)
-	SELECT account_id, transaction_id, cents, enrichment_id FROM t WHERE posted_on BETWEEN ? AND ? AND cents < 0`,
+	SELECT account_id, transaction_id, cents, enrichment_id FROM t WHERE posted_on BETWEEN ? AND ? AND cents < 0 AND hidden IS NOT TRUE`,
 		from.Format(time.DateOnly), to.Format(time.DateOnly))
 	if err != nil {
 		return nil, fmt.Errorf("warehouse: debits: %w", err)

@@ -148,13 +148,16 @@ ALTER TABLE transactions ADD COLUMN IF NOT EXISTS account_key BIGINT;
 DROP INDEX IF EXISTS users_by_customer;
 DROP INDEX IF EXISTS accounts_by_owner;
 ALTER TABLE accounts ADD COLUMN IF NOT EXISTS owner_hash UBIGINT;
+-- Added with push batches: a transaction the batch asked to hide (hide:
+-- true) is left out of the API's lists, search and expenses; NULL is shown.
+ALTER TABLE transactions ADD COLUMN IF NOT EXISTS hidden BOOLEAN;
 -- What analysts read: each transaction with its enrichment, and the user's
 -- nickname where they gave one.
 CREATE OR REPLACE VIEW enriched_transactions AS
 SELECT t.partner_id, t.account_id, t.transaction_id, t.transaction_type, t.posted_at, t.posted_on,
 	t.originated_at, t.originated_on, t.amount, t.memo, t.original_name, t.check_number, t.source_file,
 	t.source_line, t.updated_at, coalesce(x.nickname, e.nickname) AS nickname, e.tag, e.tag_reason, e.merchant_key,
-	x.tags AS user_tags, x.edited_at
+	x.tags AS user_tags, x.edited_at, coalesce(t.hidden, false) AS hidden
 FROM transactions t LEFT JOIN enrichments e USING (enrichment_id)
 LEFT JOIN transaction_edits x USING (partner_id, account_id, transaction_id);
 -- The spec's tags [{name, balance}]: the user's tags where they set them,
