@@ -52,6 +52,9 @@ type Job struct {
 	Partner        string `json:"partner_id"`
 	NotificationID string `json:"notification_id"`
 	Filename       string `json:"filename"`
+	// Source is SourceBatch for a push batch; empty for a notified file.
+	Source string     `json:"source,omitempty"`
+	Batch  *BatchInfo `json:"batch,omitempty"`
 	// Type is what the notification declared, or once run, what the file held.
 	Type       string `json:"type,omitempty"`
 	MD5        string `json:"md5"`
@@ -160,6 +163,9 @@ type Config struct {
 	Metrics              *Metrics
 	// Faults are the process's named fault points, for crash tests.
 	Faults *failpoint.Set
+	// Finished, if set, is told of each job that became final. It is
+	// called with the manager's lock held: it must not block or call back.
+	Finished func(Job)
 }
 
 // Manager owns the jobs.
@@ -222,6 +228,7 @@ func Open(ctx context.Context, cfg Config) (*Manager, error) {
 	if err := m.load(ctx); err != nil {
 		return nil, err
 	}
+	m.removeOrphans()
 	cfg.Metrics.manager = m
 	return m, nil
 }
@@ -512,27 +519,40 @@ func snapshot(js []*Job) []Job {
 	for i, j := range js {
 		out[i] = *j
 		out[i].Errors = append([]stages.Rejection{}, j.Errors...)
+		if j.Batch != nil {
+			b := *j.Batch
+			if b.Content != nil {
+				c := *b.Content
+				b.Content = &c
+			}
+			if b.Delivery != nil {
+				d := *b.Delivery
+				b.Delivery = &d
+			}
+			out[i].Batch = &b
+		}
 	}
 	return out
 }
 
-// Get returns a partner's job; other partners' jobs do not exist for it.
+// Get returns a partner's upload job; other partners' jobs, and batches,
+// do not exist for it.
 func (m *Manager) Get(partnerID, id string) (Job, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	j, ok := m.jobs[id]
-	if !ok || j.Partner != partnerID {
+	if !ok || j.Partner != partnerID || j.Source != "" {
 		return Job{}, false
 	}
 	return snapshot([]*Job{j})[0], true
 }
 
-// List returns a partner's most recent jobs, newest first.
+// List returns a partner's most recent upload jobs, newest first.
 func (m *Manager) List(partnerID string, limit int) []Job {
 	m.mu.Lock()
 	var mine []*Job
 	for _, j := range m.jobs {
-		if j.Partner == partnerID {
+		if j.Partner == partnerID && j.Source == "" {
 			mine = append(mine, j)
 		}
 	}

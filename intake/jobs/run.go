@@ -180,7 +180,9 @@ func (m *Manager) run(ctx context.Context, n *notification, j *Job) {
 	m.mu.Lock()
 	created, started := j.CreatedAt, *j.StartedAt
 	opts := pipeline.Options{Partner: j.Partner, JobID: j.ID, MaxErrors: m.cfg.MaxErrors, Logger: m.log, Workers: m.cfg.ParseWorkers}
-	if j.Type != "" {
+	if j.Source == SourceBatch {
+		opts.Format = pipeline.PushBatch
+	} else if j.Type != "" {
 		opts.Type, _ = parse.ParseFileType(j.Type)
 	}
 	m.mu.Unlock()
@@ -237,10 +239,17 @@ func (m *Manager) run(ctx context.Context, n *notification, j *Job) {
 		_ = m.cfg.Faults.Hit(failpoint.JobRecorded)
 		m.archive(j)
 	}
+	m.notifyFinished(j)
 	m.cfg.Metrics.Finished.WithLabelValues(j.Status).Inc()
 	m.cfg.Metrics.Duration.Observe(j.FinishedAt.Sub(started).Seconds())
 	m.log.Info("job finished", "partner", j.Partner, "job_id", j.ID, "file", j.Filename, "status", j.Status,
 		"type", j.Type, "errors", j.ErrorCount, "bytes", j.BytesTotal, "seconds", j.FinishedAt.Sub(started).Seconds())
+}
+
+func (m *Manager) notifyFinished(j *Job) {
+	if m.cfg.Finished != nil {
+		m.cfg.Finished(snapshot([]*Job{j})[0])
+	}
 }
 
 // requeue puts a job that applied nothing back in the queue.
@@ -312,17 +321,20 @@ func (m *Manager) finish(j *Job, rep *pipeline.Report, err error) {
 // archive moves a finished job's file out of the spool, if it is still
 // there.
 func (m *Manager) archive(j *Job) {
-	day := j.CreatedAt.Format(time.DateOnly)
-	dir := filepath.Join(m.archiveDir(), j.Partner, day)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	dest := m.archivePath(j)
+	if err := os.MkdirAll(filepath.Dir(dest), 0o700); err != nil {
 		m.log.Error("archive", "job_id", j.ID, "err", err)
 		return
 	}
 	_ = m.cfg.Faults.Hit(failpoint.JobArchiving)
-	err := os.Rename(m.spoolPath(j), filepath.Join(dir, j.ID+"-"+j.Filename))
+	err := os.Rename(m.spoolPath(j), dest)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		m.log.Error("archive", "job_id", j.ID, "err", err)
 	}
+}
+
+func (m *Manager) archivePath(j *Job) string {
+	return filepath.Join(m.archiveDir(), j.Partner, j.CreatedAt.Format(time.DateOnly), j.ID+"-"+j.Filename)
 }
 
 // sweep deletes archived files and finished notifications older than the
