@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/flatfiler/flatfiler/intake/batches"
 	"github.com/flatfiler/flatfiler/intake/jobs"
 	"github.com/flatfiler/flatfiler/intake/partner"
 	"github.com/flatfiler/flatfiler/stages/enrich"
@@ -29,6 +30,8 @@ import (
 type Server struct {
 	Partners *partner.Registry
 	Jobs     *jobs.Manager
+	// Batches is the Push Data Source; nil: /api/v2/batches answers 404.
+	Batches *batches.Service
 	Store    *warehouse.Store
 	Gatherer prometheus.Gatherer
 	// AdminToken guards /admin/sql; empty disables it.
@@ -66,6 +69,7 @@ func (s *Server) Handler() http.Handler {
 	route("GET /api/v2/uploads/{job_id}", "upload", s.partnerOnly(s.upload, nil))
 	route("GET /api/v2/uploads", "uploads", s.partnerOnly(s.uploads, nil))
 	s.reportRoutes(route)
+	s.batchRoutes(route)
 	route("POST /admin/sql", "admin_sql", s.adminSQL)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.Gatherer, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(s.Logger.Handler(), slog.LevelError)}))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -188,3 +192,6 @@ func (t *trackingWriter) Write(p []byte) (int, error) {
 	t.wrote = true
 	return t.w.Write(p)
 }
+
+// v2 prefixes the partner API's routes.
+const v2 = "/api/v2"

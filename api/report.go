@@ -25,7 +25,7 @@ const (
 )
 
 func (s *Server) reportRoutes(route func(pattern, name string, h http.HandlerFunc)) {
-	const v2 = "/api/v2"
+
 	route("GET "+v2+"/ping", "ping", s.authorized(keyOrToken, s.ping))
 	route("GET "+v2+"/tags", "tags", s.authorized(keyOrToken, s.defaultTags))
 	route("GET "+v2+"/users", "users", s.authorized(keyOnly, s.users))

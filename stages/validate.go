@@ -300,6 +300,9 @@ func (v Validator) accountDetails(c *recordCheck, a *parse.Account, row *Account
 	}
 	// A batch's name is optional, and is both names (see parse.batchAccount).
 	row.FiName = c.text(n.FiName, a.AccountFiName, !v.Batch)
+	if row.FiName == "" && v.Batch {
+		row.FiName = row.AccountID // an account without a name shows its reference_id
+	}
 	if nick := c.text(n.Nickname, a.AccountNickname, false); nick != row.FiName || !v.Batch {
 		row.Nickname = nick
 	}

@@ -797,6 +797,13 @@ func (l *Load) Commit(ctx context.Context, rec IngestRecord) error {
 	if err := l.findUserRules(ctx); err != nil {
 		return err
 	}
+	if l.userNicknames {
+		// Before the commit, so that no read sees its edits unflagged; a
+		// flag for an account left without edits only costs a lookup.
+		if err := l.flagEditedAccounts(ctx); err != nil {
+			return err
+		}
+	}
 	resolve, apply := l.plan()
 	err = l.resolveAndApply(ctx, resolve, apply, rec, report, false)
 	if isOutOfMemory(err) && ctx.Err() == nil {
@@ -810,6 +817,24 @@ func (l *Load) Commit(ctx context.Context, rec IngestRecord) error {
 		return fmt.Errorf("warehouse: commit: %w", err)
 	}
 	return nil
+}
+
+// flagEditedAccounts tells the store which accounts the file's nicknames
+// edit (see Store.edits).
+func (l *Load) flagEditedAccounts(ctx context.Context) error {
+	rows, err := l.conn.QueryContext(ctx, l.expand(`SELECT DISTINCT account_id FROM {S}.transactions WHERE user_nickname IS NOT NULL`))
+	if err != nil {
+		return fmt.Errorf("warehouse: %w", l.store.storageError(err))
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var account string
+		if err := rows.Scan(&account); err != nil {
+			return err
+		}
+		l.store.edited.add(l.opts.Partner, account)
+	}
+	return rows.Err()
 }
 
 // resolveAndApply runs the resolution in the staging database (its tables

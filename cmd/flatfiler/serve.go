@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -24,12 +26,13 @@ import (
 
 	"github.com/flatfiler/flatfiler/api"
 	"github.com/flatfiler/flatfiler/fixtures/gen"
-	"github.com/flatfiler/flatfiler/pipeline"
+	"github.com/flatfiler/flatfiler/intake/batches"
 	"github.com/flatfiler/flatfiler/intake/inbox"
 	"github.com/flatfiler/flatfiler/intake/jobs"
 	"github.com/flatfiler/flatfiler/intake/partner"
 	"github.com/flatfiler/flatfiler/intake/sftpd"
 	"github.com/flatfiler/flatfiler/internal/failpoint"
+	"github.com/flatfiler/flatfiler/pipeline"
 	"github.com/flatfiler/flatfiler/warehouse"
 )
 
@@ -57,8 +60,16 @@ type serveConfig struct {
 	// RetryAfter is the first wait of a job whose attempt failed for the
 	// server's storage; it doubles up to ten minutes.
 	RetryAfter time.Duration
-	Logger     *slog.Logger
-	Faults     *failpoint.Set
+	// Push batches: the body limit, the callbacks' trusted CAs (a PEM
+	// file added to the system's), whether callbacks may reach private
+	// addresses, their retry schedule, and their JWTs' iss.
+	MaxBatchSize         int64
+	CallbackCA           string
+	CallbackAllowPrivate bool
+	CallbackSchedule     []time.Duration
+	Issuer               string
+	Logger               *slog.Logger
+	Faults               *failpoint.Set
 }
 
 // service is a running server: SFTP, HTTP, job workers, one warehouse.
@@ -69,6 +80,7 @@ type service struct {
 	inbox    *inbox.Inbox
 	sftp     *sftpd.Server
 	jobs     *jobs.Manager
+	batches  *batches.Service
 	http     *http.Server
 	sftpLn   net.Listener
 	httpLn   net.Listener
@@ -161,6 +173,19 @@ func startService(ctx context.Context, cfg serveConfig) (_ *service, err error) 
 		Dir: filepath.Join(cfg.Data, "jobs"), Box: box, Pipeline: pipe, Workers: cfg.Workers, ParseWorkers: cfg.Cores,
 		Retention: cfg.Retention, Grace: cfg.Grace, RetryAfter: cfg.RetryAfter, Logger: log, Metrics: jobs.NewMetrics(reg),
 		Faults: cfg.Faults,
+		// Set before the jobs run: a batch become final has its callback due.
+		Finished: func(j jobs.Job) { s.batches.Finished(j) },
+	}); err != nil {
+		return nil, err
+	}
+	transport, err := callbackTransport(cfg.CallbackCA)
+	if err != nil {
+		return nil, err
+	}
+	if s.batches, err = batches.New(batches.Config{
+		Jobs: s.jobs, Store: s.store, Partners: s.partners, Dir: filepath.Join(cfg.Data, "batches"),
+		MaxBytes: cfg.MaxBatchSize, Issuer: cfg.Issuer, Transport: transport, AllowPrivate: cfg.CallbackAllowPrivate,
+		Schedule: cfg.CallbackSchedule, Workers: cfg.Cores, Logger: log, Metrics: batches.NewMetrics(reg),
 	}); err != nil {
 		return nil, err
 	}
@@ -173,7 +198,7 @@ func startService(ctx context.Context, cfg serveConfig) (_ *service, err error) 
 	token := make([]byte, 32)
 	_, _ = rand.Read(token)
 	apiServer := &api.Server{
-		Partners: s.partners, Jobs: s.jobs, Store: s.store, Gatherer: reg,
+		Partners: s.partners, Jobs: s.jobs, Batches: s.batches, Store: s.store, Gatherer: reg,
 		AdminToken: hex.EncodeToString(token), Logger: log, Metrics: api.NewMetrics(reg), Enrich: engine,
 		MaxConcurrentReads: cfg.Cores,
 	}
@@ -204,6 +229,7 @@ func startService(ctx context.Context, cfg serveConfig) (_ *service, err error) 
 		}
 	})
 	s.wg.Go(func() { s.jobs.Run(runCtx) })
+	s.wg.Go(func() { s.batches.Run(runCtx) })
 	go func() {
 		select {
 		case <-ctx.Done():
@@ -296,6 +322,11 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", 10*time.Minute, "close SFTP sessions with no request for this long (transfers count as activity)")
 	fs.DurationVar(&cfg.Retention, "archive-retention", 30*24*time.Hour, "keep processed files and finished jobs this long")
 	fs.DurationVar(&cfg.Grace, "shutdown-grace", 10*time.Second, "at shutdown, let a running job finish for this long before it is stopped and queued again")
+	fs.Int64Var(&cfg.MaxBatchSize, "max-batch-size", 256<<20, "largest push batch body (PUT /api/v2/batches), bytes; larger ones are refused with 413")
+	fs.StringVar(&cfg.CallbackCA, "callback-ca", "", "PEM file of CAs trusted for batch callbacks, besides the system's")
+	fs.BoolVar(&cfg.CallbackAllowPrivate, "callback-allow-private", false, "let batch callbacks reach loopback and private addresses (tests, private networks)")
+	schedule := fs.String("callback-schedule", "", "waits between a batch callback's attempts, comma-separated (default Standard Webhooks': 5s,5m,30m,2h,5h,10h,10h,10h,10h,10h)")
+	fs.StringVar(&cfg.Issuer, "issuer", "flatfiler", "iss of the JWTs batch callbacks carry")
 	fs.DurationVar(&cfg.RetryAfter, "retry-after", 10*time.Second, "a job not applied for the server's storage (full disk, I/O error) runs again after this long, doubling up to 10m; the file is kept")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	fs.Usage = func() {
@@ -308,6 +339,16 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if *schedule != "" {
+		for _, part := range strings.Split(*schedule, ",") {
+			d, err := time.ParseDuration(strings.TrimSpace(part))
+			if err != nil {
+				fmt.Fprintf(stderr, "flatfiler serve: --callback-schedule: %v\n", err)
+				return 2
+			}
+			cfg.CallbackSchedule = append(cfg.CallbackSchedule, d)
+		}
 	}
 	// DuckDB runs each query inside a cgo call, and Go counts a goroutine in
 	// a cgo call as holding one of its GOMAXPROCS Ps until the runtime takes
@@ -359,4 +400,25 @@ func (s *service) printBanner(w io.Writer) {
 		fmt.Fprintf(w, "or by hand: sftp -P %s %s@%s, then curl -X POST 'http://%s/api/v2/uploads/received?api_key=...&filenames=...&hashes=...'\n",
 			sftpPort, c.SFTPUser, sftpHost, s.httpLn.Addr())
 	}
+}
+
+// callbackTransport trusts the system's CAs and those in the PEM file caFile.
+func callbackTransport(caFile string) (*http.Transport, error) {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	if caFile == "" {
+		return tr, nil
+	}
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("--callback-ca: %w", err)
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("--callback-ca: %s holds no PEM certificate", caFile)
+	}
+	tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	return tr, nil
 }

@@ -208,3 +208,16 @@ func (m *Manager) removeOrphans() {
 		}
 	}
 }
+
+// AllBatches returns every batch job.
+func (m *Manager) AllBatches() []Job {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []*Job
+	for _, j := range m.jobs {
+		if j.Source == SourceBatch {
+			out = append(out, j)
+		}
+	}
+	return snapshot(out)
+}

@@ -1,0 +1,301 @@
+package main
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/flatfiler/flatfiler/intake/batches"
+)
+
+// callbackReceiver is a partner's HTTPS endpoint: it fails the first
+// failures calls with 503, then takes them.
+type callbackReceiver struct {
+	*httptest.Server
+	caFile string
+
+	mu       sync.Mutex
+	failures int
+	calls    int
+	got      []receivedCallback
+	arrived  chan struct{}
+}
+
+type receivedCallback struct {
+	header http.Header
+	body   []byte
+}
+
+func newCallbackReceiver(t *testing.T, failures int) *callbackReceiver {
+	r := &callbackReceiver{failures: failures, arrived: make(chan struct{}, 16)}
+	r.Server = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		body, _ := io.ReadAll(req.Body)
+		r.mu.Lock()
+		r.calls++
+		fail := r.calls <= r.failures
+		if !fail {
+			r.got = append(r.got, receivedCallback{header: req.Header.Clone(), body: body})
+		}
+		r.mu.Unlock()
+		if fail {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+		r.arrived <- struct{}{}
+	}))
+	t.Cleanup(r.Close)
+	r.caFile = filepath.Join(t.TempDir(), "ca.pem")
+	pemBytes := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: r.Certificate().Raw})
+	if err := os.WriteFile(r.caFile, pemBytes, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func (r *callbackReceiver) wait(t *testing.T) receivedCallback {
+	t.Helper()
+	select {
+	case <-r.arrived:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no callback arrived")
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.got[len(r.got)-1]
+}
+
+func withCallbacks(r *callbackReceiver) func(*serveConfig) {
+	return func(c *serveConfig) {
+		c.CallbackCA, c.CallbackAllowPrivate = r.caFile, true
+		c.CallbackSchedule = []time.Duration{10 * time.Millisecond, 20 * time.Millisecond, 40 * time.Millisecond, 80 * time.Millisecond}
+	}
+}
+
+func (ts *testServer) putBatch(body []byte, key string, header ...string) apiAnswer {
+	ts.t.Helper()
+	req, _ := http.NewRequest(http.MethodPut, ts.base+"/api/v2/batches", bytes.NewReader(body))
+	if key != "" {
+		req.SetBasicAuth(key, "")
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		ts.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	a := apiAnswer{Status: resp.StatusCode, Raw: string(raw)}
+	_ = json.Unmarshal(raw, &a.Body)
+	return a
+}
+
+func (ts *testServer) waitBatch(key, id string) map[string]any {
+	ts.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		a := ts.call("GET", "/api/v2/batches/"+id, nil, key)
+		if a.Status != http.StatusOK {
+			ts.t.Fatalf("batch status: %d %s", a.Status, a.Raw)
+		}
+		if st := a.Body["status"]; st != "new" && st != "processing" {
+			return a.Body
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	ts.t.Fatalf("batch %s did not complete", id)
+	return nil
+}
+
+func specBatch(t *testing.T, name, callback string) []byte {
+	t.Helper()
+	body, err := os.ReadFile(filepath.Join("../../parse/testdata/batches", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bytes.Replace(body, []byte("https://url.to.post.to/"), []byte(callback), 1)
+}
+
+// The spec's sample request, end to end: 200 with a batch_id, status
+// success, a callback that verifies as a JWT and as a Standard Webhook,
+// its content again at /content, and the transaction in the reporting API.
+func TestPushBatchSpecSample(t *testing.T) {
+	recv := newCallbackReceiver(t, 3) // fails three times, then takes it
+	ts := startTestServer(t, t.TempDir(), withCallbacks(recv))
+	key := ts.demo.APIKey
+	body := specBatch(t, "spec-sample.json", recv.URL+"/hook")
+
+	put := ts.putBatch(body, key, "Idempotency-Key", "sample-1")
+	if put.Status != http.StatusOK {
+		t.Fatalf("PUT: %d %s", put.Status, put.Raw)
+	}
+	id, _ := put.Body["batch_id"].(string)
+	if again := ts.putBatch(body, key, "Idempotency-Key", "sample-1"); again.Body["batch_id"] != id {
+		t.Fatalf("the same Idempotency-Key gave %s, first %s", again.Raw, id)
+	}
+	st := ts.waitBatch(key, id)
+	if st["status"] != "success" {
+		t.Fatalf("status %v", st)
+	}
+	got := recv.wait(t)
+
+	// The JWT verifies with the partner's key, and binds batch and body.
+	var claims batches.CallbackClaims
+	raw := strings.TrimPrefix(got.header.Get("Authorization"), "Bearer ")
+	if _, err := jwt.ParseWithClaims(raw, &claims, func(*jwt.Token) (any, error) { return []byte(key), nil },
+		jwt.WithValidMethods([]string{"HS256"}), jwt.WithIssuer("flatfiler"), jwt.WithAudience("demo.flatfiler.local"),
+		jwt.WithIssuedAt(), jwt.WithExpirationRequired()); err != nil {
+		t.Fatalf("callback JWT: %v", err)
+	}
+	sum := sha256.Sum256(got.body)
+	if claims.BatchID != id || claims.BodySHA256 != hex.EncodeToString(sum[:]) {
+		t.Errorf("claims %+v, body sha256 %x", claims, sum)
+	}
+	// Standard Webhooks: v1,base64(HMAC-SHA256(key, id.timestamp.body)).
+	mac := hmac.New(sha256.New, []byte(key))
+	mac.Write([]byte(got.header.Get("webhook-id") + "." + got.header.Get("webhook-timestamp") + "."))
+	mac.Write(got.body)
+	if want := "v1," + base64.StdEncoding.EncodeToString(mac.Sum(nil)); got.header.Get("webhook-signature") != want || got.header.Get("webhook-id") != id {
+		t.Errorf("webhook headers %v, want signature %s", got.header, want)
+	}
+
+	var content struct {
+		Batch struct {
+			BatchID string `json:"batch_id"`
+			Status  string `json:"status"`
+		} `json:"batch"`
+		Users []struct {
+			UserID   string `json:"user_id"`
+			Accounts []struct {
+				AccountID    string `json:"account_id"`
+				Name         string `json:"name"`
+				Transactions []struct {
+					TransactionID   string `json:"transaction_id"`
+					Balance         string `json:"balance"`
+					PostedAt        string `json:"posted_at"`
+					TransactionType string `json:"transaction_type"`
+					OriginalName    string `json:"original_name"`
+					Nickname        string `json:"nickname"`
+					Tags            []struct {
+						Name    string  `json:"name"`
+						Balance float64 `json:"balance"`
+					} `json:"tags"`
+				} `json:"transactions"`
+			} `json:"accounts"`
+		} `json:"users"`
+	}
+	if err := json.Unmarshal(got.body, &content); err != nil {
+		t.Fatalf("callback body: %v\n%s", err, got.body)
+	}
+	if content.Batch.BatchID != id || content.Batch.Status != "success" || len(content.Users) != 1 || content.Users[0].UserID != "1234" {
+		t.Fatalf("content %s", got.body)
+	}
+	a := content.Users[0].Accounts[0]
+	tx := a.Transactions[0]
+	if a.Name != "Savings" || tx.Balance != "-112.03" || tx.PostedAt != "2009-03-19T11:40:50-04:00" || tx.TransactionType != "Debit" ||
+		tx.OriginalName != "DUNKINDONUTS*100094" || tx.Nickname != "Dunkin Donuts" || len(tx.Tags) != 1 || tx.Tags[0].Balance != 112.03 {
+		t.Errorf("content %s", got.body)
+	}
+	recv.mu.Lock()
+	if recv.calls != 4 {
+		t.Errorf("%d callback attempts, want 4 (three refused)", recv.calls)
+	}
+	recv.mu.Unlock()
+	if st := ts.call("GET", "/api/v2/batches/"+id, nil, key); !strings.Contains(st.Raw, `"state": "delivered"`) {
+		t.Errorf("status after delivery: %s", st.Raw)
+	}
+	if c := ts.call("GET", "/api/v2/batches/"+id+"/content", nil, key); c.Raw != string(got.body) {
+		t.Errorf("content differs from the callback:\n%s\n%s", c.Raw, got.body)
+	}
+	list := ts.call("GET", "/api/v2/users/1234/transactions", nil, key)
+	if !strings.Contains(list.Raw, `"id": "`+tx.TransactionID+`"`) || !strings.Contains(list.Raw, `"nickname": "Dunkin Donuts"`) {
+		t.Errorf("reporting API: %s", list.Raw)
+	}
+}
+
+// Refusals name what is wrong: nothing, malformed JSON, JSON that is not a
+// batch, credentials, size; another partner's batch does not exist.
+func TestPushBatchRefusals(t *testing.T) {
+	ts := startTestServer(t, t.TempDir(), func(c *serveConfig) { c.MaxBatchSize = 4096; c.CallbackAllowPrivate = true })
+	key := ts.demo.APIKey
+	big := `{"users": [{"partner_customer_id": "` + strings.Repeat("x", 5000) + `"}]}`
+	for _, c := range []struct {
+		name, body, key string
+		status         int
+		says           string
+	}{
+		{"empty", "", key, 400, "no batch content"},
+		{"no users", `{"callback": "https://example.com/"}`, key, 400, "no batch content"},
+		{"malformed", "{\"users\": [\n{\"partner_customer_id\": 1 2}]}", key, 400, "byte 38"},
+		{"not a batch", `[1, 2]`, key, 422, "the body is an array"},
+		{"plain http callback", `{"callback": "http://example.com/", "users": [{}]}`, key, 422, "https only"},
+		{"bad key", `{"users": [{}]}`, "nope", 401, "invalid API key"},
+		{"too large", big, key, 413, "the limit is 4096"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			a := ts.putBatch([]byte(c.body), c.key)
+			if a.Status != c.status || !strings.Contains(a.Raw, c.says) {
+				t.Fatalf("got %d %s, want %d saying %q", a.Status, a.Raw, c.status, c.says)
+			}
+		})
+	}
+	if a := ts.call("GET", "/api/v2/batches/0190d2b2-0000-7000-8000-000000000000", nil, key); a.Status != 404 {
+		t.Errorf("unknown batch: %d %s", a.Status, a.Raw)
+	}
+}
+
+// A batch with a located error is applied in part; the 000 draft's
+// spellings are read.
+func TestPushBatchPartialSuccessAndDraft(t *testing.T) {
+	ts := startTestServer(t, t.TempDir())
+	key := ts.demo.APIKey
+	body := `{"users": [{"partner_customer_id": "u1", "first_name": "A", "last_name": "B", "email": "a@b.co",
+  "accounts": [{"reference_id": "acc1", "account_type": "checking", "account_balances": [{"balance_type": "Current", "balance_amount": "10.00"}],
+    "transactions": [
+      {"reference_id": "t1", "balance": "-5.00", "posted_at": "2024-01-02", "memo": "STARBUCKS 123", "nickname": "Morning coffee"},
+      {"reference_id": "t2", "balance": "5.00", "memo": "X"},
+      {"reference_id": "t3", "balance": "5.00", "posted_at": "2024-01-02", "transaction_type": "debit", "memo": "Y"},
+      {"reference_id": "t4", "balance": "-1.00", "posted_at": "2024-01-03", "memo": "HIDDEN", "hide": true}]}]}]}`
+	put := ts.putBatch([]byte(body), key)
+	if put.Status != 200 {
+		t.Fatalf("PUT: %d %s", put.Status, put.Raw)
+	}
+	st := ts.waitBatch(key, put.Body["batch_id"].(string))
+	raw, _ := json.Marshal(st)
+	if st["status"] != "partial-success" || !strings.Contains(string(raw), `"message":"posted_at is required (users[0].accounts[0].transactions[1])"`) ||
+		!strings.Contains(string(raw), "transaction_type is debit but balance 5.00 is positive") {
+		t.Fatalf("status %s", raw)
+	}
+	list := ts.call("GET", "/api/v2/users/u1/transactions", nil, key)
+	if !strings.Contains(list.Raw, `"nickname": "Morning coffee"`) || strings.Contains(list.Raw, "HIDDEN") {
+		t.Errorf("transactions: %s", list.Raw)
+	}
+	if q := ts.query("SELECT count(*) FROM enriched_transactions WHERE hidden"); !strings.Contains(q, "1") {
+		t.Errorf("analysts see hidden transactions flagged: %s", q)
+	}
+
+	draft := ts.putBatch(specBatch(t, "draft-sample.json", ""), key)
+	if draft.Status != 200 {
+		t.Fatalf("draft PUT: %d %s", draft.Status, draft.Raw)
+	}
+	if st := ts.waitBatch(key, draft.Body["batch_id"].(string)); st["status"] != "success" {
+		t.Fatalf("draft: %v", st)
+	}
+}
