@@ -31,7 +31,7 @@ type Server struct {
 	Partners *partner.Registry
 	Jobs     *jobs.Manager
 	// Batches is the Push Data Source; nil: /api/v2/batches answers 404.
-	Batches *batches.Service
+	Batches  *batches.Service
 	Store    *warehouse.Store
 	Gatherer prometheus.Gatherer
 	// AdminToken guards /admin/sql; empty disables it.

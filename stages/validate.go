@@ -72,7 +72,7 @@ type Fields struct {
 	Balances, BalanceType, BalanceAmount, CurrencyCode                         string
 
 	TransactionID, TransactionAccountID, TransactionType, PostedDate, OriginationDate string
-	Amount, Memo, CheckNumber, TransactionNickname, Hide                             string
+	Amount, Memo, CheckNumber, TransactionNickname, Hide                              string
 }
 
 // FlatFileFields are the flat file's tags.
@@ -93,7 +93,7 @@ var BatchFields = Fields{
 	Email: "email", ZipCode: "zip_code",
 	AccountID: "reference_id", AccountNumber: "account_number", FiName: "name", Nickname: "name",
 	AccountType: "account_type",
-	Balances: "account_balances", BalanceType: "balance_type", BalanceAmount: "balance_amount", CurrencyCode: "currency_code",
+	Balances:    "account_balances", BalanceType: "balance_type", BalanceAmount: "balance_amount", CurrencyCode: "currency_code",
 	TransactionID: "reference_id", TransactionAccountID: "reference_id", TransactionType: "transaction_type",
 	PostedDate: "posted_at", OriginationDate: "origination_date", Amount: "balance", Memo: "memo", CheckNumber: "check_number",
 	TransactionNickname: "nickname", Hide: "hide",

@@ -238,8 +238,8 @@ func TestPushBatchRefusals(t *testing.T) {
 	big := `{"users": [{"partner_customer_id": "` + strings.Repeat("x", 5000) + `"}]}`
 	for _, c := range []struct {
 		name, body, key string
-		status         int
-		says           string
+		status          int
+		says            string
 	}{
 		{"empty", "", key, 400, "no batch content"},
 		{"no users", `{"callback": "https://example.com/"}`, key, 400, "no batch content"},

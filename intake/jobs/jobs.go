@@ -27,10 +27,10 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/flatfiler/flatfiler/pipeline"
 	"github.com/flatfiler/flatfiler/intake/inbox"
 	"github.com/flatfiler/flatfiler/internal/failpoint"
 	"github.com/flatfiler/flatfiler/parse"
+	"github.com/flatfiler/flatfiler/pipeline"
 	"github.com/flatfiler/flatfiler/stages"
 )
 

@@ -15,8 +15,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/flatfiler/flatfiler/pipeline"
 	"github.com/flatfiler/flatfiler/intake/inbox"
+	"github.com/flatfiler/flatfiler/pipeline"
 	"github.com/flatfiler/flatfiler/warehouse"
 )
 

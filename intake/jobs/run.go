@@ -13,9 +13,9 @@ import (
 	"github.com/cenkalti/backoff/v5"
 	"github.com/sourcegraph/conc"
 
-	"github.com/flatfiler/flatfiler/pipeline"
 	"github.com/flatfiler/flatfiler/internal/failpoint"
 	"github.com/flatfiler/flatfiler/parse"
+	"github.com/flatfiler/flatfiler/pipeline"
 	"github.com/flatfiler/flatfiler/warehouse"
 )
 
