@@ -2,6 +2,7 @@ package parse
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"strings"
@@ -136,4 +137,42 @@ func TestBatchManyUsersInOrder(t *testing.T) {
 	if d.Callback() != "https://cb/" {
 		t.Errorf("callback %q", d.Callback())
 	}
+}
+
+// Any body either decodes, with every record placed, or fails with one of
+// the batch errors, never a panic; a body the scanner accepts is valid
+// JSON for encoding/json too.
+func FuzzBatch(f *testing.F) {
+	for _, name := range []string{"testdata/batches/spec-sample.json", "testdata/batches/draft-sample.json"} {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte(`{"users": [{}], "x": [1, {"a": "]"}]}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		d := NewBatchDecoder(strings.NewReader(string(body)), Options{Workers: 2, ChunkBytes: 128})
+		var recs []Record
+		err := Each(context.Background(), d, func(r []Record) []Record { return r }, func(r []Record) error {
+			recs = append(recs, r...)
+			return nil
+		})
+		var shape *ShapeError
+		var syn *SyntaxError
+		switch {
+		case err == nil:
+			if !json.Valid(body) {
+				t.Fatalf("accepted invalid JSON %q", body)
+			}
+			for _, r := range recs {
+				if r.User == nil || !strings.HasPrefix(r.User.Path, "users[") {
+					t.Fatalf("record %+v", r)
+				}
+			}
+		case errors.Is(err, ErrEmptyBatch), errors.As(err, &shape), errors.As(err, &syn):
+		default:
+			t.Fatalf("unexpected error %T %v", err, err)
+		}
+	})
 }

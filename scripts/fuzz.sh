@@ -10,6 +10,7 @@ floor=${2:-2000}
 targets=(
 	"./parse FuzzDecode"
 	"./parse FuzzPlainTokens"
+	"./parse FuzzBatch"
 	"./api FuzzNotificationParams"
 	"./api FuzzReportQueries"
 	"./api FuzzVerifyToken"

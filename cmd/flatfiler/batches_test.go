@@ -218,8 +218,15 @@ func TestPushBatchSpecSample(t *testing.T) {
 		t.Errorf("%d callback attempts, want 4 (three refused)", recv.calls)
 	}
 	recv.mu.Unlock()
-	if st := ts.call("GET", "/api/v2/batches/"+id, nil, key); !strings.Contains(st.Raw, `"state": "delivered"`) {
-		t.Errorf("status after delivery: %s", st.Raw)
+	// The receiver answered before the server recorded it: wait for the record.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		st := ts.call("GET", "/api/v2/batches/"+id, nil, key)
+		if strings.Contains(st.Raw, `"state": "delivered"`) && strings.Contains(st.Raw, `"attempts": 4`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status after delivery: %s", st.Raw)
+		}
 	}
 	if c := ts.call("GET", "/api/v2/batches/"+id+"/content", nil, key); c.Raw != string(got.body) {
 		t.Errorf("content differs from the callback:\n%s\n%s", c.Raw, got.body)
