@@ -112,9 +112,10 @@ func Each[T any](ctx context.Context, d *Decoder, work func([]Record) T, deliver
 		d.split = newSplitter(in, d.opts.Limits)
 		scan = d.split
 	}
-	// The XML root is checked once a record shows the file has a body.
-	checkRoot := func() error {
-		if d.split == nil || d.split.root == "" {
+	// The XML root is checked at the first record, or at the end of a file
+	// with a root and no records; a batch has none.
+	checkRoot := func(atEOF bool) error {
+		if d.split == nil || (atEOF && d.split.root == "") {
 			return nil
 		}
 		return d.checkRoot()
@@ -183,7 +184,7 @@ func Each[T any](ctx context.Context, d *Decoder, work func([]Record) T, deliver
 			if len(cur.recs) > 0 {
 				submit(cur)
 			}
-			if err := checkRoot(); err != nil {
+			if err := checkRoot(true); err != nil {
 				submitErr(err)
 			}
 			break
@@ -196,7 +197,7 @@ func Each[T any](ctx context.Context, d *Decoder, work func([]Record) T, deliver
 			break
 		}
 		if !rootChecked {
-			if err := checkRoot(); err != nil {
+			if err := checkRoot(false); err != nil {
 				submitErr(err)
 				break
 			}

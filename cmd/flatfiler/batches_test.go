@@ -306,3 +306,58 @@ func TestPushBatchPartialSuccessAndDraft(t *testing.T) {
 		t.Fatalf("draft: %v", st)
 	}
 }
+
+// A user's JWT pushes only that user's data: a batch naming another user
+// is refused whole, naming it; its own batch is applied, and only it sees it.
+func TestPushBatchUserJWT(t *testing.T) {
+	ts := startTestServer(t, t.TempDir())
+	key := ts.demo.APIKey
+	now := time.Now()
+	token, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.RegisteredClaims{Issuer: "demo", Subject: "1234",
+		Audience: jwt.ClaimStrings{"demo.flatfiler.local"}, IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(now.Add(time.Hour))}).SignedString([]byte(key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	put := func(body string) apiAnswer {
+		req, _ := http.NewRequest(http.MethodPut, ts.base+"/api/v2/batches", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		raw, _ := io.ReadAll(resp.Body)
+		a := apiAnswer{Status: resp.StatusCode, Raw: string(raw)}
+		_ = json.Unmarshal(raw, &a.Body)
+		return a
+	}
+	user := func(id string) string {
+		return `{"partner_customer_id": "` + id + `", "first_name": "A", "last_name": "B", "email": "a@b.co"}`
+	}
+	if a := put(`{"users": [` + user("1234") + `, ` + user("999") + `]}`); a.Status != http.StatusForbidden || !strings.Contains(a.Raw, `\"999\"`) {
+		t.Fatalf("another user's data: %d %s", a.Status, a.Raw)
+	}
+	if n := ts.query("SELECT count(*) FROM users"); !strings.Contains(n, "0") {
+		t.Fatalf("a refused batch left users: %s", n)
+	}
+	a := put(`{"users": [` + user("1234") + `]}`)
+	if a.Status != http.StatusOK {
+		t.Fatalf("own data: %d %s", a.Status, a.Raw)
+	}
+	id := a.Body["batch_id"].(string)
+	if st := ts.waitBatch(key, id); st["status"] != "success" {
+		t.Fatalf("status %v", st)
+	}
+	other, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.RegisteredClaims{Issuer: "demo", Subject: "555",
+		Audience: jwt.ClaimStrings{"demo.flatfiler.local"}, IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(now.Add(time.Hour))}).SignedString([]byte(key))
+	req, _ := http.NewRequest(http.MethodGet, ts.base+"/api/v2/batches/"+id, nil)
+	req.Header.Set("Authorization", "Bearer "+other)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("another user's JWT read the batch: %d", resp.StatusCode)
+	}
+}
