@@ -2,6 +2,7 @@ package api
 
 import (
 	"encoding/json"
+	"github.com/flatfiler/flatfiler/stages"
 	"strconv"
 	"time"
 )
@@ -12,17 +13,7 @@ import (
 // balances as JSON numbers (12.69). All come from integer cents.
 
 // cents2 formats cents as "1234.56".
-func cents2(c int64) string {
-	sign := ""
-	if c < 0 {
-		sign, c = "-", -c
-	}
-	frac := strconv.FormatInt(c%100, 10)
-	if len(frac) == 1 {
-		frac = "0" + frac
-	}
-	return sign + strconv.FormatInt(c/100, 10) + "." + frac
-}
+func cents2(c int64) string { return stages.FormatCents(c) }
 
 // centsShort formats cents as the spec's networth does: "1000.0",
 // "1291.96", "0.5".

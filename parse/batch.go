@@ -520,36 +520,38 @@ func wantOf(kind string) string {
 func (u *batchUser) record(loc Location) (*User, error) {
 	out := &User{Location: loc}
 	var bad error
-	text := func(t jsonText, path string) string {
+	// The field's path is spelled out only for an error: a batch's
+	// transactions are read by the million.
+	text := func(t jsonText, path, field string) string {
 		if t.bad != "" && bad == nil {
-			bad = &ShapeError{Offset: loc.Offset, Line: loc.Line, Path: path, Msg: "want a string, found " + t.bad}
+			bad = &ShapeError{Offset: loc.Offset, Line: loc.Line, Path: path + "." + field, Msg: "want a string, found " + t.bad}
 		}
 		return t.s
 	}
-	out.PartnerCustomerID = text(u.PartnerCustomerID, loc.Path+".partner_customer_id")
-	out.FirstName = text(u.FirstName, loc.Path+".first_name")
-	out.LastName = text(u.LastName, loc.Path+".last_name")
-	out.Email = text(u.Email, loc.Path+".email")
-	out.ZipCode = text(u.ZipCode, loc.Path+".zip_code")
+	out.PartnerCustomerID = text(u.PartnerCustomerID, loc.Path, "partner_customer_id")
+	out.FirstName = text(u.FirstName, loc.Path, "first_name")
+	out.LastName = text(u.LastName, loc.Path, "last_name")
+	out.Email = text(u.Email, loc.Path, "email")
+	out.ZipCode = text(u.ZipCode, loc.Path, "zip_code")
 	out.Accounts = make([]Account, len(u.Accounts))
 	for i := range u.Accounts {
 		a, o := &u.Accounts[i], &out.Accounts[i]
 		path := loc.Path + ".accounts[" + strconv.Itoa(i) + "]"
 		o.Location = Location{Line: loc.Line, Offset: loc.Offset, Path: path}
 		o.PartnerCustomerID = out.PartnerCustomerID
-		o.AccountID = text(a.ReferenceID, path+".reference_id")
-		o.AccountFiName = text(a.AccountFiName.or(a.Name), path+".account_fi_name")
-		o.AccountNickname = text(a.AccountNickname.or(a.Name), path+".account_nickname")
-		o.AccountNumber = text(a.AccountNumber, path+".account_number")
-		o.AccountType = text(a.AccountType, path+".account_type")
+		o.AccountID = text(a.ReferenceID, path, "reference_id")
+		o.AccountFiName = text(a.AccountFiName.or(a.Name), path, "account_fi_name")
+		o.AccountNickname = text(a.AccountNickname.or(a.Name), path, "account_nickname")
+		o.AccountNumber = text(a.AccountNumber, path, "account_number")
+		o.AccountType = text(a.AccountType, path, "account_type")
 		if a.Balances != nil {
 			o.HasBalances = true
 			for j, b := range *a.Balances {
 				bp := path + ".account_balances[" + strconv.Itoa(j) + "]"
 				o.Balances = append(o.Balances, Balance{
-					BalanceType:   text(b.BalanceType, bp+".balance_type"),
-					BalanceAmount: text(b.BalanceAmount, bp+".balance_amount"),
-					CurrencyCode:  text(b.CurrencyCode, bp+".currency_code"),
+					BalanceType:   text(b.BalanceType, bp, "balance_type"),
+					BalanceAmount: text(b.BalanceAmount, bp, "balance_amount"),
+					CurrencyCode:  text(b.CurrencyCode, bp, "currency_code"),
 				})
 			}
 		}
@@ -559,20 +561,20 @@ func (u *batchUser) record(loc Location) (*User, error) {
 			tp := path + ".transactions[" + strconv.Itoa(j) + "]"
 			ot.Location = Location{Line: loc.Line, Offset: loc.Offset, Path: tp}
 			ot.AccountID = o.AccountID
-			ot.TransactionID = text(t.ReferenceID.or(t.TransactionID), tp+".reference_id")
-			ot.TransactionType = text(t.TransactionType, tp+".transaction_type")
+			ot.TransactionID = text(t.ReferenceID.or(t.TransactionID), tp, "reference_id")
+			ot.TransactionType = text(t.TransactionType, tp, "transaction_type")
 			// balance is signed; the draft's amount is absolute, its sign in transaction_type.
 			if t.Balance.s != "" || t.Balance.bad != "" || t.Amount.s == "" {
-				ot.Amount, ot.Signed = text(t.Balance, tp+".balance"), true
+				ot.Amount, ot.Signed = text(t.Balance, tp, "balance"), true
 			} else {
-				ot.Amount = text(t.Amount, tp+".amount")
+				ot.Amount = text(t.Amount, tp, "amount")
 			}
-			ot.PostedDate = text(t.PostedAt.or(t.PostedDate), tp+".posted_at")
-			ot.OriginationDate = text(t.OriginationDate, tp+".origination_date")
-			ot.Memo = text(t.Memo, tp+".memo")
-			ot.Nickname = text(t.Nickname, tp+".nickname")
-			ot.CheckNumber = text(t.CheckNumber, tp+".check_number")
-			ot.Hide = text(t.Hide, tp+".hide")
+			ot.PostedDate = text(t.PostedAt.or(t.PostedDate), tp, "posted_at")
+			ot.OriginationDate = text(t.OriginationDate, tp, "origination_date")
+			ot.Memo = text(t.Memo, tp, "memo")
+			ot.Nickname = text(t.Nickname, tp, "nickname")
+			ot.CheckNumber = text(t.CheckNumber, tp, "check_number")
+			ot.Hide = text(t.Hide, tp, "hide")
 		}
 	}
 	if bad != nil {

@@ -513,12 +513,16 @@ func (v Validator) transactionDetails(c *recordCheck, t *parse.Transaction, row 
 			signed = -cents
 		}
 		row.Cents = signed
-		switch want := map[bool]string{true: "debit", false: "credit"}[signed < 0]; {
+		want, sign := "credit", "positive"
+		if signed < 0 {
+			want, sign = "debit", "negative"
+		}
+		switch {
 		case row.TransactionType == "":
 			row.TransactionType = want
 		case signed != 0 && row.TransactionType != want:
 			c.fail(0, n.TransactionType, "%s is %s but %s %s is %s; send debits negative and credits positive",
-				n.TransactionType, typ, n.Amount, amount, map[bool]string{true: "negative", false: "positive"}[signed < 0])
+				n.TransactionType, typ, n.Amount, amount, sign)
 		}
 	} else {
 		// The spec asks for absolute values but its own example sends debits
@@ -555,6 +559,20 @@ func parseAmount(s string) (cents int64, negative bool, err error) {
 	}
 	frac, _ := strconv.ParseInt(m[3], 10, 64)
 	return whole*100 + frac, m[1] == "-", nil
+}
+
+// FormatCents writes cents as the spec's amounts: "1234.56", "-112.03".
+// The inverse of parseAmount.
+func FormatCents(c int64) string {
+	sign := ""
+	if c < 0 {
+		sign, c = "-", -c
+	}
+	frac := strconv.FormatInt(c%100, 10)
+	if len(frac) == 1 {
+		frac = "0" + frac
+	}
+	return sign + strconv.FormatInt(c/100, 10) + "." + frac
 }
 
 // Dates outside [minDate, maxDate] are refused: a year 0001 or 9999 in a

@@ -260,13 +260,13 @@ func (s *Service) contentOf(ctx context.Context, partnerID string, group []pendi
 					continue
 				}
 				tc := transactionContent{
-					TransactionID: warehouse.TransactionUUID(partnerID, key[0], key[1]), Balance: cents2(kept.Cents),
+					TransactionID: warehouse.TransactionUUID(partnerID, key[0], key[1]), Balance: stages.FormatCents(kept.Cents),
 					CheckNumber: kept.CheckNumber, Hide: kept.Hidden, Memo: t.Memo, PostedAt: strings.TrimSpace(t.PostedDate),
 					ReferenceID: key[1], TransactionType: strings.ToUpper(kept.TransactionType[:1]) + kept.TransactionType[1:],
 					OriginalName: st.OriginalName, Nickname: st.Nickname, Tags: []tagContent{},
 				}
 				for _, tag := range st.Tags() {
-					tc.Tags = append(tc.Tags, tagContent{Name: tag.Name, Balance: json.RawMessage(cents2(tag.Cents))})
+					tc.Tags = append(tc.Tags, tagContent{Name: tag.Name, Balance: json.RawMessage(stages.FormatCents(tag.Cents))})
 				}
 				ac.Transactions = append(ac.Transactions, tc)
 			}
@@ -275,13 +275,4 @@ func (s *Service) contentOf(ctx context.Context, partnerID string, group []pendi
 		out = append(out, uc)
 	}
 	return out, nil
-}
-
-// cents2 formats cents as "-112.03".
-func cents2(c int64) string {
-	sign := ""
-	if c < 0 {
-		sign, c = "-", -c
-	}
-	return fmt.Sprintf("%s%d.%02d", sign, c/100, c%100)
 }
