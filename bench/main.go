@@ -1,5 +1,7 @@
 // Command bench measures end-to-end ingest against the floor of reading the
-// file (crypto/md5 over it), and the ingest's peak RSS, on generated files.
+// file (crypto/md5 over it), and the ingest's peak RSS, on generated files;
+// then a push batch of --batch bytes PUT to flatfiler serve and applied, and
+// the latency of small batches from PUT to callback received.
 //
 //	go run -tags duckdb_arrow ./bench --bin bin/flatfiler --sizes 1GiB,4GiB
 //
@@ -43,6 +45,10 @@ func main() {
 	out := flag.String("out", "bench/out", "directory for generated files and warehouses")
 	compare := flag.String("compare-enrich", "1GiB", "size at which to compare ingest with and without enrichment (empty: skip)")
 	rounds := flag.Int("rounds", 7, "ingests each way for --compare-enrich")
+	batch := flag.String("batch", "100MB", "size of the push batch PUT to flatfiler serve and applied (empty: skip the batch benchmarks)")
+	small := flag.Int("small-batches", 200, "small batches timed from PUT to callback")
+	parallel := flag.Int("small-parallel", 8, "small batches in flight at a time")
+	serveProfile := flag.String("serve-cpuprofile", "", "CPU profile of the server during the batch benchmarks")
 	flag.Parse()
 	if err := os.MkdirAll(*out, 0o755); err != nil {
 		fail(err)
@@ -58,6 +64,21 @@ func main() {
 		}
 		results = append(results, r)
 		report(results)
+	}
+	if *batch != "" {
+		var serveArgs []string
+		if *serveProfile != "" {
+			serveArgs = append(serveArgs, "--cpuprofile", *serveProfile)
+		}
+		b, err := benchBatch(*bin, *out, *batch, *small, *parallel, serveArgs...)
+		if err != nil {
+			fail(err)
+		}
+		b.report()
+		for _, r := range results {
+			fmt.Printf("records/s: the batch %.0f, the %s flat file %.0f (%.2fx)\n", float64(b.records)/b.appliedSec, r.size,
+				float64(r.records)/r.ingestSec, float64(b.records)/b.appliedSec/(float64(r.records)/r.ingestSec))
+		}
 	}
 	if *compare != "" {
 		if err := compareEnrich(*bin, *out, *compare, *rounds); err != nil {

@@ -658,17 +658,19 @@ FROM {S}.transactions t{USERS} LEFT JOIN {S}.decisions d ON d.local_id = {DECISI
 	joinUserTagged = ` LEFT JOIN {S}.user_tagged u ON u.seq = t.seq`
 	// A push batch's nickname is the user's own name for a transaction: it
 	// goes where the API's edits go (PUT transactions/:id), so it overlays
-	// the enrichment and outlives re-sends that leave it out. The staged
-	// rows are unique per key once suspects are deduplicated; the insert
-	// runs after the transactions', so only surviving rows get one.
-	batchNicknames = `(SELECT t.account_id, t.transaction_id, t.user_nickname FROM {S}.transactions t
-  SEMI JOIN transactions w ON w.partner_id = {P} AND w.account_id = t.account_id AND w.transaction_id = t.transaction_id
-  WHERE t.action = 'upsert' AND t.user_nickname IS NOT NULL)`
+	// the enrichment and outlives re-sends that leave it out. The rows are
+	// picked in staging, as the transactions' insert picks its rows (the
+	// same survivors), so the warehouse's statements join only the few
+	// nicknamed rows: joining the staged transactions to the warehouse's
+	// took 14 s of a 100 MB batch.
+	stageNicknames = `CREATE OR REPLACE TABLE {S}.nicknames AS
+SELECT t.account_id, t.transaction_id, t.user_nickname FROM {S}.transactions t`
+	nicknamed           = ` AND t.user_nickname IS NOT NULL`
 	updateNicknameEdits = `UPDATE transaction_edits x SET nickname = n.user_nickname, edited_at = {NOW}
-FROM ` + batchNicknames + ` n
+FROM {S}.nicknames n
 WHERE x.partner_id = {P} AND x.account_id = n.account_id AND x.transaction_id = n.transaction_id`
 	insertNicknameEdits = `INSERT INTO transaction_edits (partner_id, account_id, transaction_id, nickname, tags, edited_at)
-SELECT {P}, n.account_id, n.transaction_id, n.user_nickname, NULL, {NOW} FROM ` + batchNicknames + ` n
+SELECT {P}, n.account_id, n.transaction_id, n.user_nickname, NULL, {NOW} FROM {S}.nicknames n
 WHERE NOT EXISTS (SELECT 1 FROM transaction_edits x
   WHERE x.partner_id = {P} AND x.account_id = n.account_id AND x.transaction_id = n.transaction_id)`
 	// Without kills, the insert need not join: most files.
@@ -749,12 +751,13 @@ func (l *Load) plan() (resolve, apply []string) {
 	}
 	apply = append(apply, insertEnrichments)
 	insert := strings.NewReplacer("{USERS}", users, "{DECISION}", decision).Replace(insertTransactions)
+	survivors := upsertsOnly
 	if l.users || l.accounts {
-		apply = append(apply, insert+survivingKills+inKeyOrder)
-	} else {
-		apply = append(apply, insert+upsertsOnly+inKeyOrder)
+		survivors = survivingKills
 	}
+	apply = append(apply, insert+survivors+inKeyOrder)
 	if l.userNicknames {
+		resolve = append(resolve, stageNicknames+survivors+nicknamed)
 		apply = append(apply, updateNicknameEdits, insertNicknameEdits)
 	}
 	return resolve, apply

@@ -29,6 +29,8 @@ import (
 
 	"github.com/pkg/sftp"
 	"golang.org/x/crypto/ssh"
+
+	"github.com/flatfiler/flatfiler/bench/internal/proc"
 )
 
 const (
@@ -119,7 +121,7 @@ func run(c config) error {
 		_ = srv.Process.Signal(syscall.SIGTERM)
 		_ = srv.Wait()
 	}()
-	if err := waitReady(); err != nil {
+	if err := proc.WaitReady(httpAddr, apiKey); err != nil {
 		return err
 	}
 	load(c, users, lasting(c.warmup))
@@ -146,7 +148,7 @@ func run(c config) error {
 	if retries, err := metric("flatfiler_commit_retries_total"); err == nil {
 		fmt.Printf("commits retried alone after running out of memory: %s\n", retries)
 	}
-	if rss, err := peakRSS(srv.Process.Pid); err == nil {
+	if rss, err := proc.PeakRSS(srv.Process.Pid); err == nil {
 		fmt.Printf("server peak RSS: %d MB\n", rss/1e6)
 	}
 	return nil
@@ -217,21 +219,6 @@ func column(bin, db, query string) ([]string, error) {
 	}
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
 	return lines[1:], nil
-}
-
-func waitReady() error {
-	for i := 0; i < 600; i++ {
-		req, _ := http.NewRequest("GET", "http://"+httpAddr+"/api/v2/ping", nil)
-		req.SetBasicAuth(apiKey, "")
-		if res, err := http.DefaultClient.Do(req); err == nil {
-			res.Body.Close()
-			if res.StatusCode == 200 {
-				return nil
-			}
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	return errors.New("server did not answer /api/v2/ping")
 }
 
 var endpoints = []struct {
@@ -432,20 +419,4 @@ func metric(name string) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("no %s in /metrics", name)
-}
-
-// peakRSS reads the process's high-water resident set (Linux).
-func peakRSS(pid int) (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			var kb int64
-			_, err := fmt.Sscan(strings.TrimSuffix(strings.TrimSpace(v), " kB"), &kb)
-			return kb * 1024, err
-		}
-	}
-	return 0, errors.New("no VmHWM")
 }

@@ -17,9 +17,11 @@ func genCmd(_ context.Context, args []string, stdout, stderr io.Writer) int {
 	size := fs.String("size", "", "write users until the file reaches this size (e.g. 1GiB, 500MB); overrides --users")
 	seed := fs.Uint64("seed", 1, "random seed: the same seed gives the same file")
 	badRate := fs.Float64("bad-rate", 0, "fraction of accounts and transactions made invalid (0 to 1)")
+	batch := fs.Bool("batch", false, "write a push batch (the JSON body of PUT /api/v2/batches) instead of a combined XML file")
+	callback := fs.String("callback", "", "with --batch: the batch's callback URL")
 	out := fs.String("o", "", "output file (required; - for stdout)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: flatfiler gen [flags] -o FILE\n\nWrites a deterministic, realistic combined flat file.")
+		fmt.Fprintln(stderr, "Usage: flatfiler gen [flags] -o FILE\n\nWrites a deterministic, realistic combined flat file, or with --batch a push batch.")
 		fs.PrintDefaults()
 	}
 	if _, err := parseInterspersed(fs, args); err != nil {
@@ -29,7 +31,11 @@ func genCmd(_ context.Context, args []string, stdout, stderr io.Writer) int {
 		fs.Usage()
 		return 2
 	}
-	opts := gen.Options{Users: *users, Seed: *seed, BadRate: *badRate}
+	if *callback != "" && !*batch {
+		fmt.Fprintln(stderr, "flatfiler gen: --callback needs --batch")
+		return 2
+	}
+	opts := gen.Options{Users: *users, Seed: *seed, BadRate: *badRate, Batch: *batch, Callback: *callback}
 	if *size != "" {
 		n, err := gen.ParseSize(*size)
 		if err != nil {

@@ -8,8 +8,10 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"regexp"
 	"runtime/pprof"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -54,7 +56,7 @@ func ingestCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	rulesFile := fs.String("rules", "", "the partner's enrichment rules (tab-separated: match, nickname, tag, direction)")
 	enrichOn := fs.Bool("enrich", true, "give transactions nicknames and tags; false only to measure what enrichment costs")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: flatfiler ingest [flags] FILE...\n\nApplies each file atomically, in the order given.")
+		fmt.Fprintln(stderr, "Usage: flatfiler ingest [flags] FILE...\n\nApplies each file atomically, in the order given. A FILE ending in .json\nis a push batch (the body of PUT /api/v2/batches); its callback is not made.")
 		fs.PrintDefaults()
 	}
 	files, err := parseInterspersed(fs, args)
@@ -83,17 +85,12 @@ func ingestCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		}
 	}
 	if *cpuProfile != "" {
-		f, err := os.Create(*cpuProfile)
+		stop, err := startCPUProfile(*cpuProfile)
 		if err != nil {
 			fmt.Fprintf(stderr, "flatfiler ingest: %v\n", err)
 			return 1
 		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			fmt.Fprintf(stderr, "flatfiler ingest: %v\n", err)
-			return 1
-		}
-		defer pprof.StopCPUProfile()
+		defer stop()
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	opts.Logger = logger
@@ -129,6 +126,9 @@ func ingestCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	enc := json.NewEncoder(stdout)
 	for _, file := range files {
 		fileOpts := opts
+		if strings.EqualFold(filepath.Ext(file), ".json") {
+			fileOpts.Format = pipeline.PushBatch // a push batch's body, applied without its callback
+		}
 		var bar *progressbar.ProgressBar
 		if interactive {
 			bar = newProgressBar(file, stderr)
@@ -195,4 +195,17 @@ func printSummary(w io.Writer, r *pipeline.Report) {
 	if int64(len(r.Errors)) < r.ErrorCount {
 		fmt.Fprintf(w, "  ... %d more errors (use --json for the report)\n", r.ErrorCount-int64(len(r.Errors)))
 	}
+}
+
+// startCPUProfile profiles the process into path until stop is called.
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }

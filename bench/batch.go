@@ -1,0 +1,284 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/sourcegraph/conc/pool"
+
+	"github.com/flatfiler/flatfiler/bench/internal/proc"
+	"github.com/flatfiler/flatfiler/fixtures/gen"
+)
+
+const (
+	batchKey      = "bench-batch-key-0123456789abcdef"
+	batchHTTPAddr = "127.0.0.1:18780"
+	batchSFTPAddr = "127.0.0.1:18722"
+)
+
+// batchResult is one large batch, from the first byte of its PUT to its
+// callback received.
+type batchResult struct {
+	size                       string
+	bytes, records             int64
+	putSec, appliedSec, cbSec  float64
+	status                     string
+	peakRSS                    int64
+	small                      []time.Duration // PUT to callback, each small batch
+	smallParallel, smallErrors int
+}
+
+// callbacks is the partner's HTTPS receiver: it says when each batch's
+// callback (webhook-id) arrived.
+type callbacks struct {
+	*httptest.Server
+	mu      sync.Mutex
+	arrived map[string]chan time.Time
+}
+
+func (c *callbacks) waiter(id string) chan time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ch, ok := c.arrived[id]
+	if !ok {
+		ch = make(chan time.Time, 1)
+		c.arrived[id] = ch
+	}
+	return ch
+}
+
+func newCallbacks() *callbacks {
+	c := &callbacks{arrived: map[string]chan time.Time{}}
+	c.Server = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		at := time.Now()
+		w.WriteHeader(http.StatusNoContent)
+		select {
+		case c.waiter(r.Header.Get("webhook-id")) <- at:
+		default: // a second delivery of the same batch
+		}
+	}))
+	return c
+}
+
+// benchBatch starts flatfiler serve on a fresh data directory and
+// measures a batch of size pushed and applied, then small batches sent
+// parallel at a time.
+func benchBatch(bin, dir, size string, small, parallel int, serveArgs ...string) (batchResult, error) {
+	r := batchResult{size: size, smallParallel: parallel}
+	n, err := gen.ParseSize(size)
+	if err != nil {
+		return r, err
+	}
+	path := filepath.Join(dir, "generated-batch-"+genVersion+"-"+size+".json")
+	if st, err := os.Stat(path); err != nil || st.Size() < n {
+		fmt.Fprintf(os.Stderr, "generating %s ...\n", path)
+		if err := writeFile(path, func(w io.Writer) error {
+			_, err := gen.Write(w, gen.Options{Bytes: n, Seed: 2, BadRate: 0.001, Batch: true})
+			return err
+		}); err != nil {
+			return r, err
+		}
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		return r, err
+	}
+	r.bytes = st.Size()
+
+	receiver := newCallbacks()
+	defer receiver.Close()
+	data := filepath.Join(dir, "batch-data")
+	if err := os.RemoveAll(data); err != nil {
+		return r, err
+	}
+	caFile := filepath.Join(dir, "batch-callback-ca.pem")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: receiver.Certificate().Raw}), 0o644); err != nil {
+		return r, err
+	}
+	if out, err := exec.Command(bin, "partner", "add", "demo", "--data", data, "--domain", "bench.flatfiler.local", "--api-key", batchKey).CombinedOutput(); err != nil {
+		return r, fmt.Errorf("partner add: %w: %s", err, out)
+	}
+	srv := exec.Command(bin, append([]string{"serve", "--data", data, "--http-addr", batchHTTPAddr, "--sftp-addr", batchSFTPAddr,
+		"--log-level", "warn", "--callback-ca", caFile, "--callback-allow-private"}, serveArgs...)...)
+	srv.Stdout, srv.Stderr = io.Discard, os.Stderr
+	if err := srv.Start(); err != nil {
+		return r, err
+	}
+	defer func() {
+		_ = srv.Process.Signal(syscall.SIGTERM)
+		_ = srv.Wait()
+	}()
+	if err := proc.WaitReady(batchHTTPAddr, batchKey); err != nil {
+		return r, err
+	}
+
+	// The callback URL goes in front of the generated users.
+	f, err := os.Open(path)
+	if err != nil {
+		return r, err
+	}
+	defer f.Close()
+	head := `{"callback": "` + receiver.URL + `/large",`
+	body := io.MultiReader(strings.NewReader(head), io.NewSectionReader(f, 1, r.bytes-1))
+	fmt.Fprintf(os.Stderr, "pushing %s ...\n", path)
+	start := time.Now()
+	id, err := putBatch(body, int64(len(head))+r.bytes-1)
+	if err != nil {
+		return r, err
+	}
+	r.putSec = time.Since(start).Seconds()
+	status, err := waitBatch(id)
+	if err != nil {
+		return r, err
+	}
+	r.appliedSec = time.Since(start).Seconds()
+	r.status = status.Status
+	for _, t := range status.Totals {
+		r.records += t.Total
+	}
+	select {
+	case at := <-receiver.waiter(id):
+		r.cbSec = at.Sub(start).Seconds()
+	case <-time.After(10 * time.Minute):
+		return r, fmt.Errorf("batch %s: no callback within 10 minutes", id)
+	}
+	if r.peakRSS, err = proc.PeakRSS(srv.Process.Pid); err != nil {
+		return r, err
+	}
+
+	fmt.Fprintf(os.Stderr, "pushing %d small batches, %d at a time ...\n", small, parallel)
+	var mu sync.Mutex
+	p := pool.New().WithMaxGoroutines(parallel)
+	for i := range small {
+		p.Go(func() {
+			d, err := smallBatch(receiver, i)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "small batch %d: %v\n", i, err)
+				r.smallErrors++
+				return
+			}
+			r.small = append(r.small, d)
+		})
+	}
+	p.Wait()
+	slices.Sort(r.small)
+	return r, nil
+}
+
+// smallBatch pushes 1 user, 1 account and 10 transactions and waits for
+// its callback.
+func smallBatch(receiver *callbacks, i int) (time.Duration, error) {
+	var txns []string
+	for t := range 10 {
+		txns = append(txns, fmt.Sprintf(`{"reference_id": "%d", "balance": "-%d.25", "posted_at": "2026-11-%02d", "memo": "DUNKIN #%d BOSTON MA"}`, t, 3+t, 1+t, 100+t))
+	}
+	body := fmt.Sprintf(`{"callback": "%s/small", "users": [{"partner_customer_id": "small-%d", "first_name": "A", "last_name": "B", "email": "s%d@example.com",
+"accounts": [{"reference_id": "acct-%d", "name": "Checking", "account_type": "checking", "account_balances": [{"balance_type": "current", "balance_amount": "100.00"}],
+"transactions": [%s]}]}]}`, receiver.URL, i, i, i, strings.Join(txns, ","))
+	start := time.Now()
+	id, err := putBatch(strings.NewReader(body), int64(len(body)))
+	if err != nil {
+		return 0, err
+	}
+	select {
+	case at := <-receiver.waiter(id):
+		return at.Sub(start), nil
+	case <-time.After(time.Minute):
+		return 0, fmt.Errorf("batch %s: no callback within a minute", id)
+	}
+}
+
+func putBatch(body io.Reader, length int64) (string, error) {
+	req, err := http.NewRequestWithContext(context.Background(), http.MethodPut, "http://"+batchHTTPAddr+"/api/v2/batches", body)
+	if err != nil {
+		return "", err
+	}
+	req.ContentLength = length
+	req.SetBasicAuth(batchKey, "")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer res.Body.Close()
+	raw, _ := io.ReadAll(res.Body)
+	var a struct {
+		BatchID string `json:"batch_id"`
+	}
+	if res.StatusCode != http.StatusOK || json.Unmarshal(raw, &a) != nil || a.BatchID == "" {
+		return "", fmt.Errorf("PUT /api/v2/batches: %s: %s", res.Status, raw)
+	}
+	return a.BatchID, nil
+}
+
+type batchStatus struct {
+	Status string `json:"status"`
+	Totals map[string]struct {
+		Total int64 `json:"total"`
+	} `json:"totals"`
+}
+
+func waitBatch(id string) (batchStatus, error) {
+	var st batchStatus
+	for deadline := time.Now().Add(30 * time.Minute); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+batchHTTPAddr+"/api/v2/batches/"+id, nil)
+		req.SetBasicAuth(batchKey, "")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return st, err
+		}
+		raw, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		st = batchStatus{}
+		if err := json.Unmarshal(bytes.TrimSpace(raw), &st); err != nil {
+			return st, fmt.Errorf("batch status: %w: %s", err, raw)
+		}
+		if st.Status != "new" && st.Status != "processing" {
+			return st, nil
+		}
+	}
+	return st, fmt.Errorf("batch %s not applied within 30 minutes", id)
+}
+
+func (r batchResult) report() {
+	mb := float64(r.bytes) / 1e6
+	fmt.Printf("\npush batch benchmark (PUT /api/v2/batches on flatfiler serve, callback to a local HTTPS receiver)\n\n")
+	fmt.Println("| batch | size | stored (200) s | applied s | callback received s | MB/s to applied | records/s to applied | server peak RSS |")
+	fmt.Println("|---|---|---|---|---|---|---|---|")
+	fmt.Printf("| %s (%s) | %.0f MB, %d records | %.1f | %.1f | %.1f | %.1f | %.0f | %.0f MB |\n",
+		r.size, r.status, mb, r.records, r.putSec, r.appliedSec, r.cbSec, mb/r.appliedSec, float64(r.records)/r.appliedSec, float64(r.peakRSS)/1e6)
+	if len(r.small) == 0 {
+		return
+	}
+	q := func(p float64) float64 { return float64(r.small[int(p*float64(len(r.small)-1))].Microseconds()) / 1e3 }
+	fmt.Printf("\nsmall batches (1 user, 1 account, 10 transactions), %d sent %d at a time, PUT to callback received: p50 %.0f ms, p99 %.0f ms, max %.0f ms, errors %d\n",
+		len(r.small), r.smallParallel, q(0.50), q(0.99), q(1), r.smallErrors)
+}
+
+func writeFile(path string, write func(io.Writer) error) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := write(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
