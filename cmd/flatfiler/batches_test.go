@@ -89,6 +89,15 @@ func withCallbacks(r *callbackReceiver) func(*serveConfig) {
 
 func (ts *testServer) putBatch(body []byte, key string, header ...string) apiAnswer {
 	ts.t.Helper()
+	a, err := ts.tryPutBatch(body, key, header...)
+	if err != nil {
+		ts.t.Fatal(err)
+	}
+	return a
+}
+
+// tryPutBatch is putBatch for a server that may die before it answers.
+func (ts *testServer) tryPutBatch(body []byte, key string, header ...string) (apiAnswer, error) {
 	req, _ := http.NewRequest(http.MethodPut, ts.base+"/api/v2/batches", bytes.NewReader(body))
 	if key != "" {
 		req.SetBasicAuth(key, "")
@@ -98,13 +107,13 @@ func (ts *testServer) putBatch(body []byte, key string, header ...string) apiAns
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		ts.t.Fatal(err)
+		return apiAnswer{}, err
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
 	a := apiAnswer{Status: resp.StatusCode, Raw: string(raw)}
 	_ = json.Unmarshal(raw, &a.Body)
-	return a
+	return a, nil
 }
 
 func (ts *testServer) waitBatch(key, id string) map[string]any {

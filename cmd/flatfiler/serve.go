@@ -185,7 +185,7 @@ func startService(ctx context.Context, cfg serveConfig) (_ *service, err error) 
 	if s.batches, err = batches.New(batches.Config{
 		Jobs: s.jobs, Store: s.store, Partners: s.partners, Dir: filepath.Join(cfg.Data, "batches"),
 		MaxBytes: cfg.MaxBatchSize, Issuer: cfg.Issuer, Transport: transport, AllowPrivate: cfg.CallbackAllowPrivate,
-		Schedule: cfg.CallbackSchedule, Workers: cfg.Cores, Logger: log, Metrics: batches.NewMetrics(reg),
+		Schedule: cfg.CallbackSchedule, Workers: cfg.Cores, Logger: log, Metrics: batches.NewMetrics(reg), Faults: cfg.Faults,
 	}); err != nil {
 		return nil, err
 	}

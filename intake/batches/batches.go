@@ -6,6 +6,8 @@
 package batches
 
 import (
+	"github.com/flatfiler/flatfiler/internal/failpoint"
+
 	"bufio"
 	"context"
 	"crypto/sha256"
@@ -69,6 +71,7 @@ type Config struct {
 	Workers  int           // parser goroutines at receive
 	Logger   *slog.Logger
 	Metrics  *Metrics
+	Faults   *failpoint.Set // tests' crash points; nil in production
 }
 
 // DefaultSchedule is Standard Webhooks' retry schedule, about three days.

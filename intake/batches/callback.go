@@ -1,6 +1,8 @@
 package batches
 
 import (
+	"github.com/flatfiler/flatfiler/internal/failpoint"
+
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -113,6 +115,7 @@ func (s *Service) deliver(ctx context.Context, j jobs.Job) {
 	if ctx.Err() != nil {
 		return // shutting down: the attempt is made again at the next start
 	}
+	_ = s.cfg.Faults.Hit(failpoint.CallbackAnswered)
 	now := time.Now().UTC()
 	outcome := "retry"
 	var nextAt *time.Time

@@ -51,9 +51,17 @@ const (
 	JobArchiving = "job/archiving"
 )
 
-// Points lists every point, in order.
+// CallbackAnswered: a push batch's callback attempt has its answer (or
+// its error), the outcome not recorded yet. A crash here after a 2xx sends
+// the callback again at the next start, with the same webhook-id.
+const CallbackAnswered = "callback/answered"
+
+// Points lists every point a delivered file passes, in order.
 var Points = []string{NotifyAccepting, NotifySpooled, NotifyAccepted, JobClaimed, LoadStaged,
 	LoadBeforeCommit, LoadCommitted, JobIngested, JobRecorded, JobArchiving}
+
+// known is every point a spec may arm.
+var known = append(slices.Clone(Points), CallbackAnswered)
 
 // ErrInjected is what an "error" action returns.
 var ErrInjected = errors.New("failpoint: injected error")
@@ -90,8 +98,8 @@ func Parse(spec string, log io.Writer) (*Set, error) {
 	s := &Set{log: log, actions: map[string]action{}, hits: map[string]int{}}
 	for _, item := range strings.Split(spec, ";") {
 		name, act, ok := strings.Cut(strings.TrimSpace(item), "=")
-		if !ok || !slices.Contains(Points, name) {
-			return nil, fmt.Errorf("failpoint %q: want POINT=ACTION with POINT one of %s", item, strings.Join(Points, ", "))
+		if !ok || !slices.Contains(known, name) {
+			return nil, fmt.Errorf("failpoint %q: want POINT=ACTION with POINT one of %s", item, strings.Join(known, ", "))
 		}
 		a, err := parseAction(act)
 		if err != nil {
