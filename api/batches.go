@@ -34,7 +34,10 @@ func (s *Server) putBatch(w http.ResponseWriter, r *http.Request, c caller) {
 	var shape *parse.ShapeError
 	var cb *batches.CallbackError
 	var forbidden *batches.ForbiddenError
+	var limit *parse.LimitError
 	switch {
+	case errors.As(err, &limit):
+		writeError(w, http.StatusRequestEntityTooLarge, "the batch was refused whole: "+limit.Error(), nil)
 	case errors.Is(err, batches.ErrTooLarge):
 		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("the batch is larger than the server's limit; the limit is %d bytes (send it in parts)", s.Batches.MaxBytes()), nil)
 	case errors.Is(err, parse.ErrEmptyBatch):

@@ -40,6 +40,34 @@ func (e *ShapeError) Error() string {
 	return where + ": " + e.Msg
 }
 
+// ErrRecordTooLarge is what a *LimitError matches: one user of a batch is
+// more JSON than Limits.MaxRecordBytes.
+var ErrRecordTooLarge = errors.New("a user is larger than the limit")
+
+// LimitError is a batch's user, or another value, over the record limit.
+// The batch is refused whole: its memory bound is the largest user.
+type LimitError struct {
+	Offset int64 // where the value starts
+	Line   int
+	Path   string // users[3]; empty for a value outside the users
+	Limit  int    // bytes
+}
+
+func (e *LimitError) Error() string {
+	limit := fmt.Sprintf("%d bytes", e.Limit)
+	if e.Limit%(1<<20) == 0 {
+		limit = fmt.Sprintf("%d MiB (%d bytes)", e.Limit>>20, e.Limit)
+	}
+	what := "a value"
+	if e.Path != "" {
+		what = e.Path
+	}
+	return fmt.Sprintf("%s at line %d (byte %d) is larger than the limit of %s a user may take: send a user's history in more than one batch",
+		what, e.Line, e.Offset, limit)
+}
+
+func (e *LimitError) Unwrap() error { return ErrRecordTooLarge }
+
 // NewBatchDecoder returns a Decoder of a JSON push batch. Its records are
 // users with their accounts and transactions, as in a combined file; the
 // accounts' transactions are Signed. Callback gives the batch's callback
@@ -196,6 +224,10 @@ func (s *batchScanner) next() ([]byte, Location, error) {
 				return nil, Location{}, s.shapeError(s.pos, path, "a user is a JSON object; this is %s", kind)
 			}
 			start, err := s.value()
+			var limit *LimitError
+			if errors.As(err, &limit) {
+				limit.Path = path
+			}
 			if err != nil {
 				return nil, Location{}, err
 			}
@@ -315,7 +347,7 @@ func (s *batchScanner) value() (int, error) {
 	inString, escaped := false, false
 	for {
 		if scan-start > s.maxRecord {
-			return 0, s.errorAt(start, "a value here is larger than the limit of %d bytes (send a user's history in more than one batch)", s.maxRecord)
+			return 0, &LimitError{Offset: s.base + int64(start), Line: s.lineAt(start), Limit: s.maxRecord}
 		}
 		if scan == s.end {
 			delta := start

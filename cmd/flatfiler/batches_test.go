@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -21,6 +22,8 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/flatfiler/flatfiler/intake/batches"
+	"github.com/flatfiler/flatfiler/parse"
+	"github.com/flatfiler/flatfiler/pipeline"
 )
 
 // callbackReceiver is a partner's HTTPS endpoint: it fails the first
@@ -145,9 +148,19 @@ func specBatch(t *testing.T, name, callback string) []byte {
 // The spec's sample request, end to end: 200 with a batch_id, status
 // success, a callback that verifies as a JWT and as a Standard Webhook,
 // its content again at /content, and the transaction in the reporting API.
+// The sample's tag, Coffee, is not one of the spec's default tags (GET
+// /tags; the dictionary tags Dunkin Donuts Diningout) but a user's own
+// (GET /users/:id/tags): here the partner's rules give it, as an FI would.
 func TestPushBatchSpecSample(t *testing.T) {
 	recv := newCallbackReceiver(t, 3) // fails three times, then takes it
-	ts := startTestServer(t, t.TempDir(), withCallbacks(recv))
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "partners"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "partners", "demo"+pipeline.RulesSuffix), []byte("# coffee is its own tag at this FI\nDUNKINDONUTS\t\tCoffee\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ts := startTestServer(t, dir, withCallbacks(recv))
 	key := ts.demo.APIKey
 	body := specBatch(t, "spec-sample.json", recv.URL+"/hook")
 
@@ -219,7 +232,7 @@ func TestPushBatchSpecSample(t *testing.T) {
 	a := content.Users[0].Accounts[0]
 	tx := a.Transactions[0]
 	if a.Name != "Savings" || tx.Balance != "-112.03" || tx.PostedAt != "2009-03-19T11:40:50-04:00" || tx.TransactionType != "Debit" ||
-		tx.OriginalName != "DUNKINDONUTS*100094" || tx.Nickname != "Dunkin Donuts" || len(tx.Tags) != 1 || tx.Tags[0].Balance != 112.03 {
+		tx.OriginalName != "DUNKINDONUTS*100094" || tx.Nickname != "Dunkin Donuts" || len(tx.Tags) != 1 || tx.Tags[0].Name != "Coffee" || tx.Tags[0].Balance != 112.03 {
 		t.Errorf("content %s", got.body)
 	}
 	recv.mu.Lock()
@@ -368,5 +381,28 @@ func TestPushBatchUserJWT(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusNotFound {
 		t.Errorf("another user's JWT read the batch: %d", resp.StatusCode)
+	}
+}
+
+// A user larger than a record may be (parse.DefaultLimits.MaxRecordBytes
+// of JSON) is refused with the batch, naming the user and the limit: the
+// decoder's memory follows the largest user, so the bound is what keeps
+// it flat.
+func TestPushBatchUserOverRecordLimit(t *testing.T) {
+	ts := startTestServer(t, t.TempDir())
+	var b strings.Builder
+	b.WriteString(`{"users": [{"partner_customer_id": "small", "first_name": "A", "last_name": "B", "email": "a@example.com"},
+{"partner_customer_id": "huge", "first_name": "A", "last_name": "B", "email": "h@example.com", "accounts": [{"reference_id": "1", "name": "Checking", "account_type": "checking",
+"account_balances": [{"balance_type": "current", "balance_amount": "1.00"}], "transactions": [`)
+	for i := 0; b.Len() < parse.DefaultLimits.MaxRecordBytes+4096; i++ {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, `{"reference_id": "%d", "balance": "-1.00", "posted_at": "2026-11-01", "memo": "DUNKIN #%d BOSTON MA"}`, i, i)
+	}
+	b.WriteString("]}]}]}")
+	a := ts.putBatch([]byte(b.String()), ts.demo.APIKey)
+	if a.Status != http.StatusRequestEntityTooLarge || !strings.Contains(a.Raw, "users[1]") || !strings.Contains(a.Raw, "16 MiB") {
+		t.Errorf("got %d %s, want 413 naming users[1] and the 16 MiB limit", a.Status, a.Raw)
 	}
 }
