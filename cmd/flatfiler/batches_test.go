@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -13,6 +14,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -404,5 +406,74 @@ func TestPushBatchUserOverRecordLimit(t *testing.T) {
 	a := ts.putBatch([]byte(b.String()), ts.demo.APIKey)
 	if a.Status != http.StatusRequestEntityTooLarge || !strings.Contains(a.Raw, "users[1]") || !strings.Contains(a.Raw, "16 MiB") {
 		t.Errorf("got %d %s, want 413 naming users[1] and the 16 MiB limit", a.Status, a.Raw)
+	}
+}
+
+// TestCallbackReceiverWalkthrough walks README's push example: the
+// partner's receiver (cmd/callback-receiver, its own certificate, the
+// key), the server trusting that certificate, the spec's sample PUT, and
+// the receiver verifying the callback's JWT and webhook-signature.
+func TestCallbackReceiverWalkthrough(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and starts the receiver")
+	}
+	work := t.TempDir()
+	bin := filepath.Join(work, "callback-receiver")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/flatfiler/flatfiler/cmd/callback-receiver").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	caFile := filepath.Join(work, "receiver-ca.pem")
+	dir := t.TempDir()
+	// The demo partner's key is made at the server's first start: make it
+	// first, as README's first make run does.
+	key := "walkthrough-key-0123456789abcdef"
+	if code, _, errOut := runCLI(t, "partner", "add", "demo", "--data", dir, "--domain", "demo.flatfiler.local", "--api-key", key); code != 0 {
+		t.Fatalf("partner add: %s", errOut)
+	}
+	recv := exec.Command(bin, "--addr", "127.0.0.1:0", "--key", key, "--ca-out", caFile)
+	stdout, err := recv.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := recv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = recv.Process.Kill(); _ = recv.Wait() })
+	lines := make(chan string, 16)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	next := func(prefix string) string {
+		t.Helper()
+		timeout := time.After(30 * time.Second)
+		for {
+			select {
+			case l, ok := <-lines:
+				if !ok {
+					t.Fatalf("the receiver ended before printing %q", prefix)
+				}
+				if strings.HasPrefix(l, prefix) || strings.HasPrefix(l, "refused") {
+					return l
+				}
+			case <-timeout:
+				t.Fatalf("the receiver did not print %q", prefix)
+			}
+		}
+	}
+	url := strings.Fields(next("callback URL"))[2]
+
+	ts := startTestServer(t, dir, func(c *serveConfig) { c.CallbackCA, c.CallbackAllowPrivate = caFile, true })
+	a := ts.putBatch(specBatch(t, "spec-sample.json", url), key)
+	id, _ := a.Body["batch_id"].(string)
+	if a.Status != http.StatusOK || id == "" {
+		t.Fatalf("PUT: %d %s", a.Status, a.Raw)
+	}
+	if got := next("verified"); !strings.HasPrefix(got, "verified batch "+id+" ") {
+		t.Fatalf("receiver: %s, want batch %s verified", got, id)
 	}
 }
