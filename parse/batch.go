@@ -40,6 +40,8 @@ func (e *ShapeError) Error() string {
 	return where + ": " + e.Msg
 }
 
+var utf8BOM = []byte{0xEF, 0xBB, 0xBF}
+
 // ErrRecordTooLarge is what a *LimitError matches: one user of a batch is
 // more JSON than Limits.MaxRecordBytes.
 var ErrRecordTooLarge = errors.New("a user is larger than the limit")
@@ -103,6 +105,7 @@ type batchScanner struct {
 	sawUsers  bool // a users key was read
 	needComma bool // inside users: an element was read, a ',' or ']' is due
 	objLine   int
+	bomSeen   bool       // a leading byte order mark was looked at
 	mu        sync.Mutex // callback is read by the caller while Each runs
 	callback  string
 }
@@ -182,6 +185,20 @@ func (s *batchScanner) next() ([]byte, Location, error) {
 		c := s.buf[s.pos]
 		switch s.state {
 		case batchStart:
+			if c == 0xEF && s.base+int64(s.pos) == 0 && !s.bomSeen {
+				// A UTF-8 byte order mark: RFC 8259 lets a parser ignore it,
+				// and Windows tools write one.
+				s.bomSeen = true
+				for s.end-s.pos < len(utf8BOM) {
+					if more, err := s.fill(s.pos); err != nil || !more {
+						break
+					}
+				}
+				if bytes.HasPrefix(s.buf[s.pos:s.end], utf8BOM) {
+					s.pos += len(utf8BOM)
+					continue
+				}
+			}
 			if c != '{' {
 				if kind := jsonKind(c); kind != "" {
 					return nil, Location{}, s.shapeError(s.pos, "", "a batch is a JSON object with a users array; the body is %s", kind)

@@ -1,12 +1,14 @@
 package parse
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"os"
 	"strings"
 	"testing"
+	"testing/iotest"
 )
 
 func collectBatch(t *testing.T, body string) ([]Record, *Decoder, error) {
@@ -139,6 +141,30 @@ func TestBatchManyUsersInOrder(t *testing.T) {
 	}
 }
 
+// A leading UTF-8 byte order mark, which RFC 8259 lets a parser ignore, is
+// skipped, even read a byte at a time; elsewhere it is not JSON.
+func TestBatchByteOrderMark(t *testing.T) {
+	body, err := os.ReadFile("testdata/batches/spec-sample.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	withBOM := append(bytes.Clone(utf8BOM), body...)
+	d := NewBatchDecoder(iotest.OneByteReader(bytes.NewReader(withBOM)), Options{Workers: 1, ChunkBytes: 64})
+	var recs []Record
+	err = Each(context.Background(), d, func(r []Record) []Record { return r }, func(r []Record) error {
+		recs = append(recs, r...)
+		return nil
+	})
+	plain, _, _ := collectBatch(t, string(body))
+	if err != nil || len(recs) != 1 || recs[0].User.PartnerCustomerID != "1234" || recs[0].User.Offset != plain[0].User.Offset+3 {
+		t.Fatalf("with a byte order mark: %v, %d records %+v", err, len(recs), recs)
+	}
+	var syn *SyntaxError
+	if _, _, err := collectBatch(t, " \xef\xbb\xbf{}"); !errors.As(err, &syn) {
+		t.Errorf("a byte order mark after white space: %v, want a syntax error", err)
+	}
+}
+
 // Any body either decodes, with every record placed, or fails with one of
 // the batch errors, never a panic; a body the scanner accepts is valid
 // JSON for encoding/json too.
@@ -162,7 +188,7 @@ func FuzzBatch(f *testing.F) {
 		var syn *SyntaxError
 		switch {
 		case err == nil:
-			if !json.Valid(body) {
+			if !json.Valid(bytes.TrimPrefix(body, utf8BOM)) {
 				t.Fatalf("accepted invalid JSON %q", body)
 			}
 			for _, r := range recs {
@@ -170,7 +196,7 @@ func FuzzBatch(f *testing.F) {
 					t.Fatalf("record %+v", r)
 				}
 			}
-		case errors.Is(err, ErrEmptyBatch), errors.As(err, &shape), errors.As(err, &syn):
+		case errors.Is(err, ErrEmptyBatch), errors.Is(err, ErrRecordTooLarge), errors.As(err, &shape), errors.As(err, &syn):
 		default:
 			t.Fatalf("unexpected error %T %v", err, err)
 		}

@@ -239,7 +239,7 @@ func transactionsRecord(rows []stages.Transaction) arrow.RecordBatch {
 		c.ts(t.OriginatedAt)
 		c.date(t.OriginatedOn)
 		c.cents(t.Cents)
-		c.opt(t.Memo)
+		c.str(t.Memo) // transactions.memo is NOT NULL; a batch may leave it out
 		c.str(t.OriginalName)
 		c.opt(t.CheckNumber)
 		c.optID(t.EnrichmentID)

@@ -477,3 +477,28 @@ func TestCallbackReceiverWalkthrough(t *testing.T) {
 		t.Fatalf("receiver: %s, want batch %s verified", got, id)
 	}
 }
+
+// A batch as other tools write one applies whole: a byte order mark, CRLF
+// and tabs, numbers for ids and amounts, capitalised closed-list values,
+// hide as a string, a transaction without a memo (optional in the spec;
+// it once failed the whole commit on transactions.memo NOT NULL), an
+// escaped name.
+func TestPushBatchVariedShapes(t *testing.T) {
+	ts := startTestServer(t, t.TempDir())
+	key := ts.demo.APIKey
+	a := ts.putBatch(specBatch(t, "varied.json", ""), key)
+	id, _ := a.Body["batch_id"].(string)
+	if a.Status != http.StatusOK || id == "" {
+		t.Fatalf("PUT: %d %s", a.Status, a.Raw)
+	}
+	if st := ts.waitBatch(key, id); st["status"] != "success" {
+		t.Fatalf("status %v", st)
+	}
+	list := ts.call("GET", "/api/v2/users/42/transactions", nil, key)
+	if list.Status != http.StatusOK || !strings.Contains(list.Raw, `"balance": 5.00`) || strings.Contains(list.Raw, "-112.03") {
+		t.Errorf("transactions (t1 hidden, t2 without a memo shown): %s", list.Raw)
+	}
+	if u := ts.call("GET", "/api/v2/users/42", nil, key); !strings.Contains(u.Raw, "Renée") {
+		t.Errorf("user: %s", u.Raw)
+	}
+}
