@@ -190,7 +190,11 @@ func printSummary(w io.Writer, r *pipeline.Report) {
 		t.Users.Success, t.Users.Total, t.Accounts.Success, t.Accounts.Total,
 		t.Transactions.Success, t.Transactions.Total, r.Skipped, r.ErrorCount)
 	for _, e := range r.Errors {
-		fmt.Fprintf(w, "  line %d: %s %s: %s: %s\n", e.Line, e.Context, e.Identifier, e.Field, e.Message)
+		where := fmt.Sprintf("line %d", e.Line)
+		if e.Path != "" {
+			where += " " + e.Path // a batch's record: line alone names only its user
+		}
+		fmt.Fprintf(w, "  %s: %s %s: %s: %s\n", where, e.Context, e.Identifier, e.Field, e.Message)
 	}
 	if int64(len(r.Errors)) < r.ErrorCount {
 		fmt.Fprintf(w, "  ... %d more errors (use --json for the report)\n", r.ErrorCount-int64(len(r.Errors)))
