@@ -501,4 +501,15 @@ func TestPushBatchVariedShapes(t *testing.T) {
 	if u := ts.call("GET", "/api/v2/users/42", nil, key); !strings.Contains(u.Raw, "Renée") {
 		t.Errorf("user: %s", u.Raw)
 	}
+	// Without a callback the content is still built, and readable: it is
+	// built just after the batch is final, 404 until then.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		c := ts.call("GET", "/api/v2/batches/"+id+"/content", nil, key)
+		if c.Status == http.StatusOK && strings.Contains(c.Raw, `"reference_id":"t2"`) {
+			break
+		}
+		if c.Status != http.StatusNotFound || time.Now().After(deadline) {
+			t.Fatalf("content: %d %s", c.Status, c.Raw)
+		}
+	}
 }

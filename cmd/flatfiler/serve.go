@@ -399,7 +399,7 @@ func (s *service) printBanner(w io.Writer) {
 	for _, fp := range s.sftp.Fingerprints() {
 		fmt.Fprintf(w, "        host key %s\n", fp)
 	}
-	fmt.Fprintf(w, "  HTTP  http://%s  (POST /api/v2/uploads/received, GET /api/v2/uploads, the reporting API /api/v2/users/..., GET /metrics)\n", s.httpLn.Addr())
+	fmt.Fprintf(w, "  HTTP  http://%s  (POST /api/v2/uploads/received, GET /api/v2/uploads, PUT /api/v2/batches, the reporting API /api/v2/users/..., GET /metrics)\n", s.httpLn.Addr())
 	fmt.Fprintf(w, "  partners: %s\n", strings.Join(s.partners.IDs(), ", "))
 	if c := s.demo; c != nil {
 		fmt.Fprintf(w, "\nFirst start: created partner %q. Its secrets are shown this once:\n", c.PartnerID)
