@@ -504,11 +504,14 @@ func (t *jsonText) UnmarshalJSON(b []byte) error {
 
 // or is t, or when t was not sent, o: the 001 spelling wins over the draft's.
 func (t jsonText) or(o jsonText) jsonText {
-	if t.s == "" && t.bad == "" {
+	if !t.sent() {
 		return o
 	}
 	return t
 }
+
+// sent reports whether the field holds anything, right or wrong.
+func (t jsonText) sent() bool { return t.s != "" || t.bad != "" }
 
 // decodeBatchChunk decodes a chunk of users arrays' elements.
 func decodeBatchChunk(c *chunk) ([]Record, error) {
@@ -591,6 +594,7 @@ func (u *batchUser) record(loc Location) (*User, error) {
 		o.AccountID = text(a.ReferenceID, path, "reference_id")
 		o.AccountFiName = text(a.AccountFiName.or(a.Name), path, "account_fi_name")
 		o.AccountNickname = text(a.AccountNickname.or(a.Name), path, "account_nickname")
+		out.DraftSpelling = out.DraftSpelling || a.AccountFiName.sent() || a.AccountNickname.sent()
 		o.AccountNumber = text(a.AccountNumber, path, "account_number")
 		o.AccountType = text(a.AccountType, path, "account_type")
 		if a.Balances != nil {
@@ -619,6 +623,8 @@ func (u *batchUser) record(loc Location) (*User, error) {
 				ot.Amount = text(t.Amount, tp, "amount")
 			}
 			ot.PostedDate = text(t.PostedAt.or(t.PostedDate), tp, "posted_at")
+			out.DraftSpelling = out.DraftSpelling || !ot.Signed || !t.ReferenceID.sent() && t.TransactionID.sent() ||
+				!t.PostedAt.sent() && t.PostedDate.sent()
 			ot.OriginationDate = text(t.OriginationDate, tp, "origination_date")
 			ot.Memo = text(t.Memo, tp, "memo")
 			ot.Nickname = text(t.Nickname, tp, "nickname")

@@ -93,6 +93,10 @@ type User struct {
 	ZipCode           string
 	UserExperience    string
 	Accounts          []Account
+	// DraftSpelling: a push batch's user written with the 000 draft's
+	// names (posted_date, transaction_id, amount, account_fi_name, ...), so
+	// that rejections name the fields as sent.
+	DraftSpelling bool
 }
 
 // Account is an <Account> element, nested in a User in combined files.

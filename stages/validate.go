@@ -61,6 +61,7 @@ type Validator struct {
 	// file's: its required fields, signed amounts, balance types and
 	// account types; rejections name its fields (BatchFields).
 	Batch bool
+	draft bool // the user at hand is spelled as the 000 draft spells it
 }
 
 // Fields names each field as a source spells it, so that a rejection
@@ -86,8 +87,8 @@ var FlatFileFields = Fields{
 	PostedDate: "PostedDate", OriginationDate: "OriginationDate", Amount: "Amount", Memo: "Memo", CheckNumber: "CheckNumber",
 }
 
-// BatchFields are the push batch's properties (the draft's spellings are
-// reported under these names).
+// BatchFields are the push batch's properties (001); a user written in the
+// draft's spellings is reported under DraftBatchFields.
 var BatchFields = Fields{
 	PartnerCustomerID: "partner_customer_id", FirstName: "first_name", LastName: "last_name",
 	Email: "email", ZipCode: "zip_code",
@@ -99,8 +100,19 @@ var BatchFields = Fields{
 	TransactionNickname: "nickname", Hide: "hide",
 }
 
+// DraftBatchFields are the 000 draft's spellings, for a batch's user
+// written with them (parse.User.DraftSpelling).
+var DraftBatchFields = func() Fields {
+	f := BatchFields
+	f.FiName, f.Nickname, f.TransactionID, f.PostedDate, f.Amount = "account_fi_name", "account_nickname", "transaction_id", "posted_date", "amount"
+	return f
+}()
+
 func (v Validator) names() *Fields {
-	if v.Batch {
+	switch {
+	case v.Batch && v.draft:
+		return &DraftBatchFields
+	case v.Batch:
 		return &BatchFields
 	}
 	return &FlatFileFields
@@ -222,6 +234,7 @@ type parentState struct {
 }
 
 func (v Validator) user(out *Validated, u *parse.User, next func() Seq) {
+	v.draft = u.DraftSpelling // v is this user's copy: its accounts and transactions see it
 	n := v.names()
 	c := recordCheck{out: out, context: "user", id: strings.TrimSpace(u.PartnerCustomerID), line: u.Line, path: u.Path}
 	row := User{Line: u.Line, Action: c.action(u.Action)}

@@ -329,6 +329,14 @@ func TestPushBatchPartialSuccessAndDraft(t *testing.T) {
 	if st := ts.waitBatch(key, draft.Body["batch_id"].(string)); st["status"] != "success" {
 		t.Fatalf("draft: %v", st)
 	}
+	// A draft-spelled error names the draft's field, as sent.
+	bad := bytes.Replace(specBatch(t, "draft-sample.json", ""), []byte(`"posted_date": "2009-03-19T11:40:50-04:00"`), []byte(`"posted_date": "03/19/2009"`), 1)
+	draft = ts.putBatch(bad, key)
+	st = ts.waitBatch(key, draft.Body["batch_id"].(string))
+	raw, _ = json.Marshal(st)
+	if st["status"] != "partial-success" || !strings.Contains(string(raw), `posted_date \"03/19/2009\": want YYYY-MM-DD`) {
+		t.Errorf("draft with a bad posted_date: %s", raw)
+	}
 }
 
 // A user's JWT pushes only that user's data: a batch naming another user
