@@ -210,3 +210,51 @@ func TestRetentionSweepsFinishedJobsAndArchive(t *testing.T) {
 		t.Errorf("archive past retention: %v", archived)
 	}
 }
+
+// A finished batch past the retention stays while its content is to be
+// built or its callback is pending; once delivered, it goes with its
+// content file.
+func TestRetentionKeepsBatchesUntilDelivered(t *testing.T) {
+	r := newRig(t)
+	m := r.open(time.Nanosecond)
+	body, err := os.ReadFile("../../parse/testdata/batches/spec-sample.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	incoming := filepath.Join(r.dir, "incoming.json")
+	if err := os.WriteFile(incoming, body, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	j, _, err := m.AcceptBatch(context.Background(), "demo", incoming, int64(len(body)), "", BatchInfo{Callback: "https://example.com/cb", Records: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runUntilIdle(t, m)
+	kept := func(want bool, when string) {
+		t.Helper()
+		m.sweep()
+		if _, ok := m.GetBatch("demo", j.ID); ok != want {
+			t.Fatalf("%s: batch kept %v, want %v", when, ok, want)
+		}
+	}
+	kept(true, "content not built")
+	content := filepath.Join(r.dir, "content.json")
+	if err := os.WriteFile(content, []byte("{}"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	if err := m.UpdateBatch(j.ID, func(b *BatchInfo) {
+		b.Content = &BatchContent{Path: content, At: now}
+		b.Delivery = &Delivery{State: DeliveryPending, NextAttemptAt: &now}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	kept(true, "callback pending")
+	if err := m.UpdateBatch(j.ID, func(b *BatchInfo) { b.Delivery.State = DeliveryDelivered }); err != nil {
+		t.Fatal(err)
+	}
+	kept(false, "delivered")
+	if _, err := os.Stat(content); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("content after the sweep: %v", err)
+	}
+}

@@ -3,6 +3,7 @@ package jobs
 import (
 	"context"
 	"errors"
+	"io/fs"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -338,7 +339,7 @@ func (m *Manager) archivePath(j *Job) string {
 }
 
 // sweep deletes archived files and finished notifications older than the
-// retention.
+// retention, and with a finished batch its content (the callback's body).
 func (m *Manager) sweep() {
 	cutoff := time.Now().Add(-m.cfg.Retention)
 	_ = filepath.WalkDir(m.archiveDir(), func(path string, d os.DirEntry, err error) error {
@@ -360,6 +361,11 @@ func (m *Manager) sweep() {
 			if !j.Final() || j.FinishedAt == nil || j.FinishedAt.After(cutoff) {
 				old = false
 			}
+			// A batch stays while its content is to be built or its
+			// callback is still being delivered.
+			if b := j.Batch; b != nil && (b.Content == nil || b.Delivery == nil || b.Delivery.State == DeliveryPending) {
+				old = false
+			}
 		}
 		if !old {
 			continue
@@ -370,6 +376,11 @@ func (m *Manager) sweep() {
 		delete(m.notifs, id)
 		delete(m.byKey, n.Key)
 		for _, j := range n.Jobs {
+			if j.Batch != nil && j.Batch.Content != nil {
+				if err := os.Remove(j.Batch.Content.Path); err == nil || errors.Is(err, fs.ErrNotExist) {
+					m.log.Info("batch content expired", "partner", j.Partner, "batch_id", j.ID)
+				}
+			}
 			delete(m.jobs, j.ID)
 		}
 	}
