@@ -425,6 +425,38 @@ func (s *Store) Transactions(ctx context.Context, partnerID string, accounts []A
 	return out, total, nil
 }
 
+// Enriched returns what enrichment and the user's edits made of every
+// transaction on accounts, hidden ones too, in no order: the columns a push
+// batch's content needs (ids, amount, original name, nickname, tags), without
+// the sort, count and columns of a page, which took most of a 100 MB
+// batch's content time.
+func (s *Store) Enriched(ctx context.Context, partnerID string, accounts []Account) ([]Transaction, error) {
+	if len(accounts) == 0 {
+		return nil, nil
+	}
+	q := byAccountKey(accounts, func(keys string) string {
+		return `SELECT account_id, transaction_id, CAST(amount * 100 AS BIGINT), original_name, coalesce(enrichment_id, 0)
+FROM transactions WHERE account_key IN (` + keys + `)`
+	})
+	rows, err := s.db().QueryContext(ctx, q)
+	if err != nil {
+		return nil, fmt.Errorf("warehouse: enriched transactions: %w", err)
+	}
+	defer rows.Close()
+	var out []Transaction
+	for rows.Next() {
+		var t Transaction
+		if err := rows.Scan(&t.AccountID, &t.ID, &t.Cents, &t.OriginalName, &t.enrichmentID); err != nil {
+			return nil, fmt.Errorf("warehouse: enriched transactions: %w", err)
+		}
+		out = append(out, t)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("warehouse: enriched transactions: %w", err)
+	}
+	return out, s.decorate(ctx, partnerID, accounts, out)
+}
+
 // matches applies the filter's search terms to a decorated transaction.
 func (f *TransactionFilter) matches(t *Transaction) bool {
 	if f.Query != "" {

@@ -23,6 +23,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/flatfiler/flatfiler/fixtures/gen"
 	"github.com/flatfiler/flatfiler/intake/batches"
 	"github.com/flatfiler/flatfiler/parse"
 	"github.com/flatfiler/flatfiler/pipeline"
@@ -518,6 +519,55 @@ func TestPushBatchVariedShapes(t *testing.T) {
 		}
 		if c.Status != http.StatusNotFound || time.Now().After(deadline) {
 			t.Fatalf("content: %d %s", c.Status, c.Raw)
+		}
+	}
+}
+
+// The content of a batch of many users (groups of them are looked up in
+// parallel) lists them as the batch sent them, each with all its
+// transactions.
+func TestPushBatchContentKeepsOrder(t *testing.T) {
+	recv := newCallbackReceiver(t, 0)
+	ts := startTestServer(t, t.TempDir(), withCallbacks(recv))
+	var body bytes.Buffer
+	if _, err := gen.Write(&body, gen.Options{Users: 700, Seed: 21, Batch: true, Callback: recv.URL + "/cb"}); err != nil {
+		t.Fatal(err)
+	}
+	type user struct {
+		ID       string `json:"partner_customer_id"`
+		Accounts []struct {
+			Type         string            `json:"account_type"`
+			Transactions []json.RawMessage `json:"transactions"`
+		} `json:"accounts"`
+	}
+	var sent struct{ Users []user }
+	if err := json.Unmarshal(body.Bytes(), &sent); err != nil {
+		t.Fatal(err)
+	}
+	a := ts.putBatch(body.Bytes(), ts.demo.APIKey)
+	if a.Status != http.StatusOK {
+		t.Fatalf("PUT: %d %s", a.Status, a.Raw)
+	}
+	var got struct{ Users []user }
+	if err := json.Unmarshal(recv.wait(t).body, &got); err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Users) != len(sent.Users) {
+		t.Fatalf("%d users in the content, %d sent", len(got.Users), len(sent.Users))
+	}
+	for i := range sent.Users {
+		// An investment account's transactions are not stored (the spec's
+		// reporting has none): the content has the account without them.
+		n := func(u user) (n int) {
+			for _, a := range u.Accounts {
+				if a.Type != "investment" {
+					n += len(a.Transactions)
+				}
+			}
+			return n
+		}
+		if got.Users[i].ID != sent.Users[i].ID || n(got.Users[i]) != n(sent.Users[i]) {
+			t.Fatalf("content user %d: %s with %d transactions, sent %s with %d", i, got.Users[i].ID, n(got.Users[i]), sent.Users[i].ID, n(sent.Users[i]))
 		}
 	}
 }

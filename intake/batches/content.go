@@ -2,6 +2,7 @@ package batches
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -12,7 +13,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
+
+	"github.com/sourcegraph/conc/stream"
 
 	"github.com/flatfiler/flatfiler/intake/jobs"
 	"github.com/flatfiler/flatfiler/parse"
@@ -153,28 +157,47 @@ func (s *Service) writeUsers(ctx context.Context, j jobs.Job, w *bufio.Writer) e
 	defer f.Close()
 	validator := stages.Validator{Type: parse.Combined, Batch: true}
 	dec := parse.NewBatchDecoder(f, parse.Options{Workers: s.cfg.Workers})
-	var group []pendingUser
+	// Groups of users are looked up and encoded in parallel, and written in
+	// the batch's order: one at a time, the lookups took a 100 MB batch's
+	// content 15 s on one core.
+	groups := stream.New().WithMaxGoroutines(max(1, s.cfg.Workers))
+	var mu sync.Mutex // guards failed, set by the groups' callbacks, read by the reader
+	var failed error
 	first := true
+	var group []pendingUser
 	flush := func() error {
-		if len(group) == 0 {
-			return nil
-		}
-		users, err := s.contentOf(ctx, j.Partner, group)
-		group = group[:0]
-		if err != nil {
+		mu.Lock()
+		err := failed
+		mu.Unlock()
+		if err != nil || len(group) == 0 {
 			return err
 		}
-		for _, u := range users {
-			b, err := json.Marshal(u)
-			if err != nil {
-				return err
+		g := group
+		group = nil
+		groups.Go(func() stream.Callback {
+			var encoded [][]byte
+			users, err := s.contentOf(ctx, j.Partner, g)
+			for i := 0; err == nil && i < len(users); i++ {
+				var b []byte
+				b, err = json.Marshal(users[i])
+				encoded = append(encoded, b)
 			}
-			if !first {
-				w.WriteByte(',')
+			return func() {
+				mu.Lock()
+				defer mu.Unlock()
+				if failed != nil || err != nil {
+					failed = cmp.Or(failed, err)
+					return
+				}
+				for _, b := range encoded {
+					if !first {
+						w.WriteByte(',')
+					}
+					first = false
+					w.Write(b)
+				}
 			}
-			first = false
-			w.Write(b)
-		}
+		})
 		return nil
 	}
 	err = parse.Each(ctx, dec, func(recs []parse.Record) []pendingUser {
@@ -197,10 +220,14 @@ func (s *Service) writeUsers(ctx context.Context, j jobs.Job, w *bufio.Writer) e
 		}
 		return nil
 	})
+	if err == nil {
+		err = flush()
+	}
+	groups.Wait()
 	if err != nil {
 		return fmt.Errorf("batches: reading batch %s again: %w", j.ID, err)
 	}
-	return flush()
+	return failed
 }
 
 // contentOf builds the users' content: the accounts and transactions
@@ -218,7 +245,7 @@ func (s *Service) contentOf(ctx context.Context, partnerID string, group []pendi
 	}
 	stored := map[[2]string]warehouse.Transaction{}
 	if len(accts) > 0 {
-		txns, _, err := s.cfg.Store.Transactions(ctx, partnerID, accts, warehouse.TransactionFilter{IncludeHidden: true}, warehouse.Page{})
+		txns, err := s.cfg.Store.Enriched(ctx, partnerID, accts)
 		if err != nil {
 			return nil, err
 		}
