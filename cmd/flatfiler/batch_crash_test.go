@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -43,23 +42,6 @@ func newCrashBatch(t *testing.T, callback string) crashBatch {
 func callbackFlags(r *callbackReceiver) []string {
 	return []string{"--shutdown-grace", "0s", "--callback-ca", r.caFile, "--callback-allow-private",
 		"--callback-schedule", "10ms,20ms,40ms,80ms,160ms"}
-}
-
-// settleBatch stops the server gracefully and checks the warehouse is one
-// clean application of the batch, recorded once.
-func settleBatch(t *testing.T, dir string, c *child, want string) {
-	t.Helper()
-	_ = c.cmd.Process.Signal(syscall.SIGTERM)
-	if err := c.cmd.Wait(); err != nil {
-		t.Errorf("server exit after SIGTERM: %v", err)
-	}
-	db := filepath.Join(dir, "warehouse.duckdb")
-	if got := fingerprint(t, db); got != want {
-		t.Errorf("warehouse:\n%s\nwant, as after one clean application:\n%s", got, want)
-	}
-	if code, out, errOut := runCLI(t, "sql", "--db", db, "--format", "csv", "SELECT count(*) AS n FROM ingests"); code != 0 || out != "n\n1\n" {
-		t.Errorf("ingests: exit %d, %q %s, want the batch's one row", code, out, errOut)
-	}
 }
 
 // TestPushBatchCrashAtEveryPoint kills a real server (SIGKILL, from inside)
@@ -120,7 +102,7 @@ func TestPushBatchCrashAtEveryPoint(t *testing.T) {
 			if got := cb.header.Get("webhook-id"); got != id {
 				t.Errorf("callback for %q, want batch %s", got, id)
 			}
-			settleBatch(t, dir, second, batch.want)
+			checkSettled(t, dir, second, batch.want, 1)
 		})
 	}
 }
@@ -177,7 +159,7 @@ func TestPushBatchCallbackSurvivesCrashes(t *testing.T) {
 			if cb["state"] != "delivered" || cb["attempts"] != tt.attempts {
 				t.Errorf("callback status %v, want delivered after %v attempts", cb, tt.attempts)
 			}
-			settleBatch(t, dir, second, batch.want)
+			checkSettled(t, dir, second, batch.want, 1)
 			recv.mu.Lock()
 			defer recv.mu.Unlock()
 			if len(recv.got) != tt.deliveries {

@@ -111,15 +111,7 @@ func (ts *testServer) tryPutBatch(body []byte, key string, header ...string) (ap
 	for i := 0; i+1 < len(header); i += 2 {
 		req.Header.Set(header[i], header[i+1])
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return apiAnswer{}, err
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	a := apiAnswer{Status: resp.StatusCode, Raw: string(raw)}
-	_ = json.Unmarshal(raw, &a.Body)
-	return a, nil
+	return send(req)
 }
 
 func (ts *testServer) waitBatch(key, id string) map[string]any {

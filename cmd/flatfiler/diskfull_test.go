@@ -132,7 +132,7 @@ func TestDiskFullAtEveryWrite(t *testing.T) {
 			for spooled(dir) > 0 && time.Now().Before(deadline) {
 				time.Sleep(50 * time.Millisecond)
 			}
-			checkSettled(t, dir, c, files.want)
+			checkSettled(t, dir, c, files.want, len(files.names))
 			if !strings.Contains(c.stderr.String(), tt.log) {
 				t.Errorf("the server never logged %q: the case did not happen", tt.log)
 			}

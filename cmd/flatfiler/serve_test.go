@@ -173,6 +173,11 @@ func (ts *testServer) tryCall(method, path string, params url.Values, key string
 	if key != "" {
 		req.SetBasicAuth(key, "")
 	}
+	return send(req)
+}
+
+// send makes a request and reads its answer; the error is the transport's.
+func send(req *http.Request) (apiAnswer, error) {
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return apiAnswer{}, err
