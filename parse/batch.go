@@ -60,12 +60,11 @@ func (e *LimitError) Error() string {
 	if e.Limit%(1<<20) == 0 {
 		limit = fmt.Sprintf("%d MiB (%d bytes)", e.Limit>>20, e.Limit)
 	}
-	what := "a value"
-	if e.Path != "" {
-		what = e.Path
+	if e.Path == "" {
+		return fmt.Sprintf("a value at line %d (byte %d) is larger than the limit of %s", e.Line, e.Offset, limit)
 	}
 	return fmt.Sprintf("%s at line %d (byte %d) is larger than the limit of %s a user may take: send a user's history in more than one batch",
-		what, e.Line, e.Offset, limit)
+		e.Path, e.Line, e.Offset, limit)
 }
 
 func (e *LimitError) Unwrap() error { return ErrRecordTooLarge }

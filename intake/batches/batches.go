@@ -6,8 +6,6 @@
 package batches
 
 import (
-	"github.com/flatfiler/flatfiler/internal/failpoint"
-
 	"bufio"
 	"context"
 	"crypto/sha256"
@@ -28,6 +26,7 @@ import (
 
 	"github.com/flatfiler/flatfiler/intake/jobs"
 	"github.com/flatfiler/flatfiler/intake/partner"
+	"github.com/flatfiler/flatfiler/internal/failpoint"
 	"github.com/flatfiler/flatfiler/parse"
 	"github.com/flatfiler/flatfiler/warehouse"
 )

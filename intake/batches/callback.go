@@ -1,8 +1,6 @@
 package batches
 
 import (
-	"github.com/flatfiler/flatfiler/internal/failpoint"
-
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -21,6 +19,7 @@ import (
 	"github.com/sourcegraph/conc"
 
 	"github.com/flatfiler/flatfiler/intake/jobs"
+	"github.com/flatfiler/flatfiler/internal/failpoint"
 )
 
 // CallbackClaims are the claims of a callback's JWT (HS256, signed with
