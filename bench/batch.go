@@ -78,21 +78,22 @@ func newCallbacks() *callbacks {
 // benchBatch starts flatfiler serve on a fresh data directory and
 // measures a batch of size pushed and applied, then small batches sent
 // parallel at a time.
+//
+// A size such as 100MB is a batch gen writes (cached in dir); a path to a
+// .json file is that batch, of any shape.
 func benchBatch(bin, dir, size string, small, parallel int, serveArgs ...string) (batchResult, error) {
 	r := batchResult{size: size, smallParallel: parallel}
-	n, err := gen.ParseSize(size)
-	if err != nil {
-		return r, err
-	}
-	path := filepath.Join(dir, "generated-batch-"+genVersion+"-"+size+".json")
-	if st, err := os.Stat(path); err != nil || st.Size() < n {
-		fmt.Fprintf(os.Stderr, "generating %s ...\n", path)
-		if err := writeFile(path, func(w io.Writer) error {
-			_, err := gen.Write(w, gen.Options{Bytes: n, Seed: 2, BadRate: 0.001, Batch: true})
-			return err
-		}); err != nil {
+	path := size
+	if n, err := gen.ParseSize(size); err == nil {
+		path = filepath.Join(dir, "generated-batch-"+genVersion+"-"+size+".json")
+		if st, err := os.Stat(path); err == nil && st.Size() >= n {
+			n = 0
+		}
+		if err := generateBatch(path, n); err != nil {
 			return r, err
 		}
+	} else {
+		r.size = filepath.Base(path)
 	}
 	st, err := os.Stat(path)
 	if err != nil {
@@ -127,17 +128,22 @@ func benchBatch(bin, dir, size string, small, parallel int, serveArgs ...string)
 		return r, err
 	}
 
-	// The callback URL goes in front of the generated users.
+	// The receiver's URL goes in as the batch's last member, so it wins
+	// over a callback the file may name itself.
 	f, err := os.Open(path)
 	if err != nil {
 		return r, err
 	}
 	defer f.Close()
-	head := `{"callback": "` + receiver.URL + `/large",`
-	body := io.MultiReader(strings.NewReader(head), io.NewSectionReader(f, 1, r.bytes-1))
+	end, err := closingBrace(f, r.bytes)
+	if err != nil {
+		return r, fmt.Errorf("%s: %w", path, err)
+	}
+	tail := `, "callback": "` + receiver.URL + `/large"}`
+	body := io.MultiReader(io.NewSectionReader(f, 0, end), strings.NewReader(tail))
 	fmt.Fprintf(os.Stderr, "pushing %s ...\n", path)
 	start := time.Now()
-	id, err := putBatch(body, int64(len(head))+r.bytes-1)
+	id, err := putBatch(body, end+int64(len(tail)))
 	if err != nil {
 		return r, err
 	}
@@ -269,6 +275,33 @@ func (r batchResult) report() {
 	q := func(p float64) float64 { return float64(r.small[int(p*float64(len(r.small)-1))].Microseconds()) / 1e3 }
 	fmt.Printf("\nsmall batches (1 user, 1 account, 10 transactions), %d sent %d at a time, PUT to callback received: p50 %.0f ms, p99 %.0f ms, max %.0f ms, errors %d\n",
 		len(r.small), r.smallParallel, q(0.50), q(0.99), q(1), r.smallErrors)
+}
+
+// generateBatch writes gen's batch of n bytes to path; n 0 keeps the file
+// there.
+func generateBatch(path string, n int64) error {
+	if n == 0 {
+		return nil
+	}
+	fmt.Fprintf(os.Stderr, "generating %s ...\n", path)
+	return writeFile(path, func(w io.Writer) error {
+		_, err := gen.Write(w, gen.Options{Bytes: n, Seed: 2, BadRate: 0.001, Batch: true})
+		return err
+	})
+}
+
+// closingBrace finds the offset of the batch object's closing '}', the
+// last byte of the file but white space.
+func closingBrace(f *os.File, size int64) (int64, error) {
+	buf := make([]byte, min(size, 4096))
+	if _, err := f.ReadAt(buf, size-int64(len(buf))); err != nil {
+		return 0, err
+	}
+	trimmed := bytes.TrimRight(buf, " \t\r\n")
+	if len(trimmed) == 0 || trimmed[len(trimmed)-1] != '}' {
+		return 0, fmt.Errorf("the batch does not end with '}'")
+	}
+	return size - int64(len(buf)) + int64(len(trimmed)) - 1, nil
 }
 
 func writeFile(path string, write func(io.Writer) error) error {

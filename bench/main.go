@@ -45,7 +45,7 @@ func main() {
 	out := flag.String("out", "bench/out", "directory for generated files and warehouses")
 	compare := flag.String("compare-enrich", "1GiB", "size at which to compare ingest with and without enrichment (empty: skip)")
 	rounds := flag.Int("rounds", 7, "ingests each way for --compare-enrich")
-	batch := flag.String("batch", "100MB", "size of the push batch PUT to flatfiler serve and applied (empty: skip the batch benchmarks)")
+	batch := flag.String("batch", "100MB", "the push batch PUT to flatfiler serve and applied: a size gen writes, or a .json file of any shape (empty: skip the batch benchmarks)")
 	small := flag.Int("small-batches", 200, "small batches timed from PUT to callback")
 	parallel := flag.Int("small-parallel", 8, "small batches in flight at a time")
 	serveProfile := flag.String("serve-cpuprofile", "", "CPU profile of the server during the batch benchmarks")
