@@ -53,8 +53,9 @@ fuzz:
 enrich-eval: $(BIN)
 	$(BIN) enrich-eval $(if $(LABELS),--labels $(LABELS))
 
-# Speed and memory on generated 1 GiB and 4 GiB files, and SFTP upload speed
-# against OpenSSH's sftp-server (not in CI; several minutes).
+# Speed and memory on generated 1 GiB and 4 GiB files, a 100 MB push batch
+# PUT to serve and 200 small ones timed to their callbacks, and SFTP upload
+# speed against OpenSSH's sftp-server (not in CI; several minutes).
 bench: $(BIN) tools
 	$(GO) run $(GOTAGS) ./bench --bin $(BIN) --sizes 1GiB,4GiB
 	bench/sftp.sh $(BIN) 1GiB
