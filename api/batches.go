@@ -3,10 +3,8 @@ package api
 import (
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
-	"strconv"
 
 	"github.com/flatfiler/flatfiler/intake/batches"
 	"github.com/flatfiler/flatfiler/parse"
@@ -84,6 +82,5 @@ func (s *Server) batchContent(w http.ResponseWriter, r *http.Request, c caller) 
 	}
 	defer f.Close()
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
-	w.Header().Set("Content-Length", strconv.FormatInt(j.Batch.Content.Bytes, 10))
-	_, _ = io.Copy(w, f)
+	http.ServeContent(w, r, "", j.Batch.Content.At, f)
 }

@@ -173,7 +173,9 @@ func (s *Service) Receive(ctx context.Context, p *partner.Partner, user, idempot
 		var out summary
 		for _, r := range recs {
 			u := r.User
-			out.users = append(out.users, strings.TrimSpace(u.PartnerCustomerID))
+			if user != "" { // only a user's JWT is held to its own user
+				out.users = append(out.users, strings.TrimSpace(u.PartnerCustomerID))
+			}
 			out.records++
 			for _, a := range u.Accounts {
 				out.records += 1 + int64(len(a.Transactions))
@@ -183,7 +185,7 @@ func (s *Service) Receive(ctx context.Context, p *partner.Partner, user, idempot
 	}, func(sm summary) error {
 		records += sm.records
 		for _, id := range sm.users {
-			if user != "" && id != user && !others[id] {
+			if id != user && !others[id] {
 				others[id] = true
 				otherList = append(otherList, fmt.Sprintf("%q", id))
 			}
@@ -316,7 +318,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 		now := time.Now()
 		for _, j := range m.service.cfg.Jobs.AllBatches() {
 			counts[status(j)]++
-			if d := j.Batch.Delivery; j.Final() && (j.Batch.Content == nil && j.Batch.Callback != "" || d != nil && d.State == jobs.DeliveryPending) {
+			if j.Final() && j.Batch.Callback != "" && j.Batch.Outstanding() {
 				pending++
 				oldest = max(oldest, now.Sub(*j.FinishedAt).Seconds())
 			}

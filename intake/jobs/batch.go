@@ -37,6 +37,12 @@ type BatchInfo struct {
 	Delivery *Delivery `json:"delivery,omitempty"`
 }
 
+// Outstanding reports whether the batch's work after its job is not over:
+// its content is to be built, or its callback is still being delivered.
+func (b *BatchInfo) Outstanding() bool {
+	return b.Content == nil || b.Delivery != nil && b.Delivery.State == DeliveryPending
+}
+
 // BatchContent describes a built callback payload.
 type BatchContent struct {
 	Path   string    `json:"path"`
@@ -154,7 +160,7 @@ func (m *Manager) Batches() []Job {
 		if j.Source != SourceBatch || !j.Final() {
 			continue
 		}
-		if b := j.Batch; b.Content == nil || (b.Delivery != nil && b.Delivery.State == DeliveryPending) {
+		if j.Batch.Outstanding() {
 			out = append(out, j)
 		}
 	}

@@ -361,9 +361,7 @@ func (m *Manager) sweep() {
 			if !j.Final() || j.FinishedAt == nil || j.FinishedAt.After(cutoff) {
 				old = false
 			}
-			// A batch stays while its content is to be built or its
-			// callback is still being delivered.
-			if b := j.Batch; b != nil && (b.Content == nil || b.Delivery == nil || b.Delivery.State == DeliveryPending) {
+			if j.Batch != nil && j.Batch.Outstanding() {
 				old = false
 			}
 		}
