@@ -30,6 +30,9 @@ const (
 	batchSFTPAddr = "127.0.0.1:18722"
 )
 
+// batchGenVersion names generated batches, as genVersion names files.
+const batchGenVersion = "v3"
+
 // batchResult is one large batch, from the first byte of its PUT to its
 // callback received.
 type batchResult struct {
@@ -85,7 +88,7 @@ func benchBatch(bin, dir, size string, small, parallel int, serveArgs ...string)
 	r := batchResult{size: size, smallParallel: parallel}
 	path := size
 	if n, err := gen.ParseSize(size); err == nil {
-		path = filepath.Join(dir, "generated-batch-"+genVersion+"-"+size+".json")
+		path = filepath.Join(dir, "generated-batch-"+batchGenVersion+"-"+size+".json")
 		if st, err := os.Stat(path); err == nil && st.Size() >= n {
 			n = 0
 		}
