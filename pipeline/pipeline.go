@@ -128,6 +128,31 @@ func (c *countingReader) Read(p []byte) (int, error) {
 
 // Ingest applies one file read from r; name identifies it in reports and rows.
 func (p *Pipeline) Ingest(ctx context.Context, name string, r io.Reader, opts Options) (*Report, error) {
+	reps, err := p.IngestGroup(ctx, []Part{{Name: name, R: r, JobID: opts.JobID, OnProgress: opts.OnProgress}}, opts)
+	return reps[0], err
+}
+
+// Part is one file or batch of a group applied together.
+type Part struct {
+	Name  string // identifies it in reports and rows
+	R     io.Reader
+	JobID string // stored with its audit row
+	// OnProgress, if set, is called after each chunk with the bytes read
+	// and records seen so far.
+	OnProgress func(bytes, records int64)
+}
+
+// IngestGroup applies parts, in order, in one warehouse transaction, each
+// with its own report and audit row: the result is the same as applying
+// them one after another, at the cost of one commit. A partner's small
+// push batches queued together apply so (see intake/jobs), since a
+// commit's fixed cost is most of a small batch's time.
+//
+// The error is non-nil only when nothing was applied. A part that cannot
+// be applied (its Fatal says why) fails the whole group: its caller may
+// apply the others on their own. opts.JobID and opts.OnProgress are the
+// parts'.
+func (p *Pipeline) IngestGroup(ctx context.Context, parts []Part, opts Options) ([]*Report, error) {
 	started := time.Now()
 	if opts.AsOf.IsZero() {
 		opts.AsOf = time.Now().UTC().Truncate(24 * time.Hour)
@@ -142,47 +167,89 @@ func (p *Pipeline) Ingest(ctx context.Context, name string, r io.Reader, opts Op
 	if log == nil {
 		log = slog.Default()
 	}
-	rep := &Report{File: name, Type: opts.Type, Outcome: Outcome{Errors: []stages.Rejection{}}}
-	in := &countingReader{r: r}
+	runs := make([]*partRun, len(parts))
+	reps := make([]*Report, len(parts))
+	for i, part := range parts {
+		reps[i] = &Report{File: part.Name, Type: opts.Type, Outcome: Outcome{Errors: []stages.Rejection{}}}
+		runs[i] = &partRun{Part: part, in: &countingReader{r: part.R}, rep: reps[i]}
+	}
 
-	err := p.run(ctx, name, in, opts, rep)
-	rep.Bytes = in.n.Load()
-	rep.Seconds = time.Since(started).Seconds()
-	p.Metrics.Bytes.Add(float64(rep.Bytes))
-	p.Metrics.Stage.WithLabelValues("file").Observe(rep.Seconds)
+	failed, err := p.run(ctx, runs, opts)
+	seconds := time.Since(started).Seconds()
+	p.Metrics.Stage.WithLabelValues("file").Observe(seconds)
 	if err != nil {
-		rep.Applied = false
-		rep.Status = StatusError
-		rep.Fatal = fmt.Sprintf("%s: %v", filepath.Base(name), err)
-		rep.Retryable = errors.Is(err, warehouse.ErrStorage)
+		for i, r := range runs {
+			r.rep.Applied, r.rep.Status, r.rep.Seconds = false, StatusError, seconds
+			r.rep.Bytes = r.in.n.Load()
+			r.rep.Retryable = errors.Is(err, warehouse.ErrStorage)
+			switch {
+			case failed < 0 || i == failed:
+				r.rep.Fatal = fmt.Sprintf("%s: %v", filepath.Base(r.Name), err)
+			default:
+				r.rep.Fatal = fmt.Sprintf("not applied: %s, applied with it, was not", filepath.Base(runs[failed].Name))
+			}
+		}
+		p.Metrics.Bytes.Add(float64(totalBytes(runs)))
+		p.Metrics.Files.WithLabelValues(StatusError).Add(float64(len(runs)))
+		name := parts[0].Name
+		if failed >= 0 {
+			name = parts[failed].Name
+		}
+		log.Error("file not applied", "file", name, "partner", opts.Partner, "group", len(parts), "err", err)
+		return reps, fmt.Errorf("%s: %w", name, err)
+	}
+	p.Metrics.Bytes.Add(float64(totalBytes(runs)))
+	for _, r := range runs {
+		rep := r.rep
+		rep.Bytes, rep.Seconds = r.in.n.Load(), seconds
 		p.Metrics.Files.WithLabelValues(rep.Status).Inc()
-		log.Error("file not applied", "file", name, "partner", opts.Partner, "err", err)
-		return rep, fmt.Errorf("%s: %w", name, err)
+		for _, k := range []struct {
+			kind string
+			c    stages.Count
+		}{{"user", rep.Totals.Users}, {"account", rep.Totals.Accounts}, {"transaction", rep.Totals.Transactions}} {
+			p.Metrics.Records.WithLabelValues(k.kind, "success").Add(float64(k.c.Success))
+			p.Metrics.Records.WithLabelValues(k.kind, "error").Add(float64(k.c.Error))
+		}
+		p.Metrics.Records.WithLabelValues("transaction", "skipped").Add(float64(rep.Skipped))
+		log.Info("file applied", "file", r.Name, "partner", opts.Partner, "type", rep.Type, "status", rep.Status,
+			"records", rep.Records(), "errors", rep.ErrorCount, "bytes", rep.Bytes, "seconds", rep.Seconds, "group", len(parts))
 	}
-	p.Metrics.Files.WithLabelValues(rep.Status).Inc()
-	for _, k := range []struct {
-		kind string
-		c    stages.Count
-	}{{"user", rep.Totals.Users}, {"account", rep.Totals.Accounts}, {"transaction", rep.Totals.Transactions}} {
-		p.Metrics.Records.WithLabelValues(k.kind, "success").Add(float64(k.c.Success))
-		p.Metrics.Records.WithLabelValues(k.kind, "error").Add(float64(k.c.Error))
-	}
-	p.Metrics.Records.WithLabelValues("transaction", "skipped").Add(float64(rep.Skipped))
-	log.Info("file applied", "file", name, "partner", opts.Partner, "type", rep.Type, "status", rep.Status,
-		"records", rep.Records(), "errors", rep.ErrorCount, "bytes", rep.Bytes, "seconds", rep.Seconds)
-	return rep, nil
+	return reps, nil
 }
 
-func (p *Pipeline) run(ctx context.Context, name string, in *countingReader, opts Options, rep *Report) error {
+// partRun is a part being applied.
+type partRun struct {
+	Part
+	in  *countingReader
+	rep *Report
+}
+
+func totalBytes(runs []*partRun) (n int64) {
+	for _, r := range runs {
+		n += r.in.n.Load()
+	}
+	return n
+}
+
+// loadBatch is a batch of rows for the loader, and the report of the part
+// they came from.
+type loadBatch struct {
+	rows *stages.Batch
+	rep  *Report
+}
+
+// run stages every part and commits them at once. failed is the index of
+// the part whose input ended the group (-1: none was at fault).
+func (p *Pipeline) run(ctx context.Context, runs []*partRun, opts Options) (failed int, _ error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	enricher := newEnrichStage(p.Enrich, opts.Partner, p.Metrics)
 	load, err := p.Store.Begin(ctx, warehouse.LoadOptions{
-		Partner: opts.Partner, AsOf: opts.AsOf, Source: filepath.Base(name), MaxRejections: opts.MaxErrors,
+		Partner: opts.Partner, AsOf: opts.AsOf, Source: filepath.Base(runs[0].Name), MaxRejections: opts.MaxErrors,
 		Enrichments: enricher.numbered(),
 	})
 	if err != nil {
-		return err
+		return -1, err
 	}
 	committed := false
 	defer func() {
@@ -193,7 +260,7 @@ func (p *Pipeline) run(ctx context.Context, name string, in *countingReader, opt
 
 	// The loader stages a batch while the parser fills the next; the
 	// handoff is unbuffered, so at most two batches are in memory.
-	batches := make(chan *stages.Batch)
+	batches := make(chan loadBatch)
 	loaded := make(chan error, 1)
 	go func() {
 		var loadErr error
@@ -202,28 +269,84 @@ func (p *Pipeline) run(ctx context.Context, name string, in *countingReader, opt
 				continue
 			}
 			t := time.Now()
-			applied, err := load.Apply(ctx, b)
+			applied, err := load.Apply(ctx, b.rows)
 			p.Metrics.Stage.WithLabelValues("load").Observe(time.Since(t).Seconds())
 			if err != nil {
 				loadErr = err
 				cancel()
 				continue
 			}
-			rep.addApplied(applied, opts.MaxErrors)
+			b.rep.addApplied(applied, opts.MaxErrors)
 		}
 		loaded <- loadErr
 	}()
 
-	dec := parse.NewDecoder(in, parse.Options{Workers: opts.Workers, Type: opts.Type})
+	var base stages.Seq
+	failed = -1
+	var parseErr error
+	for i, r := range runs {
+		if len(runs) > 1 {
+			load.Part(base, filepath.Base(r.Name))
+		}
+		if parseErr = p.parsePart(ctx, r, opts, enricher, &base, batches); parseErr != nil {
+			failed = i
+			break
+		}
+	}
+	close(batches)
+	loadErr := <-loaded
+	if loadErr != nil {
+		return -1, loadErr
+	}
+	if parseErr != nil {
+		return failed, parseErr
+	}
+	recs := make([]warehouse.IngestRecord, len(runs))
+	for i, r := range runs {
+		r.rep.finish()
+		recs[i] = warehouse.IngestRecord{File: filepath.Base(r.Name), FileType: string(r.rep.Type), Status: r.rep.Status,
+			Bytes: r.in.n.Load(), Report: r.rep, JobID: r.JobID}
+	}
+	// Parsing is over and its buffers are garbage: hand their pages back
+	// before the warehouse's heaviest phase, so peak memory is one or the other.
+	debug.FreeOSMemory()
+	t := time.Now()
+	err = load.Commit(ctx, recs...)
+	p.Metrics.Stage.WithLabelValues("commit").Observe(time.Since(t).Seconds())
+	if err != nil {
+		return -1, err
+	}
+	committed = true
+	for _, r := range runs {
+		r.rep.Applied = true
+	}
+	return -1, nil
+}
+
+// parsePart decodes, validates and enriches one part, handing its rows to
+// the loader in batches of its own (so that what the warehouse rejects is
+// counted in its report). base is the seq its rows start at, moved past
+// them.
+func (p *Pipeline) parsePart(ctx context.Context, r *partRun, opts Options, enricher *enrichStage, base *stages.Seq, batches chan<- loadBatch) error {
+	rep := r.rep
+	dec := parse.NewDecoder(r.in, parse.Options{Workers: opts.Workers, Type: opts.Type})
 	validator := stages.Validator{Type: opts.Type}
 	if opts.Format == PushBatch {
-		dec = parse.NewBatchDecoder(in, parse.Options{Workers: opts.Workers})
+		dec = parse.NewBatchDecoder(r.in, parse.Options{Workers: opts.Workers})
 		validator = stages.Validator{Type: parse.Combined, Batch: true}
 		rep.Type = parse.Combined
 	}
-	var base stages.Seq
 	nested := false
 	cur, curRows := &stages.Batch{}, 0
+	send := func() error {
+		select {
+		case batches <- loadBatch{cur, rep}:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		cur, curRows = &stages.Batch{}, 0
+		return nil
+	}
 	work := func(recs []parse.Record) stages.Validated {
 		t := time.Now()
 		v := validator.Validate(recs)
@@ -235,37 +358,30 @@ func (p *Pipeline) run(ctx context.Context, name string, in *countingReader, opt
 	}
 	deliver := func(v stages.Validated) error {
 		nested = nested || v.Nested
-		n := shiftSeq(&v.Batch, base)
-		base += n
+		n := shiftSeq(&v.Batch, *base)
+		*base += n
 		cur.Users = append(cur.Users, v.Batch.Users...)
 		cur.Accounts = append(cur.Accounts, v.Batch.Accounts...)
 		cur.Transactions = append(cur.Transactions, v.Batch.Transactions...)
 		curRows += v.Batch.Rows()
 		rep.addValidated(v, opts.MaxErrors)
 		if curRows >= opts.BatchRows {
-			select {
-			case batches <- cur:
-			case <-ctx.Done():
-				return ctx.Err()
+			if err := send(); err != nil {
+				return err
 			}
-			cur, curRows = &stages.Batch{}, 0
 		}
-		if opts.OnProgress != nil {
-			opts.OnProgress(in.n.Load(), rep.Records())
+		if r.OnProgress != nil {
+			r.OnProgress(r.in.n.Load(), rep.Records())
 		}
 		return nil
 	}
-	parseErr := parse.Each(ctx, dec, work, deliver)
-	if parseErr == nil && curRows > 0 {
-		batches <- cur
+	if err := parse.Each(ctx, dec, work, deliver); err != nil {
+		return err
 	}
-	close(batches)
-	loadErr := <-loaded
-	if loadErr != nil {
-		return loadErr
-	}
-	if parseErr != nil {
-		return parseErr
+	if curRows > 0 {
+		if err := send(); err != nil {
+			return err
+		}
 	}
 	if rep.Type == "" {
 		rep.Type, _ = dec.Root()
@@ -273,18 +389,6 @@ func (p *Pipeline) run(ctx context.Context, name string, in *countingReader, opt
 			rep.Type = parse.Users
 		}
 	}
-	rep.finish()
-	// Parsing is over and its buffers are garbage: hand their pages back
-	// before the warehouse's heaviest phase, so peak memory is one or the other.
-	debug.FreeOSMemory()
-	t := time.Now()
-	err = load.Commit(ctx, warehouse.IngestRecord{FileType: string(rep.Type), Status: rep.Status, Bytes: in.n.Load(), Report: rep, JobID: opts.JobID})
-	p.Metrics.Stage.WithLabelValues("commit").Observe(time.Since(t).Seconds())
-	if err != nil {
-		return err
-	}
-	committed = true
-	rep.Applied = true
 	return nil
 }
 

@@ -28,7 +28,9 @@ import (
 type LoadOptions struct {
 	Partner string
 	AsOf    time.Time // business date of the balance snapshots
-	Source  string    // file name, kept on every row for audits
+	// Source is the file's name, kept on every row for audits. A load of
+	// several batches names each one's rows with Part.
+	Source string
 	// MaxRejections caps how many rejections Apply returns; all are counted.
 	MaxRejections int
 	// Enrichments are the results the rows' EnrichmentIDs number; nil when
@@ -81,6 +83,39 @@ type Load struct {
 	// userNicknames: some staged transaction carries the user's nickname
 	// (a push batch's), which Commit keeps as the user's edit.
 	userNicknames bool
+	// parts name the sources of a load of several batches, by the first
+	// seq of each; empty, every row is opts.Source's.
+	parts []part
+}
+
+type part struct {
+	first  stages.Seq
+	source string
+}
+
+// Part says that the rows staged from seq first on come from source (a
+// push batch of a load that applies several at once), until the next
+// Part. Rows keep their own source in source_file.
+func (l *Load) Part(first stages.Seq, source string) {
+	l.parts = append(l.parts, part{first, source})
+}
+
+// sourceRef matches where a statement writes a row's source: {SRC seq}
+// names the column holding the row's seq.
+var sourceRef = regexp.MustCompile(`\{SRC ([a-z_.]+)\}`)
+
+// sourceOf is the SQL for the source of the row whose seq is in col.
+func (l *Load) sourceOf(col string) string {
+	if len(l.parts) == 0 {
+		return quote(l.opts.Source)
+	}
+	var b strings.Builder
+	b.WriteString("CASE")
+	for i := len(l.parts) - 1; i > 0; i-- {
+		fmt.Fprintf(&b, " WHEN %s >= %d THEN %s", col, l.parts[i].first, quote(l.parts[i].source))
+	}
+	fmt.Fprintf(&b, " ELSE %s END", quote(l.parts[0].source))
+	return b.String()
 }
 
 // takeEnrichments returns the results to stage: those the enrichers made
@@ -161,7 +196,6 @@ func (s *Store) Begin(ctx context.Context, opts LoadOptions) (*Load, error) {
 		"{P}":   quote(opts.Partner),
 		"{D}":   "DATE " + quote(opts.AsOf.Format(time.DateOnly)),
 		"{NOW}": "TIMESTAMPTZ " + quote(l.started.Format("2006-01-02 15:04:05.999999Z07:00")),
-		"{SRC}": quote(opts.Source),
 	}
 	err = conn.Raw(func(dc any) error {
 		a, err := duckdb.NewArrowFromConn(dc.(driver.Conn))
@@ -213,7 +247,9 @@ func (l *Load) expand(stmt string) string {
 	for k, v := range l.lit {
 		stmt = strings.ReplaceAll(stmt, k, v)
 	}
-	return stmt
+	return sourceRef.ReplaceAllStringFunc(stmt, func(ref string) string {
+		return l.sourceOf(sourceRef.FindStringSubmatch(ref)[1])
+	})
 }
 
 func (l *Load) exec(ctx context.Context, stmt string) error {
@@ -585,13 +621,15 @@ SELECT account_id, seq FROM {S}.accounts WHERE action = 'delete'`,
 SELECT a.* FROM {S}.accounts a LEFT JOIN {S}.last_kills k USING (account_id)
 WHERE a.action = 'upsert' AND a.seq > coalesce(k.seq, -1)
 QUALIFY row_number() OVER (PARTITION BY a.account_id ORDER BY a.seq DESC) = 1`,
-	// A stored account keeps its key; a new one gets the next, in file order
-	// (see account_key in the schema). Commit holds the write lock, so no
-	// other load takes the same keys.
+	// A stored account keeps its key; a new one gets the next, in the order
+	// accounts first appear (see account_key in the schema), as batches
+	// applied one by one would number them. Commit holds the write lock, so
+	// no other load takes the same keys.
 	`CREATE OR REPLACE TABLE {S}.account_keys AS
 SELECT a.account_id, coalesce(k.account_key, (SELECT coalesce(max(account_key), 0) FROM accounts)
-  + row_number() OVER (PARTITION BY k.account_key IS NULL ORDER BY a.seq)) AS account_key
-FROM {S}.last_accounts a LEFT JOIN (SELECT account_id, account_key FROM accounts WHERE partner_id = {P}) k USING (account_id)`,
+  + row_number() OVER (PARTITION BY k.account_key IS NULL ORDER BY f.first)) AS account_key
+FROM {S}.last_accounts a JOIN (SELECT account_id, min(seq) AS first FROM {S}.accounts GROUP BY ALL) f USING (account_id)
+  LEFT JOIN (SELECT account_id, account_key FROM accounts WHERE partner_id = {P}) k USING (account_id)`,
 }
 
 // touchedOwners lists the owners whose accounts the file changes, before
@@ -612,14 +650,14 @@ var applyResolved = []string{
 	`DELETE FROM users WHERE partner_id = {P} AND partner_customer_id IN (SELECT partner_customer_id FROM {S}.last_users)`,
 	`INSERT INTO users (partner_id, partner_customer_id, first_name, last_name, email, zip_code,
   user_experience, source_file, source_line, updated_at)
-SELECT {P}, partner_customer_id, first_name, last_name, email, zip_code, user_experience, {SRC}, line, {NOW}
+SELECT {P}, partner_customer_id, first_name, last_name, email, zip_code, user_experience, {SRC seq}, line, {NOW}
 FROM {S}.last_users WHERE action = 'upsert'`,
 	`DELETE FROM accounts WHERE partner_id = {P} AND account_id IN (
   SELECT account_id FROM {S}.last_accounts UNION ALL SELECT account_id FROM {S}.last_kills)`,
 	`INSERT INTO accounts (partner_id, partner_customer_id, account_id, account_number, fi_name, nickname,
   account_type, account_class, state, account_experience, source_file, source_line, updated_at, account_key, owner_hash)
 SELECT {P}, partner_customer_id, account_id, account_number, fi_name, nickname,
-  account_type, account_class, 'open', account_experience, {SRC}, line, {NOW}, k.account_key, ` + ownerHash("{P}", "partner_customer_id") + `
+  account_type, account_class, 'open', account_experience, {SRC seq}, line, {NOW}, k.account_key, ` + ownerHash("{P}", "partner_customer_id") + `
 FROM {S}.last_accounts JOIN {S}.account_keys k USING (account_id)`,
 	// A snapshot is keyed by (account, as_of): the same key again replaces it;
 	// a killed account loses its history.
@@ -651,7 +689,7 @@ INSERT INTO transactions (partner_id, account_id, transaction_id, transaction_ty
   originated_at, originated_on, amount, memo, original_name, check_number, source_file, source_line, updated_at,
   enrichment_id, account_key, hidden)
 SELECT {P}, t.account_id, t.transaction_id, t.transaction_type, t.posted_at, t.posted_on,
-  t.originated_at, t.originated_on, t.amount, t.memo, t.original_name, t.check_number, {SRC}, t.line, {NOW},
+  t.originated_at, t.originated_on, t.amount, t.memo, t.original_name, t.check_number, {SRC t.seq}, t.line, {NOW},
   d.enrichment_id, a.account_key, nullif(t.hidden, false)
 FROM {S}.transactions t{USERS} LEFT JOIN {S}.decisions d ON d.local_id = {DECISION}
   LEFT JOIN (SELECT account_id, account_key FROM accounts WHERE partner_id = {P}) a ON a.account_id = t.account_id`
@@ -765,6 +803,8 @@ func (l *Load) plan() (resolve, apply []string) {
 
 // IngestRecord is the audit row written with the file's data.
 type IngestRecord struct {
+	// File names the file or batch; empty, the load's Source.
+	File     string
 	FileType string
 	Status   string
 	Bytes    int64
@@ -775,16 +815,20 @@ type IngestRecord struct {
 }
 
 // Commit resolves the staged file and applies it to the warehouse at once,
-// with its audit row.
-func (l *Load) Commit(ctx context.Context, rec IngestRecord) error {
+// with its audit row: one per batch for a load of several (see Part).
+func (l *Load) Commit(ctx context.Context, recs ...IngestRecord) error {
 	if l.done {
 		return fmt.Errorf("warehouse: load already finished")
 	}
 	l.done = true
 	defer l.discard()
-	report, err := json.Marshal(rec.Report)
-	if err != nil {
-		return err
+	reports := make([]string, len(recs))
+	for i, rec := range recs {
+		report, err := json.Marshal(rec.Report)
+		if err != nil {
+			return err
+		}
+		reports[i] = string(report)
 	}
 	if results := l.takeEnrichments(); len(results) > 0 {
 		rec := enrichmentsRecord(results)
@@ -808,13 +852,13 @@ func (l *Load) Commit(ctx context.Context, rec IngestRecord) error {
 		}
 	}
 	resolve, apply := l.plan()
-	err = l.resolveAndApply(ctx, resolve, apply, rec, report, false)
+	err := l.resolveAndApply(ctx, resolve, apply, recs, reports, false)
 	if isOutOfMemory(err) && ctx.Err() == nil {
 		// The file's statements share DuckDB's memory limit with the API's
 		// reads; a commit that lost that race is not the file's fault. It
 		// runs once more with no reads at all: they wait, the file lands.
 		l.store.commitRetries.Add(1)
-		err = l.store.exclusively(func() error { return l.resolveAndApply(ctx, resolve, apply, rec, report, true) })
+		err = l.store.exclusively(func() error { return l.resolveAndApply(ctx, resolve, apply, recs, reports, true) })
 	}
 	if err != nil {
 		return fmt.Errorf("warehouse: commit: %w", err)
@@ -844,7 +888,7 @@ func (l *Load) flagEditedAccounts(ctx context.Context) error {
 // are replaced when run again), then the warehouse's transaction with the
 // audit row, rolled back on any error. alone: API reads are held off
 // already.
-func (l *Load) resolveAndApply(ctx context.Context, resolve, apply []string, rec IngestRecord, report []byte, alone bool) error {
+func (l *Load) resolveAndApply(ctx context.Context, resolve, apply []string, recs []IngestRecord, reports []string, alone bool) error {
 	for _, stmt := range resolve {
 		if err := l.exec(ctx, stmt); err != nil {
 			return err
@@ -859,16 +903,8 @@ func (l *Load) resolveAndApply(ctx context.Context, resolve, apply []string, rec
 			break
 		}
 	}
-	if err == nil {
-		var jobID any
-		if rec.JobID != "" {
-			jobID = rec.JobID
-		}
-		_, err = l.conn.ExecContext(ctx, `INSERT INTO ingests
-			(partner_id, file, file_type, as_of, started_at, finished_at, status, bytes, report, job_id)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			l.opts.Partner, l.opts.Source, rec.FileType, l.opts.AsOf.Format(time.DateOnly), l.started, time.Now().UTC(),
-			rec.Status, rec.Bytes, string(report), jobID)
+	if err == nil && len(recs) > 0 {
+		err = l.insertIngests(ctx, recs, reports)
 	}
 	var touched map[string][]directoryAccount
 	if err == nil && l.touchesDirectory() {
@@ -889,6 +925,31 @@ func (l *Load) resolveAndApply(ctx context.Context, resolve, apply []string, rec
 	_ = l.store.opts.Faults.Hit(failpoint.LoadCommitted)
 	l.store.checkpoint(context.WithoutCancel(ctx), l.conn)
 	return nil
+}
+
+// insertIngests writes the audit rows, one per file or batch, in one
+// statement.
+func (l *Load) insertIngests(ctx context.Context, recs []IngestRecord, reports []string) error {
+	finished := time.Now().UTC()
+	var values []string
+	var args []any
+	for i, rec := range recs {
+		var jobID any
+		if rec.JobID != "" {
+			jobID = rec.JobID
+		}
+		file := rec.File
+		if file == "" {
+			file = l.opts.Source
+		}
+		values = append(values, "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+		args = append(args, l.opts.Partner, file, rec.FileType, l.opts.AsOf.Format(time.DateOnly), l.started, finished,
+			rec.Status, rec.Bytes, reports[i], jobID)
+	}
+	_, err := l.conn.ExecContext(ctx, `INSERT INTO ingests
+		(partner_id, file, file_type, as_of, started_at, finished_at, status, bytes, report, job_id)
+		VALUES `+strings.Join(values, ", "), args...)
+	return err
 }
 
 // commit makes the file durable and visible. DuckDB's COMMIT writes the

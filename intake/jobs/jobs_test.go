@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -256,5 +257,70 @@ func TestRetentionKeepsBatchesUntilDelivered(t *testing.T) {
 	kept(false, "delivered")
 	if _, err := os.Stat(content); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("content after the sweep: %v", err)
+	}
+}
+
+// acceptBatch queues a batch body for partner demo.
+func (r *rig) acceptBatch(m *Manager, body string) Job {
+	r.t.Helper()
+	f, err := m.Incoming()
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	if _, err := f.WriteString(body); err != nil {
+		r.t.Fatal(err)
+	}
+	f.Close()
+	j, _, err := m.AcceptBatch(context.Background(), "demo", f.Name(), int64(len(body)), "", BatchInfo{Records: 3})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return j
+}
+
+func userBatch(user string) string {
+	return `{"users": [{"partner_customer_id": "` + user + `", "first_name": "A", "last_name": "B", "email": "a@example.com",
+"accounts": [{"reference_id": "acct-` + user + `", "name": "Checking", "account_type": "checking",
+  "account_balances": [{"balance_type": "current", "balance_amount": "10.00"}],
+  "transactions": [{"reference_id": "t1", "balance": "-1.00", "posted_at": "2026-11-02", "memo": "COFFEE"}]}]}]}`
+}
+
+// A partner's queued batches apply in one commit; when one of them cannot
+// be applied, the others still are, each on its own, and the broken one
+// says why.
+func TestQueuedBatchesApplyTogether(t *testing.T) {
+	r := newRig(t)
+	m := r.open(time.Hour)
+	var ids []string
+	for _, u := range []string{"u1", "u2", "u3"} {
+		ids = append(ids, r.acceptBatch(m, userBatch(u)).ID)
+	}
+	runUntilIdle(t, m)
+	var loads, rows int
+	if err := r.store.DB().QueryRow("SELECT count(DISTINCT started_at), count(*) FROM ingests").Scan(&loads, &rows); err != nil {
+		t.Fatal(err)
+	}
+	if loads != 1 || rows != 3 {
+		t.Errorf("%d audit rows from %d loads, want 3 from 1", rows, loads)
+	}
+	for _, id := range ids {
+		if j, _ := m.GetBatch("demo", id); j.Status != Success {
+			t.Errorf("batch %s: %s %s %v, want success", id, j.Status, j.Message, j.Errors)
+		}
+	}
+
+	broken := r.acceptBatch(m, `{"users": [{"partner_customer_id": "u5", "accounts": [}]}`)
+	good := []Job{r.acceptBatch(m, userBatch("u4")), r.acceptBatch(m, userBatch("u6"))}
+	runUntilIdle(t, m)
+	if j, _ := m.GetBatch("demo", broken.ID); j.Status != Error || !strings.Contains(j.Message, "closes") {
+		t.Errorf("broken batch: %s %q, want error naming what is wrong", j.Status, j.Message)
+	}
+	for _, g := range good {
+		if j, _ := m.GetBatch("demo", g.ID); j.Status != Success {
+			t.Errorf("batch queued with a broken one: %s %s, want success", j.Status, j.Message)
+		}
+	}
+	if n := r.ingests(); n != 5 {
+		t.Errorf("%d audit rows, want 5 (the broken batch applies nothing)", n)
 	}
 }

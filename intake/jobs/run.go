@@ -47,8 +47,8 @@ func (m *Manager) Run(ctx context.Context) {
 func (m *Manager) work(ctx context.Context) {
 	for {
 		m.saveUnsaved()
-		j, n, next := m.claim()
-		if j == nil {
+		group, next := m.claim()
+		if group == nil {
 			var later <-chan time.Time
 			var t *time.Timer
 			if next > 0 {
@@ -68,7 +68,10 @@ func (m *Manager) work(ctx context.Context) {
 			}
 			continue
 		}
-		m.run(ctx, n, j)
+		m.run(ctx, group)
+		m.mu.Lock()
+		delete(m.busy, group[0].j.Partner)
+		m.mu.Unlock()
 		// Another worker may be waiting for this partner to be free.
 		m.signal()
 		if ctx.Err() != nil {
@@ -81,11 +84,30 @@ func (m *Manager) work(ctx context.Context) {
 // again.
 const unsavedRetry = 5 * time.Second
 
+// claimed is a job taken to run, with the notification that records it.
+type claimed struct {
+	j *Job
+	n *notification
+}
+
+// A partner's push batches queued one after another apply in one commit
+// (pipeline.IngestGroup), up to these limits: a group's first batch is
+// taken whatever its size, the others while the group stays under
+// groupBytes. A commit's fixed cost (some 30 statements) is most of a
+// small batch's time: eight small batches sent at once waited for eight
+// commits, one after another.
+const (
+	groupJobs  = 64
+	groupBytes = 16 << 20
+)
+
 // claim picks the oldest queued job whose partner has nothing running or
-// waiting for a retry, and marks it processing. Notifications are taken in
-// the order they were accepted, files in the order they were listed. With
-// nothing to take now, next says when a waiting job is due (0: none).
-func (m *Manager) claim() (_ *Job, _ *notification, next time.Duration) {
+// waiting for a retry, and marks it processing; a batch takes with it the
+// batches of its partner queued right after it (see groupJobs).
+// Notifications are taken in the order they were accepted, files in the
+// order they were listed. With nothing to take now, next says when a
+// waiting job is due (0: none).
+func (m *Manager) claim() (group []claimed, next time.Duration) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var order []*notification
@@ -98,8 +120,13 @@ func (m *Manager) claim() (_ *Job, _ *notification, next time.Duration) {
 	sort.Slice(order, func(a, b int) bool { return order[a].ID < order[b].ID })
 	now := time.Now().UTC()
 	blocked := map[string]bool{}
+	var partner string
+	var bytes int64
 	for _, n := range order {
-		if m.busy[n.Partner] || blocked[n.Partner] {
+		if group != nil && n.Partner != partner {
+			continue
+		}
+		if group == nil && (m.busy[n.Partner] || blocked[n.Partner]) {
 			continue
 		}
 		for _, j := range n.Jobs {
@@ -111,7 +138,13 @@ func (m *Manager) claim() (_ *Job, _ *notification, next time.Duration) {
 			blocked[n.Partner] = true
 			if j.NextAttemptAt != nil && j.NextAttemptAt.After(now) {
 				next = sooner(next, j.NextAttemptAt.Sub(now))
+				if group != nil {
+					return group, 0
+				}
 				break
+			}
+			if group != nil && (j.Source != SourceBatch || len(group) == groupJobs || bytes+j.BytesTotal > groupBytes) {
+				return group, 0
 			}
 			j.Status, j.StartedAt, j.BytesDone = Processing, &now, 0
 			j.Attempts++
@@ -120,6 +153,9 @@ func (m *Manager) claim() (_ *Job, _ *notification, next time.Duration) {
 				j.Status, j.StartedAt = Queued, nil
 				j.Attempts--
 				m.retryLater(j, recordError(err))
+				if group != nil {
+					return group, 0
+				}
 				next = sooner(next, time.Until(*j.NextAttemptAt))
 				break
 			}
@@ -127,10 +163,17 @@ func (m *Manager) claim() (_ *Job, _ *notification, next time.Duration) {
 				m.log.Error("job claim", "job_id", j.ID, "err", err)
 			}
 			m.busy[n.Partner] = true
-			return j, n, 0
+			group = append(group, claimed{j, n})
+			partner, bytes = n.Partner, bytes+j.BytesTotal
+			if j.Source != SourceBatch {
+				return group, 0
+			}
 		}
 	}
-	return nil, nil, next
+	if group != nil {
+		return group, 0
+	}
+	return nil, next
 }
 
 // sooner is the shorter of two waits, 0 meaning none.
@@ -177,24 +220,28 @@ func (m *Manager) retryLater(j *Job, cause error) {
 		"file", j.Filename, "next_attempt", j.Attempts+1, "retry_in", wait.Round(time.Millisecond), "err", cause)
 }
 
-func (m *Manager) run(ctx context.Context, n *notification, j *Job) {
+// run applies a claimed group and records each job's outcome. A group of
+// batches that fails for one of them (not the server's storage) is
+// applied again one batch at a time, so each gets its own outcome.
+func (m *Manager) run(ctx context.Context, group []claimed) {
 	m.mu.Lock()
-	created, started := j.CreatedAt, *j.StartedAt
-	opts := pipeline.Options{Partner: j.Partner, JobID: j.ID, MaxErrors: m.cfg.MaxErrors, Logger: m.log, Workers: m.cfg.ParseWorkers}
-	if j.Source == SourceBatch {
+	first := group[0].j
+	opts := pipeline.Options{Partner: first.Partner, MaxErrors: m.cfg.MaxErrors, Logger: m.log, Workers: m.cfg.ParseWorkers}
+	if first.Source == SourceBatch {
 		opts.Format = pipeline.PushBatch
-	} else if j.Type != "" {
-		opts.Type, _ = parse.ParseFileType(j.Type)
+	} else if first.Type != "" {
+		opts.Type, _ = parse.ParseFileType(first.Type)
+	}
+	started := make([]time.Time, len(group))
+	for i, c := range group {
+		started[i] = *c.j.StartedAt
+		if c.j.Attempts == 1 {
+			m.cfg.Metrics.Wait.Observe(started[i].Sub(c.j.CreatedAt).Seconds())
+		}
 	}
 	m.mu.Unlock()
-	if j.Attempts == 1 {
-		m.cfg.Metrics.Wait.Observe(started.Sub(created).Seconds())
-	}
-	m.log.Info("job started", "partner", j.Partner, "job_id", j.ID, "file", j.Filename, "attempt", j.Attempts)
-	opts.OnProgress = func(bytes, _ int64) {
-		m.mu.Lock()
-		j.BytesDone = bytes
-		m.mu.Unlock()
+	for _, c := range group {
+		m.log.Info("job started", "partner", c.j.Partner, "job_id", c.j.ID, "file", c.j.Filename, "attempt", c.j.Attempts, "group", len(group))
 	}
 
 	// The job's own context outlives ctx by the grace period, so that a
@@ -212,39 +259,61 @@ func (m *Manager) run(ctx context.Context, n *notification, j *Job) {
 	})
 	defer stop()
 
-	rep, err := m.ingest(jobCtx, j, opts)
-	applied := rep != nil && rep.Applied
+	reps, err := m.ingest(jobCtx, group, opts)
+	applied := err == nil
 	if applied {
-		_ = m.cfg.Faults.Hit(failpoint.JobIngested)
+		for range group {
+			_ = m.cfg.Faults.Hit(failpoint.JobIngested)
+		}
 	}
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	delete(m.busy, j.Partner)
 	switch {
-	case err != nil && jobCtx.Err() != nil && !applied:
-		requeue(j)
-		m.save(n)
-		m.log.Info("job stopped by shutdown; queued again", "partner", j.Partner, "job_id", j.ID, "file", j.Filename)
+	case err != nil && jobCtx.Err() != nil:
+		for _, c := range group {
+			requeue(c.j)
+			m.save(c.n)
+			m.log.Info("job stopped by shutdown; queued again", "partner", c.j.Partner, "job_id", c.j.ID, "file", c.j.Filename)
+		}
+		m.mu.Unlock()
 		return
-	case !applied && errors.Is(err, warehouse.ErrStorage):
-		// Nothing of the file was applied, and nothing in it was at fault.
-		requeue(j)
-		m.retryLater(j, err)
-		m.save(n)
+	case err != nil && errors.Is(err, warehouse.ErrStorage):
+		// Nothing of the files was applied, and nothing in them was at fault.
+		for _, c := range group {
+			requeue(c.j)
+			m.retryLater(c.j, err)
+			m.save(c.n)
+		}
+		m.mu.Unlock()
+		return
+	case err != nil && len(group) > 1:
+		m.mu.Unlock()
+		m.log.Warn("a group of batches was not applied; applying them one at a time", "partner", first.Partner,
+			"batches", len(group), "err", err)
+		for i := range group {
+			m.run(ctx, group[i:i+1])
+		}
 		return
 	}
-	m.finish(j, rep, err)
-	// The spooled file goes only once the job's end is on disk: until then
-	// a restart must be able to run it again.
-	if m.save(n) {
-		_ = m.cfg.Faults.Hit(failpoint.JobRecorded)
-		m.archive(j)
+	for i, c := range group {
+		var rep *pipeline.Report
+		if reps != nil {
+			rep = reps[i]
+		}
+		m.finish(c.j, rep, err)
+		// The spooled file goes only once the job's end is on disk: until then
+		// a restart must be able to run it again.
+		if m.save(c.n) {
+			_ = m.cfg.Faults.Hit(failpoint.JobRecorded)
+			m.archive(c.j)
+		}
+		m.notifyFinished(c.j)
+		j := c.j
+		m.cfg.Metrics.Finished.WithLabelValues(j.Status).Inc()
+		m.cfg.Metrics.Duration.Observe(j.FinishedAt.Sub(started[i]).Seconds())
+		m.log.Info("job finished", "partner", j.Partner, "job_id", j.ID, "file", j.Filename, "status", j.Status,
+			"type", j.Type, "errors", j.ErrorCount, "bytes", j.BytesTotal, "seconds", j.FinishedAt.Sub(started[i]).Seconds())
 	}
-	m.notifyFinished(j)
-	m.cfg.Metrics.Finished.WithLabelValues(j.Status).Inc()
-	m.cfg.Metrics.Duration.Observe(j.FinishedAt.Sub(started).Seconds())
-	m.log.Info("job finished", "partner", j.Partner, "job_id", j.ID, "file", j.Filename, "status", j.Status,
-		"type", j.Type, "errors", j.ErrorCount, "bytes", j.BytesTotal, "seconds", j.FinishedAt.Sub(started).Seconds())
+	m.mu.Unlock()
 }
 
 func (m *Manager) notifyFinished(j *Job) {
@@ -289,13 +358,24 @@ func (m *Manager) saveUnsaved() {
 	}
 }
 
-func (m *Manager) ingest(ctx context.Context, j *Job, opts pipeline.Options) (*pipeline.Report, error) {
-	f, err := os.Open(m.spoolPath(j))
-	if err != nil {
-		return nil, fmt.Errorf("spooled file: %w", err)
+// ingest applies a group's spooled files. Reports are nil when a file
+// could not be opened.
+func (m *Manager) ingest(ctx context.Context, group []claimed, opts pipeline.Options) ([]*pipeline.Report, error) {
+	parts := make([]pipeline.Part, len(group))
+	for i, c := range group {
+		f, err := os.Open(m.spoolPath(c.j))
+		if err != nil {
+			return nil, fmt.Errorf("spooled file: %w", err)
+		}
+		defer f.Close()
+		j := c.j
+		parts[i] = pipeline.Part{Name: j.Filename, R: f, JobID: j.ID, OnProgress: func(bytes, _ int64) {
+			m.mu.Lock()
+			j.BytesDone = bytes
+			m.mu.Unlock()
+		}}
 	}
-	defer f.Close()
-	return m.cfg.Pipeline.Ingest(ctx, j.Filename, f, opts)
+	return m.cfg.Pipeline.IngestGroup(ctx, parts, opts)
 }
 
 // finish records a run's outcome on the job. Called with mu held, or
