@@ -186,7 +186,7 @@ func (p *Pipeline) IngestGroup(ctx context.Context, parts []Part, opts Options) 
 			case failed < 0 || i == failed:
 				r.rep.Fatal = fmt.Sprintf("%s: %v", filepath.Base(r.Name), err)
 			default:
-				r.rep.Fatal = fmt.Sprintf("not applied: %s, applied with it, was not", filepath.Base(runs[failed].Name))
+				r.rep.Fatal = fmt.Sprintf("not applied: it was to be committed with %s, which could not be", filepath.Base(runs[failed].Name))
 			}
 		}
 		p.Metrics.Bytes.Add(float64(totalBytes(runs)))
