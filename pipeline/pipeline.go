@@ -177,6 +177,7 @@ func (p *Pipeline) IngestGroup(ctx context.Context, parts []Part, opts Options) 
 	failed, err := p.run(ctx, runs, opts)
 	seconds := time.Since(started).Seconds()
 	p.Metrics.Stage.WithLabelValues("file").Observe(seconds)
+	p.Metrics.Bytes.Add(float64(totalBytes(runs)))
 	if err != nil {
 		for i, r := range runs {
 			r.rep.Applied, r.rep.Status, r.rep.Seconds = false, StatusError, seconds
@@ -189,7 +190,6 @@ func (p *Pipeline) IngestGroup(ctx context.Context, parts []Part, opts Options) 
 				r.rep.Fatal = fmt.Sprintf("not applied: it was to be committed with %s, which could not be", filepath.Base(runs[failed].Name))
 			}
 		}
-		p.Metrics.Bytes.Add(float64(totalBytes(runs)))
 		p.Metrics.Files.WithLabelValues(StatusError).Add(float64(len(runs)))
 		name := parts[0].Name
 		if failed >= 0 {
@@ -198,7 +198,6 @@ func (p *Pipeline) IngestGroup(ctx context.Context, parts []Part, opts Options) 
 		log.Error("file not applied", "file", name, "partner", opts.Partner, "group", len(parts), "err", err)
 		return reps, fmt.Errorf("%s: %w", name, err)
 	}
-	p.Metrics.Bytes.Add(float64(totalBytes(runs)))
 	for _, r := range runs {
 		rep := r.rep
 		rep.Bytes, rep.Seconds = r.in.n.Load(), seconds

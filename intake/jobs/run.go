@@ -276,7 +276,7 @@ func (m *Manager) run(ctx context.Context, group []claimed) {
 		}
 		m.mu.Unlock()
 		return
-	case err != nil && errors.Is(err, warehouse.ErrStorage):
+	case errors.Is(err, warehouse.ErrStorage):
 		// Nothing of the files was applied, and nothing in them was at fault.
 		for _, c := range group {
 			requeue(c.j)
@@ -295,19 +295,19 @@ func (m *Manager) run(ctx context.Context, group []claimed) {
 		return
 	}
 	for i, c := range group {
+		j := c.j
 		var rep *pipeline.Report
 		if reps != nil {
 			rep = reps[i]
 		}
-		m.finish(c.j, rep, err)
+		m.finish(j, rep, err)
 		// The spooled file goes only once the job's end is on disk: until then
 		// a restart must be able to run it again.
 		if m.save(c.n) {
 			_ = m.cfg.Faults.Hit(failpoint.JobRecorded)
-			m.archive(c.j)
+			m.archive(j)
 		}
-		m.notifyFinished(c.j)
-		j := c.j
+		m.notifyFinished(j)
 		m.cfg.Metrics.Finished.WithLabelValues(j.Status).Inc()
 		m.cfg.Metrics.Duration.Observe(j.FinishedAt.Sub(started[i]).Seconds())
 		m.log.Info("job finished", "partner", j.Partner, "job_id", j.ID, "file", j.Filename, "status", j.Status,
