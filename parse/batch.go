@@ -15,8 +15,8 @@ import (
 // nesting its accounts and each account its transactions. It decodes like a
 // combined flat file: the scanner cuts the users array into its elements
 // without decoding them, and the workers decode each element into a User
-// record with encoding/json. Memory follows the largest user (up to
-// Limits.MaxRecordBytes of JSON), never the batch.
+// record (walkUser, or encoding/json for what it leaves). Memory follows
+// the largest user (up to Limits.MaxRecordBytes of JSON), never the batch.
 
 // ErrEmptyBatch is the error of a body with nothing in it, or a batch with
 // no users.
@@ -512,8 +512,9 @@ func (t jsonText) or(o jsonText) jsonText {
 // sent reports whether the field holds anything, right or wrong.
 func (t jsonText) sent() bool { return t.s != "" || t.bad != "" }
 
-// decodeBatchChunk decodes a chunk of users arrays' elements.
-func decodeBatchChunk(c *chunk) ([]Record, error) {
+// decodeBatchChunk decodes a chunk of users arrays' elements, each on the
+// fast path (walkUser) when it can, else with encoding/json.
+func (d *Decoder) decodeBatchChunk(c *chunk) ([]Record, error) {
 	recs := make([]Record, 0, len(c.recs))
 	for i, r := range c.recs {
 		end := len(c.data)
@@ -521,8 +522,14 @@ func decodeBatchChunk(c *chunk) ([]Record, error) {
 			end = c.recs[i+1].start
 		}
 		var u batchUser
-		if err := json.Unmarshal(c.data[r.start:end], &u); err != nil {
-			return nil, batchDecodeError(err, r.loc, c.data[r.start:end])
+		if d.stdlibOnly || !walkUser(c.data[r.start:end], &u) {
+			if !d.stdlibOnly {
+				d.fallbacks.Add(1)
+			}
+			u = batchUser{}
+			if err := json.Unmarshal(c.data[r.start:end], &u); err != nil {
+				return nil, batchDecodeError(err, r.loc, c.data[r.start:end])
+			}
 		}
 		user, err := u.record(r.loc)
 		if err != nil {

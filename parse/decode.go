@@ -33,9 +33,11 @@ type Decoder struct {
 	in    io.Reader
 	opts  Options
 	split *splitter
-	// xmlOnly turns the fast path off: tests compare both ways.
-	xmlOnly bool
-	// fallbacks counts chunks the fast path left to encoding/xml.
+	// stdlibOnly turns the fast paths off (encoding/xml or encoding/json
+	// only): tests compare both ways.
+	stdlibOnly bool
+	// fallbacks counts chunks the fast path left to encoding/xml, or a
+	// batch's users left to encoding/json.
 	fallbacks atomic.Int64
 	// batch is set when the input is a JSON push batch (NewBatchDecoder).
 	batch *batchScanner
@@ -246,12 +248,12 @@ func (d *Decoder) checkRoot() error {
 // chunk is plain XML, else (or to report an error) with encoding/xml.
 func (d *Decoder) decodeChunk(c *chunk) ([]Record, error) {
 	if d.batch != nil {
-		return decodeBatchChunk(c)
+		return d.decodeBatchChunk(c)
 	}
 	// No copy: a chunk's bytes never change once submitted, and the
 	// records copy the text they keep (textOf).
 	s := unsafe.String(unsafe.SliceData(c.data), len(c.data))
-	if !d.xmlOnly {
+	if !d.stdlibOnly {
 		if recs, err := d.walkChunk(c, newPlainTokens(s, d.opts.Limits.MaxDepth)); err == nil {
 			return recs, nil
 		}

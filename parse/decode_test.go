@@ -289,9 +289,9 @@ func FuzzPlainTokens(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		opts := Options{ChunkBytes: 64, Workers: 1, Limits: Limits{MaxDepth: 8, MaxRecordBytes: 4096, MaxTextBytes: 64}}
-		decode := func(xmlOnly bool) ([]Record, error) {
+		decode := func(stdlibOnly bool) ([]Record, error) {
 			d := NewDecoder(bytes.NewReader(data), opts)
-			d.xmlOnly = xmlOnly
+			d.stdlibOnly = stdlibOnly
 			var all []Record
 			err := Each(context.Background(), d, func(recs []Record) []Record { return recs }, func(recs []Record) error {
 				all = append(all, recs...)

@@ -11,6 +11,7 @@ targets=(
 	"./parse FuzzDecode"
 	"./parse FuzzPlainTokens"
 	"./parse FuzzBatch"
+	"./parse FuzzWalkUser"
 	"./api FuzzNotificationParams"
 	"./api FuzzReportQueries"
 	"./api FuzzVerifyToken"
