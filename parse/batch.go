@@ -355,7 +355,9 @@ func (s *batchScanner) keyValue() error {
 }
 
 // value scans the JSON value at pos, leaving pos after it, and returns
-// where it starts (a position in buf, which may have moved).
+// where it starts (a position in buf, which may have moved). It runs on
+// the reader's goroutine, ahead of every worker: the inner loop does as
+// little as it can per byte.
 func (s *batchScanner) value() (int, error) {
 	start := s.pos
 	scan := start
@@ -378,55 +380,72 @@ func (s *batchScanner) value() (int, error) {
 			}
 			continue
 		}
-		c := s.buf[scan]
-		switch {
-		case inString:
-			switch {
-			case escaped:
-				escaped = false
-			case c == '\\':
-				escaped = true
-			case c == '"':
-				inString = false
+		// Up to the end of the buffer or just past the limit, whichever is first.
+		end := min(s.end, start+s.maxRecord+1)
+		for scan < end {
+			c := s.buf[scan]
+			if inString {
+				switch {
+				case escaped:
+					escaped = false
+				case c == '\\':
+					escaped = true
+				case c == '"':
+					inString = false
+					if len(closers) == 0 {
+						s.pos = scan + 1
+						return start, nil
+					}
+				default:
+					// The rest of a string's bytes cannot end it: skip to the next quote or backslash.
+					scan += quoteOrBackslash(s.buf[scan:end])
+					continue
+				}
+				scan++
+				continue
+			}
+			switch c {
+			case '"':
+				inString = true
+			case '{', '[':
+				if len(closers) >= s.maxDepth {
+					return 0, s.errorAt(scan, "values nested deeper than %d levels", s.maxDepth)
+				}
+				closers = append(closers, c+2) // '{'+2 is '}', '['+2 is ']'
+			case '}', ']':
+				if len(closers) == 0 {
+					s.pos = scan
+					return start, nil // the end of a scalar
+				}
+				if closers[len(closers)-1] != c {
+					return 0, s.errorAt(scan, "%q closes %q", c, closers[len(closers)-1]-2)
+				}
+				closers = closers[:len(closers)-1]
 				if len(closers) == 0 {
 					s.pos = scan + 1
 					return start, nil
 				}
-			}
-			// The rest of a string's bytes cannot end it: skip to the next quote or backslash.
-			if inString && !escaped {
-				if i := bytes.IndexAny(s.buf[scan+1:s.end], "\"\\"); i >= 0 {
-					scan += i
-				} else {
-					scan = s.end - 1
+			case ',', ':', ' ', '\t', '\n', '\r':
+				if len(closers) == 0 {
+					s.pos = scan
+					return start, nil // the end of a scalar
 				}
 			}
-		case c == '"':
-			inString = true
-		case c == '{' || c == '[':
-			if len(closers) >= s.maxDepth {
-				return 0, s.errorAt(scan, "values nested deeper than %d levels", s.maxDepth)
-			}
-			closers = append(closers, c+2) // '{'+2 is '}', '['+2 is ']'
-		case c == '}' || c == ']':
-			if len(closers) == 0 {
-				s.pos = scan
-				return start, nil // the end of a scalar
-			}
-			if closers[len(closers)-1] != c {
-				return 0, s.errorAt(scan, "%q closes %q", c, closers[len(closers)-1]-2)
-			}
-			closers = closers[:len(closers)-1]
-			if len(closers) == 0 {
-				s.pos = scan + 1
-				return start, nil
-			}
-		case len(closers) == 0 && (c == ',' || c == ':' || isSpace(c)):
-			s.pos = scan
-			return start, nil // the end of a scalar
+			scan++
 		}
-		scan++
 	}
+}
+
+// quoteOrBackslash is the number of bytes of b before its first '"' or
+// '\\' (all of b when it has none). A loop: the strings are short, and
+// bytes.IndexAny builds its set at every call.
+func quoteOrBackslash(b []byte) int {
+	for i, c := range b {
+		if c == '"' || c == '\\' {
+			return i
+		}
+	}
+	return len(b)
 }
 
 // The JSON of one user, as the spec's property tables and the 000 draft

@@ -164,3 +164,24 @@ func BenchmarkDecodeUser(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkBatchDecode decodes a batch of 100 users as the PUT does.
+func BenchmarkBatchDecode(b *testing.B) {
+	user := benchUser()
+	var body bytes.Buffer
+	body.WriteString(`{"callback": "https://example.com/cb", "users": [`)
+	for i := range 100 {
+		if i > 0 {
+			body.WriteString(",\n")
+		}
+		body.Write(user)
+	}
+	body.WriteString("]}")
+	b.SetBytes(int64(body.Len()))
+	for b.Loop() {
+		d := NewBatchDecoder(bytes.NewReader(body.Bytes()), Options{})
+		if err := Each(context.Background(), d, func(r []Record) int { return len(r) }, func(int) error { return nil }); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
