@@ -66,7 +66,11 @@ func (s *Store) storageError(err error) error {
 		}
 		return &StorageError{Reason: reason, Err: err}
 	case isDuck && e.Type == duckdb.ErrorTypeOutOfMemory:
-		return &StorageError{Reason: fmt.Sprintf("DuckDB ran out of memory (limit %s): %s", s.opts.MemoryLimit, first), Err: err}
+		limit := s.opts.MemoryLimit
+		if s.opts.CommitMemoryLimit != limit {
+			limit += ", " + s.opts.CommitMemoryLimit + " while a file commits"
+		}
+		return &StorageError{Reason: fmt.Sprintf("DuckDB ran out of memory (limit %s): %s", limit, first), Err: err}
 	case isDuck && (e.Type == duckdb.ErrorTypeIO || invalidates(err)):
 		return &StorageError{Reason: "warehouse storage failed: " + first, Err: err}
 	}

@@ -852,6 +852,18 @@ func (l *Load) Commit(ctx context.Context, recs ...IngestRecord) error {
 		}
 	}
 	resolve, apply := l.plan()
+	if commit, usual := l.store.opts.CommitMemoryLimit, l.store.opts.MemoryLimit; commit != usual {
+		// A global setting: the API's reads share the room while it lasts.
+		// Commits hold writeMu, so no other commit sets it meanwhile.
+		if err := l.exec(ctx, "SET memory_limit = '"+commit+"'"); err != nil {
+			return fmt.Errorf("warehouse: commit: %w", err)
+		}
+		defer func() {
+			if err := l.exec(context.Background(), "SET memory_limit = '"+usual+"'"); err != nil {
+				l.store.log.Error("restoring the memory limit after a commit", "err", err)
+			}
+		}()
+	}
 	err := l.resolveAndApply(ctx, resolve, apply, recs, reports, false)
 	if isOutOfMemory(err) && ctx.Err() == nil {
 		// The file's statements share DuckDB's memory limit with the API's

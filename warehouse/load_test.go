@@ -244,3 +244,55 @@ func TestWriteDuringRetriedCommit(t *testing.T) {
 		t.Errorf("the PUT's edit: %q, %v", nickname, err)
 	}
 }
+
+// A commit runs under CommitMemoryLimit, and the usual limit is back once
+// it ends, whether it landed or failed.
+func TestCommitMemoryLimit(t *testing.T) {
+	for _, fail := range []bool{false, true} {
+		t.Run(fmt.Sprintf("failed=%v", fail), func(t *testing.T) {
+			ctx := context.Background()
+			store, err := warehouse.Open(ctx, filepath.Join(t.TempDir(), "w.duckdb"),
+				warehouse.Options{MemoryLimit: "100MB", CommitMemoryLimit: "300MB"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer store.Close()
+			limit := func() string {
+				var v string
+				if err := store.DB().QueryRow("SELECT current_setting('memory_limit')").Scan(&v); err != nil {
+					t.Fatal(err)
+				}
+				return v
+			}
+			usual := limit()
+			var during string
+			warehouse.SetFault(store, func(stmt string) error {
+				if strings.HasPrefix(strings.TrimSpace(stmt), "INSERT INTO transactions") && during == "" {
+					during = limit()
+					if fail {
+						return &duckdb.Error{Type: duckdb.ErrorTypeIO, Msg: "IO Error: test"}
+					}
+				}
+				return nil
+			})
+			f, err := os.Open("../fixtures/spec/combined.xml")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			p := &pipeline.Pipeline{Store: store, Metrics: pipeline.NewMetrics(prometheus.NewRegistry())}
+			if _, err := p.Ingest(ctx, "combined.xml", f, pipeline.Options{Partner: "demo"}); (err != nil) != fail {
+				t.Fatalf("ingest: %v", err)
+			}
+			if during == "" {
+				t.Fatal("the commit never inserted transactions: the test proves nothing")
+			}
+			if during == usual || !strings.HasPrefix(during, "286") { // DuckDB shows 300 MB as 286.1 MiB
+				t.Errorf("memory limit during the commit %q, usually %q", during, usual)
+			}
+			if after := limit(); after != usual {
+				t.Errorf("memory limit after the commit %q, want %q back", after, usual)
+			}
+		})
+	}
+}

@@ -27,7 +27,13 @@ type Options struct {
 	// MemoryLimit caps DuckDB's buffer manager (e.g. "128MB"); past it DuckDB
 	// spills to TempDir rather than grow.
 	MemoryLimit string
-	Threads     int
+	// CommitMemoryLimit is DuckDB's limit while a load commits (default:
+	// MemoryLimit). The commit's sort of the file's transactions into key
+	// order is most of its time, and the parser's memory is idle by then:
+	// at 128 MB it spilled, and a 1 GiB file's insert took 11.4 s; at
+	// 320 MB, 5.4 s, with peak RSS 437 -> 514 MB.
+	CommitMemoryLimit string
+	Threads           int
 	TempDir     string // default: PATH.tmp beside the database
 	// AccountDirectory keeps every account in memory, by owner, for the
 	// reporting API's per-user reads (about 130 bytes an account; see
@@ -91,6 +97,9 @@ func (s *Store) db() *sql.DB { return s.handle.Load() }
 func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	if opts.MemoryLimit == "" {
 		opts.MemoryLimit = "128MB"
+	}
+	if opts.CommitMemoryLimit == "" {
+		opts.CommitMemoryLimit = opts.MemoryLimit
 	}
 	if opts.TempDir == "" {
 		opts.TempDir = path + ".tmp"

@@ -51,7 +51,7 @@ func ingestCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	asOf := fs.String("as-of", "", "business date of the balance snapshots, YYYY-MM-DD (default: today, UTC)")
 	asJSON := fs.Bool("json", false, "print one JSON report per file on stdout")
 	workers := fs.Int("workers", 0, "parser goroutines (default: GOMAXPROCS)")
-	memory := fs.String("memory-limit", "128MB", "DuckDB memory limit; past it DuckDB spills to disk")
+	memory := addMemoryFlags(fs)
 	cpuProfile := fs.String("cpuprofile", "", "write a Go CPU profile to this file (for performance work)")
 	rulesFile := fs.String("rules", "", "the partner's enrichment rules (tab-separated: match, nickname, tag, direction)")
 	enrichOn := fs.Bool("enrich", true, "give transactions nicknames and tags; false only to measure what enrichment costs")
@@ -100,7 +100,12 @@ func ingestCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		fmt.Fprintf(stderr, "flatfiler ingest: %s: %v\n", faultsEnv, err)
 		return 2
 	}
-	store, err := warehouse.Open(ctx, *db, warehouse.Options{MemoryLimit: *memory, Logger: logger, Faults: faults})
+	usual, commit, err := memory.limits()
+	if err != nil {
+		fmt.Fprintf(stderr, "flatfiler ingest: %v\n", err)
+		return 2
+	}
+	store, err := warehouse.Open(ctx, *db, warehouse.Options{MemoryLimit: usual, CommitMemoryLimit: commit, Logger: logger, Faults: faults})
 	if err != nil {
 		fmt.Fprintf(stderr, "flatfiler ingest: %v\n", err)
 		return 1

@@ -36,7 +36,9 @@ Run 'flatfiler COMMAND --help' for a command's flags.
 // (DuckDB's pool is --memory-limit, 128 MB, and DuckDB allocates about as
 // much again beside it): past it the collector works harder rather than let
 // the heap double. At 256 MiB a 4 GiB ingest with enrichment peaked at 521
-// to 532 MB; at 180 MiB, 483 MB. GOMEMLIMIT overrides it.
+// to 532 MB; at 180 MiB, 483 MB. GOMEMLIMIT overrides it. While a file
+// commits the parser's heap is idle, and DuckDB takes its room instead
+// (--commit-memory-limit, 320 MB).
 const goMemoryLimit = 192 << 20
 
 func main() {

@@ -41,7 +41,8 @@ type serveConfig struct {
 	Data        string
 	SFTPAddr    string
 	HTTPAddr    string
-	MemoryLimit string
+	MemoryLimit       string
+	CommitMemoryLimit string
 	// CheckpointAfter: a file's commit is followed by a checkpoint once the
 	// warehouse's log is this large.
 	CheckpointAfter int64
@@ -129,7 +130,7 @@ func startService(ctx context.Context, cfg serveConfig) (_ *service, err error) 
 	}
 	closers = append(closers, func() { s.inbox.Close() })
 	if s.store, err = warehouse.Open(ctx, filepath.Join(cfg.Data, "warehouse.duckdb"), warehouse.Options{
-		MemoryLimit: cfg.MemoryLimit, Threads: cfg.DuckDBThreads, AccountDirectory: true, Logger: log, Faults: cfg.Faults,
+		MemoryLimit: cfg.MemoryLimit, CommitMemoryLimit: cfg.CommitMemoryLimit, Threads: cfg.DuckDBThreads, AccountDirectory: true, Logger: log, Faults: cfg.Faults,
 		CheckpointAfter: cfg.CheckpointAfter,
 	}); err != nil {
 		return nil, err
@@ -313,7 +314,7 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.StringVar(&cfg.Data, "data", "./data", "data directory: warehouse, SFTP folders, jobs, host keys, partners")
 	fs.StringVar(&cfg.SFTPAddr, "sftp-addr", "127.0.0.1:2022", "SFTP listen address")
 	fs.StringVar(&cfg.HTTPAddr, "http-addr", "127.0.0.1:8080", "HTTP listen address (API and /metrics)")
-	fs.StringVar(&cfg.MemoryLimit, "memory-limit", "128MB", "DuckDB memory limit; past it DuckDB spills to disk")
+	memory := addMemoryFlags(fs)
 	fs.Var(sizeFlag{&cfg.CheckpointAfter}, "checkpoint-after", "after a file is committed (durable in DuckDB's log), checkpoint the warehouse if its log is this large")
 	fs.IntVar(&cfg.DuckDBThreads, "duckdb-threads", 1, "DuckDB threads: the API's reads are small, and run fastest one thread each, side by side (a file's load is no slower)")
 	fs.IntVar(&cfg.Workers, "workers", 1, "jobs run at once (one partner's jobs always run in order, one at a time)")
@@ -339,6 +340,11 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return 2
 	}
 	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	var err error
+	if cfg.MemoryLimit, cfg.CommitMemoryLimit, err = memory.limits(); err != nil {
+		fmt.Fprintf(stderr, "flatfiler serve: %v\n", err)
 		return 2
 	}
 	if *schedule != "" {
@@ -368,7 +374,6 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return 2
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	var err error
 	if cfg.Faults, err = faultPoints(stderr); err != nil {
 		fmt.Fprintf(stderr, "flatfiler serve: %s: %v\n", faultsEnv, err)
 		return 2
