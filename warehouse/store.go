@@ -34,7 +34,7 @@ type Options struct {
 	// 320 MB, 5.4 s, with peak RSS 437 -> 514 MB.
 	CommitMemoryLimit string
 	Threads           int
-	TempDir     string // default: PATH.tmp beside the database
+	TempDir           string // default: PATH.tmp beside the database
 	// AccountDirectory keeps every account in memory, by owner, for the
 	// reporting API's per-user reads (about 130 bytes an account; see
 	// accountDirectory). Serve sets it; ingest and sql need not.

@@ -38,9 +38,9 @@ import (
 
 // serveConfig is what `flatfiler serve` is told.
 type serveConfig struct {
-	Data        string
-	SFTPAddr    string
-	HTTPAddr    string
+	Data              string
+	SFTPAddr          string
+	HTTPAddr          string
 	MemoryLimit       string
 	CommitMemoryLimit string
 	// CheckpointAfter: a file's commit is followed by a checkpoint once the
