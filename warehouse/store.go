@@ -29,9 +29,10 @@ type Options struct {
 	MemoryLimit string
 	// CommitMemoryLimit is DuckDB's limit while a load commits (default:
 	// MemoryLimit). The commit's sort of the file's transactions into key
-	// order is most of its time, and the parser's memory is idle by then:
-	// at 128 MB it spilled, and a 1 GiB file's insert took 11.4 s; at
-	// 320 MB, 5.4 s, with peak RSS 437 -> 514 MB.
+	// order is most of its time, and the parser's memory is idle by then.
+	// A 1 GiB file's insert, three runs each: 7.8-8.2 s at 128 MB (peak RSS
+	// 427-441 MB), 6.5-7.6 s at 256 MB (446-484 MB); 320 MB took 4.7 s but
+	// peaked at 504-558 MB, past the process's 512 MB budget.
 	CommitMemoryLimit string
 	Threads           int
 	TempDir           string // default: PATH.tmp beside the database

@@ -33,6 +33,7 @@ const childEnv = "FLATFILER_TEST_CHILD_ARGS"
 
 func TestMain(m *testing.M) {
 	if args := os.Getenv(childEnv); args != "" {
+		limitGoMemory()
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		code := run(ctx, strings.Split(args, "\x1f"), os.Stdout, os.Stderr)
 		stop()
