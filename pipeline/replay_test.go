@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flatfiler/flatfiler/fixtures/gen"
 	"github.com/flatfiler/flatfiler/parse"
 	"github.com/flatfiler/flatfiler/stages"
 )
@@ -63,6 +64,42 @@ func TestActionsMatchReplayOneByOne(t *testing.T) {
 	// Files that never hit a case would make this test pass for nothing.
 	if seen.userKills == 0 || seen.accountDeletes == 0 || seen.ownerChanges == 0 || seen.replaced == 0 || seen.transactionDeletes == 0 {
 		t.Errorf("the random files miss a case: %+v", seen)
+	}
+}
+
+// Generated files of every shape, each followed by the nightly file after
+// it, give the warehouse the one-by-one model gives: the shapes the
+// benchmarks measure are applied as the definition says.
+func TestGeneratedShapesMatchReplay(t *testing.T) {
+	var seen modelStats
+	for _, tt := range []struct {
+		shape string
+		users int
+	}{{"mixed", 60}, {"members", 150}, {"cards", 3}} {
+		t.Run(tt.shape, func(t *testing.T) {
+			h, m := newHarness(t), newModel()
+			defer func() { seen.add(m.stats) }()
+			first := gen.Options{Users: tt.users, Seed: 11, BadRate: 0.01, Shape: tt.shape}
+			night := first
+			night.Shape, night.NightOf = gen.Nightly, tt.shape
+			for day, opts := range []gen.Options{first, night} {
+				var doc strings.Builder
+				if _, err := gen.Write(&doc, opts); err != nil {
+					t.Fatal(err)
+				}
+				at := asOf.AddDate(0, 0, day)
+				if rep := h.ingestString(doc.String(), Options{AsOf: at, BatchRows: 5000}); !rep.Applied {
+					t.Fatalf("%s file not applied: %+v", opts.Shape, rep)
+				}
+				m.apply(t, doc.String(), at)
+				if got, want := h.canonical(), m.canonical(); got != want {
+					t.Fatalf("after the %s file, warehouse and replay differ:\n%s", opts.Shape, diffLines(got, want))
+				}
+			}
+		})
+	}
+	if seen.userKills == 0 || seen.accountDeletes == 0 || seen.transactionDeletes == 0 || seen.replaced == 0 {
+		t.Errorf("the nightly files miss a case: %+v", seen)
 	}
 }
 
