@@ -37,6 +37,7 @@ const batchGenVersion = "v3"
 // callback received.
 type batchResult struct {
 	size                       string
+	shape                      string // gen's, or empty for a file of the caller's
 	bytes, records             int64
 	putSec, appliedSec, cbSec  float64
 	status                     string
@@ -78,21 +79,20 @@ func newCallbacks() *callbacks {
 	return c
 }
 
+func (r batchResult) recordsPerSec() float64 { return float64(r.records) / r.appliedSec }
+
 // benchBatch starts flatfiler serve on a fresh data directory and
 // measures a batch of size pushed and applied, then small batches sent
 // parallel at a time.
 //
-// A size such as 100MB is a batch gen writes (cached in dir); a path to a
-// .json file is that batch, of any shape.
-func benchBatch(bin, dir, size string, small, parallel int, serveArgs ...string) (batchResult, error) {
-	r := batchResult{size: size, smallParallel: parallel}
+// A size such as 100MB is a batch of shape gen writes (cached in dir); a
+// path to a .json file is that batch, of any shape.
+func benchBatch(bin, dir, size, shape string, small, parallel int, serveArgs ...string) (batchResult, error) {
+	r := batchResult{size: size, shape: shape, smallParallel: parallel}
 	path := size
 	if n, err := gen.ParseSize(size); err == nil {
-		path = filepath.Join(dir, "generated-batch-"+batchGenVersion+"-"+size+".json")
-		if st, err := os.Stat(path); err == nil && st.Size() >= n {
-			n = 0
-		}
-		if err := generateBatch(path, n); err != nil {
+		path = generatedBatch(dir, shape, size)
+		if err := generateBatch(path, shape, n); err != nil {
 			return r, err
 		}
 	} else {
@@ -265,30 +265,43 @@ func waitBatch(id string) (batchStatus, error) {
 	return st, fmt.Errorf("batch %s not applied within 30 minutes", id)
 }
 
-func (r batchResult) report() {
-	mb := float64(r.bytes) / 1e6
+func reportBatches(batches []batchResult) {
 	fmt.Printf("\npush batch benchmark (PUT /api/v2/batches on flatfiler serve, callback to a local HTTPS receiver)\n\n")
-	fmt.Println("| batch | size | stored (200) s | applied s | callback received s | MB/s to applied | records/s to applied | server peak RSS |")
-	fmt.Println("|---|---|---|---|---|---|---|---|")
-	fmt.Printf("| %s (%s) | %.0f MB, %d records | %.1f | %.1f | %.1f | %.1f | %.0f | %.0f MB |\n",
-		r.size, r.status, mb, r.records, r.putSec, r.appliedSec, r.cbSec, mb/r.appliedSec, float64(r.records)/r.appliedSec, float64(r.peakRSS)/1e6)
-	if len(r.small) == 0 {
-		return
+	fmt.Println("| shape | batch | size | stored (200) s | applied s | callback received s | MB/s to applied | records/s to applied | server peak RSS |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|")
+	for _, r := range batches {
+		mb := float64(r.bytes) / 1e6
+		fmt.Printf("| %s | %s (%s) | %.0f MB, %d records | %.1f | %.1f | %.1f | %.1f | %.0f | %.0f MB |\n",
+			r.shape, r.size, r.status, mb, r.records, r.putSec, r.appliedSec, r.cbSec, mb/r.appliedSec, r.recordsPerSec(), float64(r.peakRSS)/1e6)
 	}
-	q := func(p float64) float64 { return float64(r.small[int(p*float64(len(r.small)-1))].Microseconds()) / 1e3 }
-	fmt.Printf("\nsmall batches (1 user, 1 account, 10 transactions), %d sent %d at a time, PUT to callback received: p50 %.0f ms, p99 %.0f ms, max %.0f ms, errors %d\n",
-		len(r.small), r.smallParallel, q(0.50), q(0.99), q(1), r.smallErrors)
+	for _, r := range batches {
+		if len(r.small) == 0 {
+			continue
+		}
+		q := func(p float64) float64 { return float64(r.small[int(p*float64(len(r.small)-1))].Microseconds()) / 1e3 }
+		fmt.Printf("\nsmall batches (1 user, 1 account, 10 transactions), %d sent %d at a time, PUT to callback received: p50 %.0f ms, p99 %.0f ms, max %.0f ms, errors %d\n",
+			len(r.small), r.smallParallel, q(0.50), q(0.99), q(1), r.smallErrors)
+	}
 }
 
-// generateBatch writes gen's batch of n bytes to path; n 0 keeps the file
-// there.
-func generateBatch(path string, n int64) error {
-	if n == 0 {
+// generatedBatch names gen's batch of shape and size; the mixed shape's
+// keeps the name it had before gen had shapes.
+func generatedBatch(dir, shape, size string) string {
+	if shape == "mixed" {
+		return filepath.Join(dir, "generated-batch-"+batchGenVersion+"-"+size+".json")
+	}
+	return filepath.Join(dir, "generated-batch-"+shape+"-"+batchGenVersion+"-"+size+".json")
+}
+
+// generateBatch writes gen's batch of shape and n bytes to path, unless
+// it is there.
+func generateBatch(path, shape string, n int64) error {
+	if _, err := os.Stat(path); err == nil {
 		return nil
 	}
 	fmt.Fprintf(os.Stderr, "generating %s ...\n", path)
 	return writeFile(path, func(w io.Writer) error {
-		_, err := gen.Write(w, gen.Options{Bytes: n, Seed: 2, BadRate: 0.001, Batch: true})
+		_, err := gen.Write(w, gen.Options{Bytes: n, Seed: 2, BadRate: 0.001, Batch: true, Shape: shape})
 		return err
 	})
 }
