@@ -30,9 +30,10 @@ type Options struct {
 	// CommitMemoryLimit is DuckDB's limit while a load commits (default:
 	// MemoryLimit). The commit's sort of the file's transactions into key
 	// order is most of its time, and the parser's memory is idle by then.
-	// A 1 GiB file's insert, three runs each: 7.8-8.2 s at 128 MB (peak RSS
-	// 427-441 MB), 6.5-7.6 s at 256 MB (446-484 MB); 320 MB took 4.7 s but
-	// peaked at 504-558 MB, past the process's 512 MB budget.
+	// But what DuckDB holds beside its pool during that insert grows with
+	// the file: at 256 MB a 1 GiB file peaked at 446-484 MB and a 4 GiB
+	// one at 648 MB (82.6 s, against 98.7 s and 483 MB at 128 MB), so
+	// flatfiler ingest and serve leave it at MemoryLimit unless told.
 	CommitMemoryLimit string
 	Threads           int
 	TempDir           string // default: PATH.tmp beside the database

@@ -37,8 +37,8 @@ Run 'flatfiler COMMAND --help' for a command's flags.
 // much again beside it): past it the collector works harder rather than let
 // the heap double. At 256 MiB a 4 GiB ingest with enrichment peaked at 521
 // to 532 MB; at 180 MiB, 483 MB. GOMEMLIMIT overrides it. While a file
-// commits the parser's heap is idle, and DuckDB takes its room instead
-// (--commit-memory-limit, 256 MB).
+// commits the parser's heap is idle; --commit-memory-limit lets DuckDB
+// take its room, at a cost that grows with the file (see warehouse.Options).
 const goMemoryLimit = 192 << 20
 
 // limitGoMemory sets the Go heap's share of the budget, unless GOMEMLIMIT

@@ -16,7 +16,7 @@ type memoryFlags struct{ usual, commit string }
 func addMemoryFlags(fs *flag.FlagSet) *memoryFlags {
 	m := &memoryFlags{}
 	fs.StringVar(&m.usual, "memory-limit", "128MB", "DuckDB memory limit; past it DuckDB spills to disk")
-	fs.StringVar(&m.commit, "commit-memory-limit", "256MB", "DuckDB memory limit while a file or batch commits (at least --memory-limit)")
+	fs.StringVar(&m.commit, "commit-memory-limit", "128MB", "DuckDB memory limit while a file or batch commits (at least --memory-limit)")
 	return m
 }
 
