@@ -44,6 +44,9 @@ type batchResult struct {
 	peakRSS                    int64
 	small                      []time.Duration // PUT to callback, each small batch
 	smallParallel, smallErrors int
+	// flat is a flat file of the same shape and size delivered to the same
+	// server (SFTP upload, notification, job), when gen wrote the batch.
+	flat proc.Delivered
 }
 
 // callbacks is the partner's HTTPS receiver: it says when each batch's
@@ -114,9 +117,18 @@ func benchBatch(bin, dir, size, shape string, small, parallel int, serveArgs ...
 	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: receiver.Certificate().Raw}), 0o644); err != nil {
 		return r, err
 	}
-	if out, err := exec.Command(bin, "partner", "add", "demo", "--data", data, "--domain", "bench.flatfiler.local", "--api-key", batchKey).CombinedOutput(); err != nil {
+	out, err := exec.Command(bin, "partner", "add", "demo", "--data", data, "--domain", "bench.flatfiler.local", "--api-key", batchKey, "--json").Output()
+	if err != nil {
 		return r, fmt.Errorf("partner add: %w: %s", err, out)
 	}
+	server := proc.Server{HTTPAddr: batchHTTPAddr, SFTPAddr: batchSFTPAddr, APIKey: batchKey}
+	var creds struct {
+		SFTPPassword string `json:"sftp_password"`
+	}
+	if err := json.Unmarshal(out, &creds); err != nil {
+		return r, fmt.Errorf("partner add: %w: %s", err, out)
+	}
+	server.SFTPPassword = creds.SFTPPassword
 	srv := exec.Command(bin, append([]string{"serve", "--data", data, "--http-addr", batchHTTPAddr, "--sftp-addr", batchSFTPAddr,
 		"--log-level", "warn", "--callback-ca", caFile, "--callback-allow-private"}, serveArgs...)...)
 	srv.Stdout, srv.Stderr = io.Discard, os.Stderr
@@ -168,6 +180,18 @@ func benchBatch(bin, dir, size, shape string, small, parallel int, serveArgs ...
 	}
 	if r.peakRSS, err = proc.PeakRSS(srv.Process.Pid); err != nil {
 		return r, err
+	}
+	if shape != "" {
+		// The flat file of the same shape and size, delivered as an FI
+		// delivers one: a like-for-like pair from arrival to applied.
+		flat, _, err := prepare(dir, shape, size)
+		if err != nil {
+			return r, err
+		}
+		fmt.Fprintf(os.Stderr, "delivering %s by SFTP ...\n", flat)
+		if r.flat, err = proc.Deliver(context.Background(), server, flat); err != nil {
+			return r, err
+		}
 	}
 
 	fmt.Fprintf(os.Stderr, "pushing %d small batches, %d at a time ...\n", small, parallel)
@@ -273,6 +297,14 @@ func reportBatches(batches []batchResult) {
 		mb := float64(r.bytes) / 1e6
 		fmt.Printf("| %s | %s (%s) | %.0f MB, %d records | %.1f | %.1f | %.1f | %.1f | %.0f | %.0f MB |\n",
 			r.shape, r.size, r.status, mb, r.records, r.putSec, r.appliedSec, r.cbSec, mb/r.appliedSec, r.recordsPerSec(), float64(r.peakRSS)/1e6)
+	}
+	for _, r := range batches {
+		if r.flat.Records == 0 {
+			continue
+		}
+		flat := float64(r.flat.Records) / r.flat.Seconds
+		fmt.Printf("records/s from arrival to applied on the same server: the %s batch %.0f (PUT), the %s %s flat file %.0f (SFTP upload, notification, job: %.1f s): %.2fx\n",
+			r.shape, r.recordsPerSec(), r.size, r.shape, flat, r.flat.Seconds, r.recordsPerSec()/flat)
 	}
 	for _, r := range batches {
 		if len(r.small) == 0 {

@@ -9,7 +9,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -26,9 +25,6 @@ import (
 	"sync"
 	"syscall"
 	"time"
-
-	"github.com/pkg/sftp"
-	"golang.org/x/crypto/ssh"
 
 	"github.com/flatfiler/flatfiler/bench/internal/proc"
 )
@@ -136,7 +132,8 @@ func run(c config) error {
 	var ingest time.Duration
 	stats := load(c, users, func(ctx context.Context) error {
 		start := time.Now()
-		err := deliver(ctx, c.nightly, creds)
+		_, err := proc.Deliver(ctx, proc.Server{HTTPAddr: httpAddr, SFTPAddr: sftpAddr, APIKey: apiKey,
+			SFTPPassword: creds.SFTPPassword, PollEvery: 500 * time.Millisecond}, c.nightly)
 		ingest = time.Since(start)
 		return err
 	})
@@ -317,89 +314,6 @@ func row(phase, name string, l []time.Duration, errs int, elapsed time.Duration)
 		return fmt.Sprintf("%.1f ms", float64(l[int(p*float64(len(l)-1))].Microseconds())/1000)
 	}
 	fmt.Printf("| %s | %s | %d | %.0f | %s | %s | %s | %d |\n", phase, name, len(l), float64(len(l))/elapsed.Seconds(), q(0.5), q(0.99), q(1), errs)
-}
-
-// deliver sends a nightly file as a partner does: SFTP upload, then the
-// notification with its MD5, then polling the job to its end.
-func deliver(ctx context.Context, path string, creds credentials) error {
-	conn, err := ssh.Dial("tcp", sftpAddr, &ssh.ClientConfig{
-		User: "demo", Auth: []ssh.AuthMethod{ssh.Password(creds.SFTPPassword)},
-		HostKeyCallback: ssh.InsecureIgnoreHostKey(), // loopback, a server this run started
-	})
-	if err != nil {
-		return fmt.Errorf("ssh: %w", err)
-	}
-	defer conn.Close()
-	client, err := sftp.NewClient(conn)
-	if err != nil {
-		return err
-	}
-	defer client.Close()
-	name := fmt.Sprintf("nightly-%d.xml", time.Now().UnixNano())
-	src, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer src.Close()
-	dst, err := client.Create(name)
-	if err != nil {
-		return err
-	}
-	if _, err := dst.ReadFrom(src); err != nil {
-		return err
-	}
-	if err := dst.Close(); err != nil {
-		return err
-	}
-	sum, err := exec.Command("md5sum", path).Output()
-	if err != nil {
-		return err
-	}
-	url := fmt.Sprintf("http://%s/api/v2/uploads/received?api_key=%s&filenames=%s&hashes=%s", httpAddr, apiKey, name, bytes.Fields(sum)[0])
-	res, err := http.Post(url, "", nil)
-	if err != nil {
-		return err
-	}
-	body, _ := io.ReadAll(res.Body)
-	res.Body.Close()
-	if res.StatusCode/100 != 2 {
-		return fmt.Errorf("notification: %d %s", res.StatusCode, body)
-	}
-	var accepted struct {
-		Jobs []struct {
-			ID string `json:"job_id"`
-		} `json:"uploads"`
-	}
-	if err := json.Unmarshal(body, &accepted); err != nil || len(accepted.Jobs) != 1 {
-		return fmt.Errorf("notification answer: %s", body)
-	}
-	for ctx.Err() == nil {
-		time.Sleep(500 * time.Millisecond)
-		req, _ := http.NewRequest("GET", "http://"+httpAddr+"/api/v2/uploads/"+accepted.Jobs[0].ID, nil)
-		req.SetBasicAuth(apiKey, "")
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return err
-		}
-		var job struct {
-			Upload struct {
-				Status  string `json:"status"`
-				Message string `json:"message"`
-			} `json:"upload"`
-		}
-		err = json.NewDecoder(res.Body).Decode(&job)
-		res.Body.Close()
-		if err != nil {
-			return err
-		}
-		switch job.Upload.Status {
-		case "success", "partial-success":
-			return nil
-		case "error":
-			return fmt.Errorf("nightly job failed: %s", job.Upload.Message)
-		}
-	}
-	return ctx.Err()
 }
 
 // metric reads one sample's value from the server's /metrics.
