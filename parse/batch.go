@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"sync"
 )
 
@@ -498,6 +499,7 @@ type batchTxn struct {
 type jsonText struct {
 	s   string
 	bad string // what was sent instead of a scalar
+	num bool   // s is a JSON number's literal
 }
 
 func (t *jsonText) UnmarshalJSON(b []byte) error {
@@ -515,9 +517,25 @@ func (t *jsonText) UnmarshalJSON(b []byte) error {
 	case '[':
 		t.bad = "an array"
 	default:
-		t.s = string(b)
+		t.s, t.num = string(b), b[0] == '-' || '0' <= b[0] && b[0] <= '9'
 	}
 	return nil
+}
+
+// amountOf is an amount's text as the spec writes amounts, with two
+// decimals. A JSON number cannot keep a trailing zero (a serializer writes
+// 1520.50 as 1520.5, and 4.00 as 4), so a number with at most two decimals
+// is read as the amount it is; anything else is left as sent, for the
+// validator to refuse as it refuses a file's.
+func (t jsonText) amountOf() string {
+	if !t.num {
+		return t.s
+	}
+	whole, frac, _ := strings.Cut(t.s, ".")
+	if len(frac) > 2 || strings.ContainsAny(t.s, "eE") {
+		return t.s
+	}
+	return whole + "." + frac + "00"[len(frac):]
 }
 
 // or is t, or when t was not sent, o: the 001 spelling wins over the draft's.
@@ -605,6 +623,10 @@ func (u *batchUser) record(loc Location) (*User, error) {
 		}
 		return t.s
 	}
+	amount := func(t jsonText, path, field string) string {
+		text(t, path, field)
+		return t.amountOf()
+	}
 	out.PartnerCustomerID = text(u.PartnerCustomerID, loc.Path, "partner_customer_id")
 	out.FirstName = text(u.FirstName, loc.Path, "first_name")
 	out.LastName = text(u.LastName, loc.Path, "last_name")
@@ -628,7 +650,7 @@ func (u *batchUser) record(loc Location) (*User, error) {
 				bp := path + ".account_balances[" + strconv.Itoa(j) + "]"
 				o.Balances = append(o.Balances, Balance{
 					BalanceType:   text(b.BalanceType, bp, "balance_type"),
-					BalanceAmount: text(b.BalanceAmount, bp, "balance_amount"),
+					BalanceAmount: amount(b.BalanceAmount, bp, "balance_amount"),
 					CurrencyCode:  text(b.CurrencyCode, bp, "currency_code"),
 				})
 			}
@@ -643,9 +665,9 @@ func (u *batchUser) record(loc Location) (*User, error) {
 			ot.TransactionType = text(t.TransactionType, tp, "transaction_type")
 			// balance is signed; the draft's amount is absolute, its sign in transaction_type.
 			if t.Balance.s != "" || t.Balance.bad != "" || t.Amount.s == "" {
-				ot.Amount, ot.Signed = text(t.Balance, tp, "balance"), true
+				ot.Amount, ot.Signed = amount(t.Balance, tp, "balance"), true
 			} else {
-				ot.Amount = text(t.Amount, tp, "amount")
+				ot.Amount = amount(t.Amount, tp, "amount")
 			}
 			ot.PostedDate = text(t.PostedAt.or(t.PostedDate), tp, "posted_at")
 			out.DraftSpelling = out.DraftSpelling || !ot.Signed || !t.ReferenceID.sent() && t.TransactionID.sent() ||

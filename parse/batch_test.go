@@ -202,3 +202,45 @@ func FuzzBatch(f *testing.F) {
 		}
 	})
 }
+
+// A JSON number cannot keep a trailing zero: an amount sent as one is the
+// amount it denotes, written with the spec's two decimals, when it has at
+// most two; the decoder leaves any other number, and every string, as sent
+// for the validator to judge as it judges a file's amounts. Each case runs
+// on the fast path and on encoding/json.
+func TestBatchNumberAmounts(t *testing.T) {
+	for _, tt := range []struct{ sent, want string }{
+		{`-4.75`, "-4.75"},
+		{`1520.5`, "1520.50"},
+		{`4`, "4.00"},
+		{`-0`, "-0.00"},
+		{`1.005`, "1.005"},
+		{`1e2`, "1e2"},
+		{`"1520.5"`, "1520.5"},
+		{`"-112.03"`, "-112.03"},
+	} {
+		for _, stdlib := range []bool{false, true} {
+			body := `{"users": [{"partner_customer_id": "u", "accounts": [{"reference_id": "a", "account_type": "checking",
+"account_balances": [{"balance_type": "current", "balance_amount": ` + tt.sent + `}],
+"transactions": [{"reference_id": "t", "balance": ` + tt.sent + `}, {"reference_id": "d", "amount": ` + tt.sent + `, "transaction_type": "debit"}]}]}]}`
+			d := NewBatchDecoder(strings.NewReader(body), Options{Workers: 1})
+			d.stdlibOnly = stdlib
+			var recs []Record
+			err := Each(context.Background(), d, func(r []Record) []Record { return r }, func(r []Record) error {
+				recs = append(recs, r...)
+				return nil
+			})
+			if err != nil {
+				t.Fatalf("%s: %v", tt.sent, err)
+			}
+			a := recs[0].User.Accounts[0]
+			got := []string{a.Balances[0].BalanceAmount, a.Transactions[0].Amount, a.Transactions[1].Amount}
+			for _, g := range got {
+				if g != tt.want {
+					t.Errorf("%s (encoding/json only: %v): read as %q, want %q", tt.sent, stdlib, got, tt.want)
+					break
+				}
+			}
+		}
+	}
+}

@@ -312,6 +312,7 @@ func (w *jsonWalker) text(t *jsonText) bool {
 		if !w.number() {
 			return false
 		}
+		t.num = true
 	}
 	t.s = string(w.b[start:w.p])
 	return true

@@ -499,6 +499,11 @@ func TestPushBatchVariedShapes(t *testing.T) {
 	if list.Status != http.StatusOK || !strings.Contains(list.Raw, `"balance": 5.00`) || strings.Contains(list.Raw, "-112.03") {
 		t.Errorf("transactions (t1 hidden, t2 without a memo shown): %s", list.Raw)
 	}
+	// A JSON number keeps no trailing zero: -4.5 is the amount -4.50, a
+	// debit the API lists as 4.50.
+	if !strings.Contains(list.Raw, `"reference_id": "t3"`) || !strings.Contains(list.Raw, `"balance": 4.50`) {
+		t.Errorf("transactions (t3 sent as the number -4.5): %s", list.Raw)
+	}
 	if u := ts.call("GET", "/api/v2/users/42", nil, key); !strings.Contains(u.Raw, "Renée") {
 		t.Errorf("user: %s", u.Raw)
 	}
