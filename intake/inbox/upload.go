@@ -1,13 +1,10 @@
 package inbox
 
 import (
-	"crypto/md5"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"os"
 	"sync"
@@ -30,8 +27,7 @@ type Upload struct {
 	mu      sync.Mutex
 	size    int64 // bytes reserved against the quota: the file's extent
 	hashed  int64 // the hashes cover [0, hashed)
-	md5     hash.Hash
-	sha256  hash.Hash
+	sums    *sums
 	pending map[int64][]byte // written beyond hashed, copied: the caller reuses its buffer
 	held    int64            // bytes in pending
 	behind  bool             // pending was dropped: catch up from the file at close
@@ -57,7 +53,7 @@ func (b *Box) Create(name string) (*Upload, error) {
 	}
 	return &Upload{
 		box: b, name: name, temp: temp, f: f,
-		md5: md5.New(), sha256: sha256.New(), pending: map[int64][]byte{},
+		sums: newSums(), pending: map[int64][]byte{},
 	}, nil
 }
 
@@ -81,6 +77,10 @@ func (u *Upload) WriteAt(p []byte, off int64) (int, error) {
 	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	if u.closed {
+		// Close came between grow and now: it has taken the hashes.
+		return n, fmt.Errorf("%s: upload already ended", u.name)
+	}
 	u.track(p, off, end)
 	return n, nil
 }
@@ -140,8 +140,7 @@ func (u *Upload) track(p []byte, off, end int64) {
 }
 
 func (u *Upload) hash(p []byte) {
-	u.md5.Write(p)
-	u.sha256.Write(p)
+	u.sums.write(p)
 	u.hashed += int64(len(p))
 }
 
@@ -204,31 +203,42 @@ func (u *Upload) Abort() {
 }
 
 func (u *Upload) discard() {
+	u.stopSums()
 	u.f.Close()
 	_ = u.box.root.Remove(u.temp)
 	u.box.used.Add(-u.size)
 }
 
+// stopSums waits for the hashes of what track fed them. Under mu, so no
+// write in flight feeds them after: Close has set closed by then.
+func (u *Upload) stopSums() {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.sums.stop()
+}
+
 // finishSums completes the hashes, reading back from the file what could
 // not be hashed on arrival.
 func (u *Upload) finishSums() (Sums, error) {
+	u.stopSums()
 	info, err := u.f.Stat()
 	if err != nil {
 		return Sums{}, err
 	}
+	md5, sha256 := u.sums.md5, u.sums.sha256
 	if u.rewound {
-		u.md5.Reset()
-		u.sha256.Reset()
+		md5.Reset()
+		sha256.Reset()
 		u.hashed = 0
 	}
 	if u.hashed < info.Size() {
 		rest := io.NewSectionReader(u.f, u.hashed, info.Size()-u.hashed)
-		if _, err := io.Copy(io.MultiWriter(u.md5, u.sha256), rest); err != nil {
+		if _, err := io.Copy(io.MultiWriter(md5, sha256), rest); err != nil {
 			return Sums{}, err
 		}
 		u.hashed = info.Size()
 	}
-	return Sums{Size: info.Size(), MD5: hex.EncodeToString(u.md5.Sum(nil)), SHA256: hex.EncodeToString(u.sha256.Sum(nil))}, nil
+	return Sums{Size: info.Size(), MD5: hex.EncodeToString(md5.Sum(nil)), SHA256: hex.EncodeToString(sha256.Sum(nil))}, nil
 }
 
 // publish writes the sidecar, then renames the temporary into place.
