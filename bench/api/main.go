@@ -1,11 +1,13 @@
-// Command api benchmarks the reporting API (make bench-api): a warehouse of
-// generated users (100k users, about 12M transactions by default) served by
-// `flatfiler serve`, loaded over loopback by a fixed number of connections
-// asking for expenses, networth and a transactions page of random users.
-// It measures alone, then while a nightly file goes through the server's
-// own path (SFTP upload, notification, job), and prints p50, p99 and
-// requests per second. Every run starts from the same warehouse, a copy of
-// the one built the first time (bench/out/api/base.duckdb).
+// Command api benchmarks the reporting API (make bench-api): warehouses of
+// generated users of several shapes (gen --shape; by default mixed and
+// members with about 100k users, cards with about 10M transactions) each
+// served by `flatfiler serve`, loaded over loopback by a fixed number of
+// connections asking for expenses, networth and a transactions page of
+// random users. It measures alone, then while the shape's nightly file
+// goes through the server's own path (SFTP upload, notification, job), and
+// prints p50, p99 and requests per second. Every run starts from the same
+// warehouse, a copy of the one built the first time
+// (bench/out/api/SHAPE/base.duckdb).
 package main
 
 import (
@@ -36,26 +38,41 @@ const (
 )
 
 type config struct {
-	bin, dir, nightly string
-	users, conns      int
-	duration, warmup  time.Duration
-	ingest            bool
+	bin, dir         string
+	shape            string
+	users, conns     int
+	nightly          string // the nightly file's size
+	duration, warmup time.Duration
+	ingest           bool
 }
+
+// shapeUsers are the users each shape's warehouse is built of: over 100k
+// users for mixed and members (2% of mixed's are deleted by the file
+// itself), over 10M transactions for cards.
+var shapeUsers = map[string]int{"mixed": 102500, "members": 102500, "cards": 1800}
 
 func main() {
 	var c config
 	flag.StringVar(&c.bin, "bin", "bin/flatfiler", "flatfiler binary")
-	flag.StringVar(&c.dir, "dir", "bench/out/api", "work directory: the generated file and the server's data, kept between runs")
-	flag.StringVar(&c.nightly, "nightly", "bench/out/generated-v2-1GiB.xml", "file ingested during the second phase (generated if missing)")
-	flag.IntVar(&c.users, "users", 102500, "users to generate: about 2% are deleted by the file itself, leaving over 100k")
+	flag.StringVar(&c.dir, "dir", "bench/out/api", "work directory: each shape's generated files and server data, kept between runs")
+	shapes := flag.String("shapes", "mixed,members,cards", "comma-separated shapes of the warehouses (gen --shape)")
+	users := flag.Int("users", 0, "users to generate for every shape (default: 102,500 for mixed and members, 1,800 for cards)")
+	flag.StringVar(&c.nightly, "nightly", "1GiB", "size of the nightly file ingested during the second phase (gen --shape nightly --night-of SHAPE --size)")
 	flag.IntVar(&c.conns, "conns", 32, "concurrent connections")
 	flag.DurationVar(&c.duration, "duration", 30*time.Second, "length of the phase without ingest")
 	flag.DurationVar(&c.warmup, "warmup", 5*time.Second, "load before measuring, unmeasured (a server just started has cold caches)")
 	flag.BoolVar(&c.ingest, "ingest", true, "measure also while a nightly file is ingested")
 	flag.Parse()
-	if err := run(c); err != nil {
-		fmt.Fprintln(os.Stderr, "bench-api:", err)
-		os.Exit(1)
+	dir := c.dir
+	for _, shape := range strings.Split(*shapes, ",") {
+		c.shape, c.dir, c.users = strings.TrimSpace(shape), filepath.Join(dir, strings.TrimSpace(shape)), *users
+		if c.users == 0 {
+			c.users = shapeUsers[c.shape]
+		}
+		if err := run(c); err != nil {
+			fmt.Fprintln(os.Stderr, "bench-api:", err)
+			os.Exit(1)
+		}
 	}
 }
 
@@ -101,12 +118,15 @@ func run(c config) error {
 	if err != nil {
 		return err
 	}
-	if _, err := os.Stat(c.nightly); err != nil {
-		if err := sh(c.bin, "gen", "--size", "1GiB", "-o", c.nightly); err != nil {
+	// The night after the warehouse's first file, for its first users: gen
+	// draws a shape's users in the same order whatever their number.
+	nightly := filepath.Join(c.dir, "nightly-"+c.nightly+".xml")
+	if _, err := os.Stat(nightly); err != nil {
+		if err := sh(c.bin, "gen", "--shape", "nightly", "--night-of", c.shape, "--size", c.nightly, "-o", nightly); err != nil {
 			return err
 		}
 	}
-	fmt.Printf("warehouse: %s (%s)\n", counts[0], db)
+	fmt.Printf("\n%s: warehouse of %s (%s)\n", c.shape, counts[0], db)
 
 	srv := exec.Command(c.bin, "serve", "--data", data, "--http-addr", httpAddr, "--sftp-addr", sftpAddr, "--log-level", "warn")
 	srv.Stdout, srv.Stderr = io.Discard, os.Stderr
@@ -133,7 +153,7 @@ func run(c config) error {
 	stats := load(c, users, func(ctx context.Context) error {
 		start := time.Now()
 		_, err := proc.Deliver(ctx, proc.Server{HTTPAddr: httpAddr, SFTPAddr: sftpAddr, APIKey: apiKey,
-			SFTPPassword: creds.SFTPPassword, PollEvery: 500 * time.Millisecond}, c.nightly)
+			SFTPPassword: creds.SFTPPassword, PollEvery: 500 * time.Millisecond}, nightly)
 		ingest = time.Since(start)
 		return err
 	})
@@ -141,7 +161,7 @@ func run(c config) error {
 	if stats.err != nil {
 		return stats.err
 	}
-	fmt.Printf("\nnightly file %s: uploaded, notified and applied in %.1f s while loaded\n", filepath.Base(c.nightly), ingest.Seconds())
+	fmt.Printf("\nnightly file %s: uploaded, notified and applied in %.1f s while loaded\n", filepath.Base(nightly), ingest.Seconds())
 	if retries, err := metric("flatfiler_commit_retries_total"); err == nil {
 		fmt.Printf("commits retried alone after running out of memory: %s\n", retries)
 	}
@@ -159,7 +179,7 @@ func build(c config, data, db, credsFile string) error {
 	}
 	src := filepath.Join(c.dir, fmt.Sprintf("users-%d.xml", c.users))
 	if _, err := os.Stat(src); err != nil {
-		if err := sh(c.bin, "gen", "--users", fmt.Sprint(c.users), "-o", src); err != nil {
+		if err := sh(c.bin, "gen", "--shape", c.shape, "--users", fmt.Sprint(c.users), "-o", src); err != nil {
 			return err
 		}
 	}
