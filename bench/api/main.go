@@ -45,6 +45,7 @@ type config struct {
 	nightly          string // the nightly file's size
 	duration, warmup time.Duration
 	ingest           bool
+	profile          string // the server's CPU profile, SHAPE.prof in this directory
 }
 
 // shapeUsers are the users each shape's warehouse is built of: over 100k
@@ -63,6 +64,7 @@ func main() {
 	flag.DurationVar(&c.duration, "duration", 30*time.Second, "length of the phase without ingest")
 	flag.DurationVar(&c.warmup, "warmup", 5*time.Second, "load before measuring, unmeasured (a server just started has cold caches)")
 	flag.BoolVar(&c.ingest, "ingest", true, "measure also while a nightly file is ingested")
+	flag.StringVar(&c.profile, "serve-cpuprofile", "", "write the server's CPU profile of each shape to DIR/SHAPE.prof")
 	flag.Parse()
 	dir := c.dir
 	for _, shape := range strings.Split(*shapes, ",") {
@@ -129,7 +131,11 @@ func run(c config) error {
 	}
 	fmt.Printf("\n%s: warehouse of %s (%s)\n", c.shape, counts[0], db)
 
-	srv := exec.Command(c.bin, "serve", "--data", data, "--http-addr", httpAddr, "--sftp-addr", sftpAddr, "--log-level", "warn")
+	args := []string{"serve", "--data", data, "--http-addr", httpAddr, "--sftp-addr", sftpAddr, "--log-level", "warn"}
+	if c.profile != "" {
+		args = append(args, "--cpuprofile", filepath.Join(c.profile, c.shape+".prof"))
+	}
+	srv := exec.Command(c.bin, args...)
 	srv.Stdout, srv.Stderr = io.Discard, os.Stderr
 	if err := srv.Start(); err != nil {
 		return err
