@@ -30,6 +30,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/flatfiler/flatfiler/bench/internal/proc"
 	"github.com/flatfiler/flatfiler/fixtures/gen"
 )
 
@@ -216,7 +217,7 @@ func run(bin, dir, shape, size string) (result, error) {
 				return r, err
 			}
 		}
-		if err := copyFile(db, first); err != nil {
+		if err := proc.CopyFile(first, db); err != nil {
 			return r, err
 		}
 		asOf = nightAsOf
@@ -264,18 +265,6 @@ func prepare(dir, shape, size string) (string, float64, error) {
 		return "", 0, err
 	}
 	return path, time.Since(start).Seconds(), nil
-}
-
-func copyFile(dst, src string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	return writeFile(dst, func(w io.Writer) error {
-		_, err := io.Copy(w, in)
-		return err
-	})
 }
 
 // ingest runs flatfiler ingest on path into the warehouse db.

@@ -96,7 +96,7 @@ func run(c config) error {
 		if err := build(c, data, db, credsFile); err != nil {
 			return err
 		}
-		if err := copyFile(db, base); err != nil {
+		if err := proc.CopyFile(db, base); err != nil {
 			return err
 		}
 	}
@@ -209,24 +209,7 @@ func restore(base, data, db string) error {
 	if err := os.Remove(db + ".wal"); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
-	return copyFile(base, db)
-}
-
-func copyFile(from, to string) error {
-	src, err := os.Open(from)
-	if err != nil {
-		return err
-	}
-	defer src.Close()
-	dst, err := os.Create(to)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(dst, src); err != nil {
-		dst.Close()
-		return err
-	}
-	return dst.Close()
+	return proc.CopyFile(base, db)
 }
 
 func sh(bin string, args ...string) error {

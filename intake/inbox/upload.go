@@ -27,7 +27,7 @@ type Upload struct {
 	mu      sync.Mutex
 	size    int64 // bytes reserved against the quota: the file's extent
 	hashed  int64 // the hashes cover [0, hashed)
-	sums    *sums
+	hasher  *hasher
 	pending map[int64][]byte // written beyond hashed, copied: the caller reuses its buffer
 	held    int64            // bytes in pending
 	behind  bool             // pending was dropped: catch up from the file at close
@@ -53,7 +53,7 @@ func (b *Box) Create(name string) (*Upload, error) {
 	}
 	return &Upload{
 		box: b, name: name, temp: temp, f: f,
-		sums: newSums(), pending: map[int64][]byte{},
+		hasher: newHasher(), pending: map[int64][]byte{},
 	}, nil
 }
 
@@ -140,7 +140,7 @@ func (u *Upload) track(p []byte, off, end int64) {
 }
 
 func (u *Upload) hash(p []byte) {
-	u.sums.write(p)
+	u.hasher.write(p)
 	u.hashed += int64(len(p))
 }
 
@@ -203,29 +203,29 @@ func (u *Upload) Abort() {
 }
 
 func (u *Upload) discard() {
-	u.stopSums()
+	u.stopHashing()
 	u.f.Close()
 	_ = u.box.root.Remove(u.temp)
 	u.box.used.Add(-u.size)
 }
 
-// stopSums waits for the hashes of what track fed them. Under mu, so no
+// stopHashing waits for the hashes of what track fed them. Under mu, so no
 // write in flight feeds them after: Close has set closed by then.
-func (u *Upload) stopSums() {
+func (u *Upload) stopHashing() {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	u.sums.stop()
+	u.hasher.stop()
 }
 
 // finishSums completes the hashes, reading back from the file what could
 // not be hashed on arrival.
 func (u *Upload) finishSums() (Sums, error) {
-	u.stopSums()
+	u.stopHashing()
 	info, err := u.f.Stat()
 	if err != nil {
 		return Sums{}, err
 	}
-	md5, sha256 := u.sums.md5, u.sums.sha256
+	md5, sha256 := u.hasher.md5, u.hasher.sha256
 	if u.rewound {
 		md5.Reset()
 		sha256.Reset()
