@@ -1,5 +1,6 @@
 // Package proc holds what the benchmarks need of a flatfiler server they
-// start: waiting for it to answer, and reading its peak memory.
+// start: waiting for it to answer, reading its peak memory, delivering a
+// flat file to it as a partner does, and copying its warehouse.
 package proc
 
 import (
