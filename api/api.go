@@ -9,9 +9,9 @@ package api
 import (
 	"crypto/subtle"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http"
-	"reflect"
 	"strings"
 	"sync"
 	"time"
@@ -73,36 +73,16 @@ func (s *Server) Handler() http.Handler {
 	route("POST /admin/sql", "admin_sql", s.adminSQL)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.Gatherer, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(s.Logger.Handler(), slog.LevelError)}))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path, nil)
+		if allow := allowedMethods(mux, r); len(allow) > 0 {
+			w.Header().Set("Allow", strings.Join(allow, ", "))
+			writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s is not supported on %s", r.Method, r.URL.Path),
+				[]string{"method: " + r.Method + " is not one of " + strings.Join(allow, ", ")})
+			return
+		}
+		writeError(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path,
+			[]string{"path: " + r.URL.Path + " is not an endpoint of this API"})
 	})
 	return mux
-}
-
-// errorBody is the spec's error response. Count is how many entries
-// there are in all: data lists at most maxErrorData of them.
-type errorBody struct {
-	Error struct {
-		Message string `json:"message"`
-		Data    any    `json:"data,omitempty"`
-		Count   int    `json:"count,omitempty"`
-	} `json:"error"`
-}
-
-// maxErrorData bounds the entries of an error's data: a notification of
-// 10,000 wrong files was once answered with 3.4 MB.
-const maxErrorData = 100
-
-// writeError answers the spec's error shape; data, if a list, is cut to
-// maxErrorData entries and counted.
-func writeError(w http.ResponseWriter, status int, message string, data any) {
-	var body errorBody
-	body.Error.Message = message
-	body.Error.Data = data
-	if v := reflect.ValueOf(data); v.Kind() == reflect.Slice && v.Len() > 0 {
-		body.Error.Count = v.Len()
-		body.Error.Data = v.Slice(0, min(v.Len(), maxErrorData)).Interface()
-	}
-	writeJSON(w, status, body)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -156,7 +136,7 @@ func (s *Server) uploads(w http.ResponseWriter, r *http.Request, p *partner.Part
 // warehouse open. The token is in the data directory: whoever can read it
 // can read the warehouse file anyway.
 func (s *Server) adminSQL(w http.ResponseWriter, r *http.Request) {
-	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	token, ok := bearerToken(r)
 	if s.AdminToken == "" || !ok || subtle.ConstantTimeCompare([]byte(token), []byte(s.AdminToken)) != 1 {
 		writeError(w, http.StatusUnauthorized, "admin token required", nil)
 		return
@@ -165,8 +145,7 @@ func (s *Server) adminSQL(w http.ResponseWriter, r *http.Request) {
 		Query  string `json:"query"`
 		Format string `json:"format"`
 	}
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&req); err != nil {
-		writeError(w, http.StatusBadRequest, "body: "+err.Error(), nil)
+	if !readBody(w, r, 1<<20, "invalid query request", &req) {
 		return
 	}
 	// A read never begins while a file commits (see Store.Reading).

@@ -41,8 +41,8 @@ func (e *authError) Error() string { return e.reason }
 // api_key query parameter, as the upload notification takes it) and
 // Bearer JWTs.
 func (s *Server) authenticate(r *http.Request) (caller, error) {
-	if raw, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
-		return s.verifyToken(strings.TrimSpace(raw))
+	if raw, ok := bearerToken(r); ok {
+		return s.verifyToken(raw)
 	}
 	key := r.URL.Query().Get("api_key")
 	if user, _, ok := r.BasicAuth(); ok && key == "" {

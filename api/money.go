@@ -342,8 +342,7 @@ type networthAccountBody struct {
 
 func (s *Server) readNetworthAccount(w http.ResponseWriter, r *http.Request, u userRequest) (warehouse.NetworthAccount, bool) {
 	var body networthAccountBody
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16)).Decode(&body); err != nil {
-		invalid(w, "Error in networth account", []string{"body: " + err.Error()})
+	if !readBody(w, r, 1<<16, "Error in networth account", &body) {
 		return warehouse.NetworthAccount{}, false
 	}
 	var problems []string

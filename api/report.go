@@ -118,12 +118,6 @@ func (s *Server) internalError(w http.ResponseWriter, r *http.Request, err error
 	writeError(w, http.StatusInternalServerError, "internal error; the server log has the details", nil)
 }
 
-// invalid answers 422 with the spec's shape: a message and one entry per
-// problem, each naming the parameter.
-func invalid(w http.ResponseWriter, message string, problems []string) {
-	writeError(w, http.StatusUnprocessableEntity, message, problems)
-}
-
 // admit takes a place in sem, or gives up when the request ends first.
 func admit(ctx context.Context, sem chan struct{}) bool {
 	select {
@@ -307,12 +301,13 @@ var expenseTypes = map[string]bool{"checking": true, "savings": true, "money_mar
 // primaryBalance is the balance type an account shows: Current for deposit
 // accounts, Outstanding for credit accounts (the first of each class's
 // balance types in the flat file spec).
-func primaryBalance(a warehouse.Account) (int64, bool) {
-	typ := "Current"
+func primaryBalance(a warehouse.Account) (typ string, cents int64, ok bool) {
+	typ = "Current"
 	if a.Class == "credit" {
 		typ = "Outstanding"
 	}
-	return warehouse.Snapshot{Balances: a.Balances}.Balance(typ)
+	cents, ok = warehouse.Snapshot{Balances: a.Balances}.Balance(typ)
+	return typ, cents, ok
 }
 
 type fiJSON struct {
@@ -326,23 +321,27 @@ type balanceJSON struct {
 }
 
 type accountJSON struct {
-	ID                 int64         `json:"id"`
-	Name               string        `json:"name"`
-	Balance            *string       `json:"balance"`
-	ReferenceID        string        `json:"reference_id"`
-	AggregationType    string        `json:"aggregation_type"`
-	State              string        `json:"state"`
-	HarvestUpdatedAt   string        `json:"harvest_updated_at"`
-	AccountType        string        `json:"account_type"`
-	DisplayAccountType string        `json:"display_account_type"`
-	IncludeInExpenses  bool          `json:"include_in_expenses"`
-	IncludeInBudget    bool          `json:"include_in_budget"`
-	IncludeInCashflow  bool          `json:"include_in_cashflow"`
-	IncludeInDashboard bool          `json:"include_in_dashboard"`
-	IncludeInGoals     bool          `json:"include_in_goals"`
-	IncludeInNetworth  bool          `json:"include_in_networth"`
-	FI                 fiJSON        `json:"fi"`
-	OtherBalances      []balanceJSON `json:"other_balances"`
+	ID                 int64   `json:"id"`
+	Name               string  `json:"name"`
+	Balance            *string `json:"balance"`
+	ReferenceID        string  `json:"reference_id"`
+	AggregationType    string  `json:"aggregation_type"`
+	State              string  `json:"state"`
+	HarvestUpdatedAt   string  `json:"harvest_updated_at"`
+	AccountType        string  `json:"account_type"`
+	DisplayAccountType string  `json:"display_account_type"`
+	IncludeInExpenses  bool    `json:"include_in_expenses"`
+	IncludeInBudget    bool    `json:"include_in_budget"`
+	IncludeInCashflow  bool    `json:"include_in_cashflow"`
+	IncludeInDashboard bool    `json:"include_in_dashboard"`
+	IncludeInGoals     bool    `json:"include_in_goals"`
+	IncludeInNetworth  bool    `json:"include_in_networth"`
+	FI                 fiJSON  `json:"fi"`
+	// OtherBalances is the spec's object: the balance the account shows,
+	// with its type; null without balances. Balances lists every balance
+	// of the latest snapshot (the spec prints only one).
+	OtherBalances *balanceJSON  `json:"other_balances"`
+	Balances      []balanceJSON `json:"balances"`
 }
 
 func accountName(a warehouse.Account) string {
@@ -359,18 +358,19 @@ func (s *Server) accountView(partnerID string, a warehouse.Account) accountJSON 
 		AccountType: a.Type, DisplayAccountType: a.Type,
 		IncludeInExpenses: expenseTypes[a.Type], IncludeInBudget: expenseTypes[a.Type], IncludeInCashflow: expenseTypes[a.Type],
 		IncludeInDashboard: true, IncludeInGoals: true, IncludeInNetworth: true,
-		FI:            fiJSON{Name: partnerID},
-		OtherBalances: []balanceJSON{},
+		FI:       fiJSON{Name: partnerID},
+		Balances: []balanceJSON{},
 	}
 	if a.State != "open" {
 		v.State = a.State
 	}
-	if c, ok := primaryBalance(a); ok {
+	if typ, c, ok := primaryBalance(a); ok {
 		b := cents2(c)
 		v.Balance = &b
+		v.OtherBalances = &balanceJSON{BalanceType: strings.ToLower(typ), Balance: b}
 	}
 	for _, b := range a.Balances {
-		v.OtherBalances = append(v.OtherBalances, balanceJSON{BalanceType: strings.ToLower(b.Type), Balance: cents2(b.Cents)})
+		v.Balances = append(v.Balances, balanceJSON{BalanceType: strings.ToLower(b.Type), Balance: cents2(b.Cents)})
 	}
 	return v
 }

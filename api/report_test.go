@@ -171,6 +171,15 @@ func (e *env) wantError(method, path string, a auth, body string, status int, co
 	if code != status {
 		e.t.Fatalf("%s %s: status %d, want %d: %s", method, path, code, status, b)
 	}
+	// Every error names what was wrong in data, in the request's terms.
+	if len(out.Error.Data) == 0 || out.Error.Data[0] == "" {
+		e.t.Fatalf("%s %s: error without data: %s", method, path, b)
+	}
+	for _, internal := range []string{"Go struct", "Go value", "api.", "warehouse.", "json:", "*"} {
+		if strings.Contains(string(b), internal) {
+			e.t.Fatalf("%s %s: error shows Go internals (%q): %s", method, path, internal, b)
+		}
+	}
 	if all := out.Error.Message + " " + strings.Join(out.Error.Data, " "); !strings.Contains(all, contains) {
 		e.t.Fatalf("%s %s: error %q does not say %q", method, path, all, contains)
 	}
@@ -710,6 +719,10 @@ func TestUpdateTransaction(t *testing.T) {
 		{`{"transaction": {"nickname": "  "}}`, "transaction.nickname"},
 		{`{}`, "nothing to change"},
 		{`{"transaction": `, "body"},
+		{`{"tagging": {"type": "regular"}}`, "tagging.regular: required"},
+		{`{"transaction": "Shell"}`, "transaction: a JSON string where an object is expected"},
+		{`{"tagging": {"type": "regular", "regular": "Coffee"}}`, "tagging.regular: a JSON string where a list is expected"},
+		{`{"tagging": {"type": "regular", "regular": ["A"], "repeat": "yes"}}`, "tagging.repeat: a JSON string where true or false is expected"},
 	} {
 		out := e.wantError("PUT", put, a, c.body, 422, c.says)
 		if out.Error.Message != "Error in transaction" || len(out.Error.Data) == 0 {
@@ -718,4 +731,54 @@ func TestUpdateTransaction(t *testing.T) {
 	}
 	e.wantError("PUT", "/users/700/transactions/no-such", a, `{"transaction": {"nickname": "x"}}`, 404, "no transaction")
 	e.wantError("PUT", "/users/"+specUser+"/transactions/"+shell.ID, a, `{"transaction": {"nickname": "x"}}`, 404, "no transaction")
+}
+
+// TestErrorShapes: every refusal has the spec's shape, with the status a
+// client can act on: 404 only for what does not exist, 405 for a method a
+// path does not take, 413 for a body over the limit.
+func TestErrorShapes(t *testing.T) {
+	e := newEnv(t)
+	a := basic(demoKey)
+	user := "/users/" + specUser
+	cases := []struct {
+		name, method, path string
+		auth               auth
+		body               string
+		status             int
+		says               string
+	}{
+		{"no credentials", "GET", user + "/accounts", nil, "", 401, "credentials required"},
+		{"no such user", "GET", "/users/nobody/accounts", a, "", 404, `no user "nobody"`},
+		{"no such account", "GET", user + "/accounts/12345", a, "", 404, `no account "12345"`},
+		{"no such endpoint", "GET", "/nothing/here", a, "", 404, "not an endpoint"},
+		{"a method the path does not take", "POST", user + "/accounts", a, "{}", 405, "GET"},
+		{"PATCH on a transaction", "PATCH", user + "/transactions/1", a, "{}", 405, "PUT"},
+		{"a body over the limit", "PUT", user + "/transactions/1", a, `{"transaction": {"nickname": "` + strings.Repeat("x", 70_000) + `"}}`, 413, "larger than the limit"},
+		{"an empty body", "PUT", user + "/transactions/1", a, "", 422, "body: empty"},
+		{"a body of the wrong type", "POST", user + "/networth/accounts", a, `{"networth_account": []}`, 422, "networth_account: a JSON array where an object is expected"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			e.wantError(c.method, c.path, c.auth, c.body, c.status, c.says)
+		})
+	}
+	req, _ := http.NewRequest("POST", e.url+user+"/accounts", nil)
+	basic(demoKey)(req)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if got := res.Header.Get("Allow"); got != "GET" {
+		t.Errorf("405 Allow: %q, want GET", got)
+	}
+	// The scheme's name is case-insensitive.
+	tok := e.demoToken(specUser)
+	for _, scheme := range []string{"bearer", "BEARER", "Bearer"} {
+		var out struct{ Accounts []account }
+		e.get(user+"/accounts", func(r *http.Request) { r.Header.Set("Authorization", scheme+" "+tok) }, &out)
+		if len(out.Accounts) == 0 {
+			t.Errorf("%s: no accounts", scheme)
+		}
+	}
 }

@@ -221,8 +221,8 @@ type transactionUpdate struct {
 		Nickname *string `json:"nickname"`
 	} `json:"transaction"`
 	Tagging *struct {
-		Type    string   `json:"type"`
-		Regular []string `json:"regular"`
+		Type    string    `json:"type"`
+		Regular *[]string `json:"regular"` // nil: absent; empty: untag
 		Split   []struct {
 			Name  string      `json:"name"`
 			Value json.Number `json:"value"`
@@ -239,10 +239,7 @@ type transactionUpdate struct {
 // and those future files bring.
 func (s *Server) updateTransaction(w http.ResponseWriter, r *http.Request, u userRequest) {
 	var body transactionUpdate
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16))
-	dec.UseNumber()
-	if err := dec.Decode(&body); err != nil {
-		invalid(w, "Error in transaction", []string{"body: " + err.Error()})
+	if !readBody(w, r, 1<<16, "Error in transaction", &body) {
 		return
 	}
 	t, err := s.findTransaction(r, u, r.PathValue("transaction_id"))
@@ -274,13 +271,22 @@ func (s *Server) updateTransaction(w http.ResponseWriter, r *http.Request, u use
 		switch tg.Type {
 		case "regular":
 			edit.Tags = []warehouse.TagPart{}
-			switch len(tg.Regular) {
-			case 0: // untag
+			var regular []string
+			if tg.Regular != nil {
+				regular = *tg.Regular
+			}
+			switch len(regular) {
+			case 0:
+				// Only an explicit empty list removes the tags: a client
+				// that left the list out meant to set one.
+				if tg.Regular == nil {
+					problems = append(problems, `tagging.regular: required with type regular: ["Tag"] to set a tag, [] to remove the tags`)
+				}
 			case 1:
-				if err := enrich.CheckTagName(tg.Regular[0]); err != nil {
+				if err := enrich.CheckTagName(regular[0]); err != nil {
 					problems = append(problems, "tagging.regular: "+err.Error())
 				}
-				edit.Tags = []warehouse.TagPart{{Name: tg.Regular[0], Cents: abs(t.Cents)}}
+				edit.Tags = []warehouse.TagPart{{Name: regular[0], Cents: abs(t.Cents)}}
 			default:
 				problems = append(problems, "tagging.regular: one tag; to divide a transaction among tags use type split")
 			}
