@@ -22,6 +22,7 @@ import (
 	"github.com/flatfiler/flatfiler/intake/batches"
 	"github.com/flatfiler/flatfiler/intake/jobs"
 	"github.com/flatfiler/flatfiler/intake/partner"
+	"github.com/flatfiler/flatfiler/pipeline"
 	"github.com/flatfiler/flatfiler/stages/enrich"
 	"github.com/flatfiler/flatfiler/warehouse"
 )
@@ -31,7 +32,10 @@ type Server struct {
 	Partners *partner.Registry
 	Jobs     *jobs.Manager
 	// Batches is the Push Data Source; nil: /api/v2/batches answers 404.
-	Batches  *batches.Service
+	Batches *batches.Service
+	// Pipeline applies the API's user and account writes as files are
+	// applied; nil: they answer 503.
+	Pipeline *pipeline.Pipeline
 	Store    *warehouse.Store
 	Gatherer prometheus.Gatherer
 	// AdminToken guards /admin/sql; empty disables it.
@@ -69,6 +73,7 @@ func (s *Server) Handler() http.Handler {
 	route("GET /api/v2/uploads/{job_id}", "upload", s.partnerOnly(s.upload, nil))
 	route("GET /api/v2/uploads", "uploads", s.partnerOnly(s.uploads, nil))
 	s.reportRoutes(route)
+	s.userWriteRoutes(route)
 	s.batchRoutes(route)
 	route("POST /admin/sql", "admin_sql", s.adminSQL)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.Gatherer, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(s.Logger.Handler(), slog.LevelError)}))

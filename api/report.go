@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -160,11 +161,12 @@ func (s *Server) defaultTags(w http.ResponseWriter, _ *http.Request, _ caller) {
 
 type userJSON struct {
 	ID          string   `json:"id"`
+	Href        string   `json:"href"`
 	Login       *string  `json:"login"`
 	FirstName   string   `json:"first_name"`
 	LastName    string   `json:"last_name"`
 	Email       string   `json:"email"`
-	LoginCount  *int     `json:"login_count"`
+	LoginCount  int      `json:"login_count"`
 	LastLoginAt *string  `json:"last_login_at"`
 	PostalCode  string   `json:"postal_code"`
 	BirthYear   *int     `json:"birth_year"`
@@ -172,27 +174,42 @@ type userJSON struct {
 	CustomTags  []string `json:"custom_tags"`
 }
 
-// userView shows a user. Flat files carry no login, birth year or sex, and
-// flatfiler has no logins: those are null.
+// userView shows a user. Login, birth year and sex come only from the
+// API's writes (null until one sets them); flatfiler has no logins, so
+// login_count is 0 and last_login_at null.
 func (s *Server) userView(r *http.Request, partnerID string, u warehouse.User) (userJSON, error) {
-	tags, err := s.customTags(r, partnerID, u.ID)
+	tags, err := s.customTags(r, partnerID, u)
 	if err != nil {
 		return userJSON{}, err
 	}
-	return userJSON{ID: u.ID, FirstName: u.FirstName, LastName: u.LastName, Email: u.Email, PostalCode: u.ZipCode, CustomTags: tags}, nil
+	p := u.Profile
+	return userJSON{ID: u.ID, Href: userHref(r, u.ID), Login: p.Login, FirstName: u.FirstName, LastName: u.LastName, Email: u.Email, LoginCount: 0,
+		PostalCode: u.ZipCode, BirthYear: p.BirthYear, Sex: p.Sex, CustomTags: tags}, nil
 }
 
-func (s *Server) customTags(r *http.Request, partnerID, user string) ([]string, error) {
-	all, err := s.Store.UserTags(r.Context(), partnerID, user)
+// userHref is the user's address on this server, as the request reached it.
+func userHref(r *http.Request, id string) string {
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + r.Host + v2 + "/users/" + url.PathEscape(id)
+}
+
+// customTags are the tags the user added: by the API's custom_tags, and
+// on transactions and rules; sorted, without the default tags.
+func (s *Server) customTags(r *http.Request, partnerID string, u warehouse.User) ([]string, error) {
+	all, err := s.Store.UserTags(r.Context(), partnerID, u.ID)
 	if err != nil {
 		return nil, err
 	}
 	custom := []string{}
-	for _, t := range all {
-		if !enrich.IsDefaultTag(t) {
+	for _, t := range append(all, u.Profile.CustomTags...) {
+		if !enrich.IsDefaultTag(t) && !slices.Contains(custom, t) {
 			custom = append(custom, t)
 		}
 	}
+	slices.Sort(custom)
 	return custom, nil
 }
 
@@ -284,7 +301,12 @@ func (s *Server) currentUser(w http.ResponseWriter, r *http.Request, c caller) {
 }
 
 func (s *Server) userTags(w http.ResponseWriter, r *http.Request, u userRequest) {
-	custom, err := s.customTags(r, u.partnerID(), u.user)
+	stored, err := s.Store.User(r.Context(), u.partnerID(), u.user)
+	if err != nil {
+		s.internalError(w, r, err)
+		return
+	}
+	custom, err := s.customTags(r, u.partnerID(), stored)
 	if err != nil {
 		s.internalError(w, r, err)
 		return

@@ -782,3 +782,174 @@ func TestErrorShapes(t *testing.T) {
 		}
 	}
 }
+
+type userOut struct {
+	ID         string   `json:"id"`
+	Login      *string  `json:"login"`
+	FirstName  string   `json:"first_name"`
+	LastName   string   `json:"last_name"`
+	Email      string   `json:"email"`
+	PostalCode string   `json:"postal_code"`
+	BirthYear  *int     `json:"birth_year"`
+	Sex        *string  `json:"sex"`
+	CustomTags []string `json:"custom_tags"`
+}
+
+func (u userOut) String() string {
+	deref := func(p *string) string {
+		if p == nil {
+			return "null"
+		}
+		return *p
+	}
+	year := "null"
+	if u.BirthYear != nil {
+		year = fmt.Sprint(*u.BirthYear)
+	}
+	return fmt.Sprintf("%s login=%s %s %s %s zip=%s born=%s sex=%s tags=%v", u.ID, deref(u.Login), u.FirstName, u.LastName,
+		u.Email, u.PostalCode, year, deref(u.Sex), u.CustomTags)
+}
+
+func (e *env) user(id string, a auth) userOut {
+	e.t.Helper()
+	var out struct{ Users []userOut }
+	e.get("/users/"+id, a, &out)
+	if len(out.Users) != 1 {
+		e.t.Fatalf("users/%s: %+v", id, out)
+	}
+	return out.Users[0]
+}
+
+// TestUserWrites: the spec's Users and Current User writes, through the
+// pipeline, interleaved with files in both orders.
+func TestUserWrites(t *testing.T) {
+	e := newEnv(t)
+	e.srv.Pipeline = e.pipeline
+	a := basic(demoKey)
+	create, err := os.ReadFile("testdata/spec/user_create_request.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, body := e.do("POST", "/users", a, string(create))
+	if code != http.StatusCreated {
+		t.Fatalf("POST users: %d %s", code, body)
+	}
+	for _, p := range sameShape("$", specExample(t, "user_create.json"), decodeNumbers(t, body)) {
+		t.Errorf("POST users: %s", p)
+	}
+	const created = "42 login=bsmith24 B Smith user@example.com zip=06252 born=1980 sex=Male tags=[Coffee Food]"
+	if got := e.user("42", a).String(); got != created {
+		t.Errorf("created:\n got %s\nwant %s", got, created)
+	}
+	e.wantError("POST", "/users", a, string(create), 409, `"42" is taken`)
+	e.wantError("POST", "/users", bearer(e.demoToken("42")), string(create), 401, "a JWT cannot call it")
+
+	// Each invalid parameter is named, at once.
+	out := e.wantError("POST", "/users", a, `{"user": {"id": "44", "email": "nope", "last_name": "X", "birth_year": 1700, "sex": "X", "postal_code": "1", "custom_tags": [""]}}`, 422, "user.email")
+	for _, param := range []string{"user.first_name", "user.email", "user.birth_year", "user.sex", "user.postal_code", "user.custom_tags[0]"} {
+		if !slices.ContainsFunc(out.Error.Data, func(d string) bool { return strings.HasPrefix(d, param+":") }) {
+			t.Errorf("422 does not name %s: %v", param, out.Error.Data)
+		}
+	}
+	e.wantError("POST", "/users", a, `{"user": {"email": "a@b.co", "first_name": "A", "last_name": "B"}}`, 422, "user.id")
+	e.wantError("POST", "/users", a, `{"users": []}`, 422, "user: required")
+	e.wantError("POST", "/users", a, `{"user": {"id": [1]}}`, 422, "user.id: a JSON array where a string is expected")
+
+	// A partial PUT changes what it names; the id as the spec's PUT sends it, a number.
+	if code, body := e.do("PUT", "/users/42", a, `{"user": {"id": 42, "first_name": "Bea", "custom_tags": ["Coffee"]}}`); code != 204 {
+		t.Fatalf("PUT: %d %s", code, body)
+	}
+	if got := e.user("42", a).String(); got != "42 login=bsmith24 Bea Smith user@example.com zip=06252 born=1980 sex=Male tags=[Coffee]" {
+		t.Errorf("after PUT: %s", got)
+	}
+	e.wantError("PUT", "/users/42", a, `{"user": {"id": "43"}}`, 422, "does not change")
+	e.wantError("PUT", "/users/nobody", a, `{"user": {"first_name": "X"}}`, 404, `no user "nobody"`)
+	e.wantError("PUT", "/users/42", a, `{"user": {"email": ""}}`, 422, "user.email: email is required")
+
+	// A file's update follows: the fields it carries are the file's, the
+	// profile stays; then the API's again.
+	e.ingest("demo", "testdata/users/42-from-file.xml", "2016-07-09")
+	if got := e.user("42", a).String(); got != "42 login=bsmith24 Beatrice Smith beatrice@example.com zip=06252 born=1980 sex=Male tags=[Coffee]" {
+		t.Errorf("after the file: %s", got)
+	}
+	if code, body := e.do("PUT", "/users/42", a, `{"user": {"last_name": "Smythe", "sex": "female"}}`); code != 204 {
+		t.Fatalf("PUT: %d %s", code, body)
+	}
+	if got := e.user("42", a).String(); got != "42 login=bsmith24 Beatrice Smythe beatrice@example.com zip=06252 born=1980 sex=Female tags=[Coffee]" {
+		t.Errorf("after the file and a PUT: %s", got)
+	}
+
+	// The current user: a JWT's, changed and deleted.
+	tok := bearer(e.demoToken("42"))
+	if code, body := e.do("PUT", "/users/current", tok, `{"user": {"login": "bea"}}`); code != 204 {
+		t.Fatalf("PUT current: %d %s", code, body)
+	}
+	if got := e.user("42", a); got.Login == nil || *got.Login != "bea" {
+		t.Errorf("after PUT current: %s", got)
+	}
+	e.wantError("PUT", "/users/current", a, `{"user": {"login": "x"}}`, 404, "needs a user's JWT")
+	if code, body := e.do("POST", "/users/42/networth/accounts", a, `{"networth_account": {"account_type": "asset", "balance": 10, "name": "Boat"}}`); code != 201 {
+		t.Fatalf("networth account: %d %s", code, body)
+	}
+	if code, body := e.do("DELETE", "/users/current", tok, ""); code != 204 {
+		t.Fatalf("DELETE current: %d %s", code, body)
+	}
+	e.wantError("GET", "/users/42", a, "", 404, `no user "42"`)
+	e.wantError("DELETE", "/users/42", a, "", 404, `no user "42"`)
+	// Created again, it starts with nothing of the deleted one.
+	if code, body := e.do("POST", "/users", a, `{"user": {"id": "42", "email": "n@example.com", "first_name": "N", "last_name": "M"}}`); code != 201 {
+		t.Fatalf("POST again: %d %s", code, body)
+	}
+	if got := e.user("42", a).String(); got != "42 login=null N M n@example.com zip= born=null sex=null tags=[]" {
+		t.Errorf("created again: %s", got)
+	}
+	var manual int
+	e.srv.Store.DB().QueryRow("SELECT count(*) FROM networth_accounts WHERE partner_customer_id = '42'").Scan(&manual)
+	if manual != 0 {
+		t.Errorf("the deleted user's networth accounts: %d left", manual)
+	}
+
+	// A file's delete of the user takes the profile too, even when the file
+	// creates the user again.
+	if code, body := e.do("POST", "/users", a, `{"user": {"id": "43", "email": "c@example.com", "first_name": "C", "last_name": "J", "login": "cj"}}`); code != 201 {
+		t.Fatalf("POST 43: %d %s", code, body)
+	}
+	e.ingest("demo", "testdata/users/43-deleted-and-new.xml", "2016-07-09")
+	if got := e.user("43", a).String(); got != "43 login=null Carl Jones carl@example.com zip=20171 born=null sex=null tags=[]" {
+		t.Errorf("43 after the file's delete and new: %s", got)
+	}
+
+	// DELETE removes the user and everything under it, as a file's Delete does.
+	db := e.srv.Store.DB()
+	count := func(table string) (n int) {
+		t.Helper()
+		q := "SELECT count(*) FROM " + table + " WHERE partner_id = 'demo' AND account_id IN (SELECT account_id FROM accounts WHERE partner_id = 'demo' AND partner_customer_id = ?)"
+		if table == "accounts" {
+			q = "SELECT count(*) FROM accounts WHERE partner_id = 'demo' AND partner_customer_id = ?"
+		}
+		if err := db.QueryRow(q, specUser).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if count("accounts") == 0 || count("transactions") == 0 || count("balances") == 0 {
+		t.Fatal("the spec's user has no accounts, transactions or balances to delete")
+	}
+	var txnsBefore int
+	db.QueryRow("SELECT count(*) FROM transactions").Scan(&txnsBefore)
+	if code, body := e.do("DELETE", "/users/"+specUser, a, ""); code != 204 {
+		t.Fatalf("DELETE: %d %s", code, body)
+	}
+	e.wantError("GET", "/users/"+specUser+"/accounts", a, "", 404, "no user")
+	var txnsAfter, left int
+	db.QueryRow("SELECT count(*) FROM transactions").Scan(&txnsAfter)
+	db.QueryRow("SELECT count(*) FROM accounts WHERE partner_id = 'demo' AND partner_customer_id = ?", specUser).Scan(&left)
+	if left != 0 || txnsAfter >= txnsBefore {
+		t.Errorf("after DELETE: %d accounts left, transactions %d -> %d", left, txnsBefore, txnsAfter)
+	}
+	var audit int
+	db.QueryRow("SELECT count(*) FROM ingests WHERE file = 'api:DELETE user " + specUser + "'").Scan(&audit)
+	if audit != 1 {
+		t.Errorf("the DELETE's ingest rows: %d, want 1", audit)
+	}
+}

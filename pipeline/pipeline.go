@@ -53,6 +53,9 @@ type Options struct {
 	Logger     *slog.Logger
 	// JobID is stored with the file's audit row (ingests.job_id).
 	JobID string
+	// Profiles are stored with the records, in their transaction: the
+	// fields of the API's user writes that files do not carry.
+	Profiles []warehouse.Profile
 }
 
 // Status values, as the spec's push batch callbacks use them.
@@ -245,7 +248,7 @@ func (p *Pipeline) run(ctx context.Context, runs []*partRun, opts Options) (fail
 	enricher := newEnrichStage(p.Enrich, opts.Partner, p.Metrics)
 	load, err := p.Store.Begin(ctx, warehouse.LoadOptions{
 		Partner: opts.Partner, AsOf: opts.AsOf, Source: filepath.Base(runs[0].Name), MaxRejections: opts.MaxErrors,
-		Enrichments: enricher.numbered(),
+		Enrichments: enricher.numbered(), Profiles: opts.Profiles,
 	})
 	if err != nil {
 		return -1, err

@@ -36,6 +36,9 @@ type LoadOptions struct {
 	// Enrichments are the results the rows' EnrichmentIDs number; nil when
 	// enrichment is off.
 	Enrichments *enrich.Results
+	// Profiles are stored in the load's transaction, after its records: the
+	// fields of the API's user writes that files do not carry.
+	Profiles []Profile
 }
 
 // Load applies one file in two phases, so that memory stays flat whatever
@@ -648,6 +651,12 @@ FROM {S}.touched_owners o LEFT JOIN accounts a ON a.partner_id = {P} AND a.partn
 // applyResolved changes the warehouse, in one transaction.
 var applyResolved = []string{
 	`DELETE FROM users WHERE partner_id = {P} AND partner_customer_id IN (SELECT partner_customer_id FROM {S}.last_users)`,
+	// What only the API gives a user goes with any delete of it in the
+	// file, as its accounts do, even if the file creates it again.
+	`DELETE FROM user_profiles WHERE partner_id = {P} AND partner_customer_id IN (
+  SELECT partner_customer_id FROM {S}.users WHERE action = 'delete')`,
+	`DELETE FROM networth_accounts WHERE partner_id = {P} AND partner_customer_id IN (
+  SELECT partner_customer_id FROM {S}.users WHERE action = 'delete')`,
 	`INSERT INTO users (partner_id, partner_customer_id, first_name, last_name, email, zip_code,
   user_experience, source_file, source_line, updated_at)
 SELECT {P}, partner_customer_id, first_name, last_name, email, zip_code, user_experience, {SRC seq}, line, {NOW}
@@ -914,6 +923,9 @@ func (l *Load) resolveAndApply(ctx context.Context, resolve, apply []string, rec
 		if err = l.exec(ctx, stmt); err != nil {
 			break
 		}
+	}
+	if err == nil && len(l.opts.Profiles) > 0 {
+		err = l.storeProfiles(ctx)
 	}
 	if err == nil && len(recs) > 0 {
 		err = l.insertIngests(ctx, recs, reports)

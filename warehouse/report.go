@@ -41,6 +41,9 @@ type User struct {
 	Email     string
 	ZipCode   string
 	UpdatedAt time.Time
+	// Profile holds what only the API gives a user; its User is empty
+	// where it gave none.
+	Profile Profile
 }
 
 // Account is one of a user's accounts with its latest balance snapshot.
@@ -185,7 +188,11 @@ func (s *Store) User(ctx context.Context, partnerID, user string) (User, error) 
 		}
 		return User{ID: user}, nil
 	}
-	return u, nil
+	one := []User{u}
+	if err := s.withProfiles(ctx, partnerID, one); err != nil {
+		return User{}, err
+	}
+	return one[0], nil
 }
 
 // Users returns a page of the partner's users in id order, and how many
@@ -214,6 +221,9 @@ func (s *Store) Users(ctx context.Context, partnerID string, page Page) ([]User,
 		if err := s.db().QueryRowContext(ctx, "SELECT count(*) FROM users WHERE partner_id = ?", partnerID).Scan(&total); err != nil {
 			return nil, 0, fmt.Errorf("warehouse: users: %w", err)
 		}
+	}
+	if err := s.withProfiles(ctx, partnerID, out); err != nil {
+		return nil, 0, err
 	}
 	return out, total, nil
 }

@@ -151,6 +151,18 @@ ALTER TABLE accounts ADD COLUMN IF NOT EXISTS owner_hash UBIGINT;
 -- Added with push batches: a transaction the batch asked to hide (hide:
 -- true) is left out of the API's lists, search and expenses; NULL is shown.
 ALTER TABLE transactions ADD COLUMN IF NOT EXISTS hidden BOOLEAN;
+-- Added with the API's user writes (POST and PUT users): what the spec's
+-- users carry and files do not. A file's update of the user leaves it; a
+-- delete of the user, by file, batch or API, removes it.
+CREATE TABLE IF NOT EXISTS user_profiles (
+	partner_id          VARCHAR NOT NULL,
+	partner_customer_id VARCHAR NOT NULL,
+	login               VARCHAR,
+	birth_year          INTEGER,
+	sex                 VARCHAR, -- Male or Female
+	custom_tags         VARCHAR[],
+	updated_at          TIMESTAMPTZ NOT NULL
+);
 -- What analysts read: each transaction with its enrichment, and the user's
 -- nickname where they gave one.
 CREATE OR REPLACE VIEW enriched_transactions AS

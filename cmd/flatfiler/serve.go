@@ -199,7 +199,7 @@ func startService(ctx context.Context, cfg serveConfig) (_ *service, err error) 
 	token := make([]byte, 32)
 	_, _ = rand.Read(token)
 	apiServer := &api.Server{
-		Partners: s.partners, Jobs: s.jobs, Batches: s.batches, Store: s.store, Gatherer: reg,
+		Partners: s.partners, Jobs: s.jobs, Batches: s.batches, Pipeline: pipe, Store: s.store, Gatherer: reg,
 		AdminToken: hex.EncodeToString(token), Logger: log, Metrics: api.NewMetrics(reg), Enrich: engine,
 		MaxConcurrentReads: cfg.Cores,
 	}
