@@ -74,6 +74,7 @@ func (s *Server) Handler() http.Handler {
 	route("GET /api/v2/uploads", "uploads", s.partnerOnly(s.uploads, nil))
 	s.reportRoutes(route)
 	s.userWriteRoutes(route)
+	s.accountRoutes(route)
 	s.batchRoutes(route)
 	route("POST /admin/sql", "admin_sql", s.adminSQL)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.Gatherer, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(s.Logger.Handler(), slog.LevelError)}))

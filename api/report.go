@@ -1,6 +1,7 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -71,20 +72,21 @@ type userHandler func(w http.ResponseWriter, r *http.Request, u userRequest)
 // all the same runs again with no reads (Store.Reading).
 func (s *Server) forUser(h userHandler) reportHandler {
 	return func(w http.ResponseWriter, r *http.Request, c caller) {
-		if !admit(r.Context(), s.readers()) {
-			return
-		}
-		defer func() { <-s.readers() }()
-		// Only reads hold the gate a retried commit closes: a write would
-		// wait inside it for the store's write lock, which the commit holds.
+		// Only reads are admitted and hold the gate a retried commit
+		// closes: a write waits for the store's write lock, which a
+		// commit holds, and must not hold readers out meanwhile.
 		if r.Method == http.MethodGet {
-			defer s.Store.Reading()()
-		}
-		if s.Store.Committing() {
-			if !admit(r.Context(), s.commitReaders) {
+			if !admit(r.Context(), s.readers()) {
 				return
 			}
-			defer func() { <-s.commitReaders }()
+			defer func() { <-s.readers() }()
+			defer s.Store.Reading()()
+			if s.Store.Committing() {
+				if !admit(r.Context(), s.commitReaders) {
+					return
+				}
+				defer func() { <-s.commitReaders }()
+			}
 		}
 		id := r.PathValue("user_id")
 		// A user with accounts exists; only one without needs a second look.
@@ -98,7 +100,7 @@ func (s *Server) forUser(h userHandler) reportHandler {
 			return
 		}
 		if !ok {
-			writeError(w, http.StatusNotFound, fmt.Sprintf("no user %q", id), nil)
+			writeError(w, http.StatusNotFound, fmt.Sprintf("no user %q", id), []string{fmt.Sprintf("user_id: the partner has no user %q", id)})
 			return
 		}
 		h(w, r, userRequest{caller: c, user: id, accounts: accts})
@@ -367,6 +369,9 @@ type accountJSON struct {
 }
 
 func accountName(a warehouse.Account) string {
+	if a.UserName != "" {
+		return a.UserName
+	}
 	if a.Nickname != "" {
 		return a.Nickname
 	}
@@ -377,7 +382,7 @@ func (s *Server) accountView(partnerID string, a warehouse.Account) accountJSON 
 	v := accountJSON{
 		ID: warehouse.AccountNumber(partnerID, a.ID), Name: accountName(a), ReferenceID: a.ID,
 		AggregationType: "partner", State: "active", HarvestUpdatedAt: accountTime(a.UpdatedAt),
-		AccountType: a.Type, DisplayAccountType: a.Type,
+		AccountType: a.Type, DisplayAccountType: cmp.Or(a.DisplayType, a.Type),
 		IncludeInExpenses: expenseTypes[a.Type], IncludeInBudget: expenseTypes[a.Type], IncludeInCashflow: expenseTypes[a.Type],
 		IncludeInDashboard: true, IncludeInGoals: true, IncludeInNetworth: true,
 		FI:       fiJSON{Name: partnerID},
@@ -432,7 +437,8 @@ func (s *Server) userAccount(w http.ResponseWriter, r *http.Request, u userReque
 	ref := r.PathValue("account_id")
 	a, ok := findAccount(u.partnerID(), u.accounts, ref)
 	if !ok {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("user %q has no account %q", u.user, ref), nil)
+		writeError(w, http.StatusNotFound, fmt.Sprintf("user %q has no account %q", u.user, ref),
+			[]string{fmt.Sprintf("account_id: %q is not one of the user's accounts (its id or reference_id)", ref)})
 		return warehouse.Account{}, false
 	}
 	return a, true

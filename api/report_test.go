@@ -953,3 +953,105 @@ func TestUserWrites(t *testing.T) {
 		t.Errorf("the DELETE's ingest rows: %d, want 1", audit)
 	}
 }
+
+// TestAccountWrites: the spec's Update Account, Delete Account and Get
+// Account Investments, with the FI's files before and after.
+func TestAccountWrites(t *testing.T) {
+	e := newEnv(t)
+	e.srv.Pipeline = e.pipeline
+	a := basic(demoKey)
+	base := "/users/" + specUser + "/accounts/"
+	account := func(ref string) map[string]any {
+		t.Helper()
+		code, body := e.do("GET", base+ref, a, "")
+		if code != 200 {
+			t.Fatalf("GET %s: %d %s", ref, code, body)
+		}
+		out, _ := decodeNumbers(t, body).(map[string]any)
+		accts, _ := out["accounts"].([]any)
+		if len(accts) != 1 {
+			t.Fatalf("GET %s: %s", ref, body)
+		}
+		return accts[0].(map[string]any)
+	}
+	show := func(ref string) string {
+		ac := account(ref)
+		return fmt.Sprintf("%v/%v/%v/%v", ac["name"], ac["account_type"], ac["display_account_type"], ac["balance"])
+	}
+	const mm = "0000129251-S0011"
+	if got := show(mm); got != "SUPER MONEY MARKET/savings/savings/430947.36" {
+		t.Fatalf("before: %s", got)
+	}
+	request, err := os.ReadFile("testdata/spec/account_update_request.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// By the id the API shows, with the spec's payload; then by the reference id, with a user's JWT.
+	id := fmt.Sprint(account(mm)["id"])
+	if code, body := e.do("PUT", base+id, a, string(request)); code != 204 {
+		t.Fatalf("PUT: %d %s", code, body)
+	}
+	if code, body := e.do("PUT", base+mm, bearer(e.demoToken(specUser)), `{"account": {"display_account_type": "Rainy day"}}`); code != 204 {
+		t.Fatalf("PUT display: %d %s", code, body)
+	}
+	if got := show(mm); got != "Joint Checking/savings/Rainy day/430947.36" {
+		t.Errorf("after PUT: %s", got)
+	}
+	// The FI's re-send keeps the user's name and display type.
+	e.ingest("demo", "../fixtures/spec/combined.xml", "2016-07-09")
+	if got := show(mm); got != "Joint Checking/savings/Rainy day/430947.36" {
+		t.Errorf("after the FI's re-send: %s", got)
+	}
+	// A type moves the class (a card's balance is its Outstanding, which a
+	// savings account has not); the FI's next file sets its own again.
+	if code, body := e.do("PUT", base+mm, a, `{"account": {"account_type": "Cards", "name": ""}}`); code != 204 {
+		t.Fatalf("PUT type: %d %s", code, body)
+	}
+	if got := show(mm); got != "SUPER MONEY MARKET/cards/Rainy day/<nil>" {
+		t.Errorf("after PUT account_type: %s", got)
+	}
+	e.ingest("demo", "../fixtures/spec/combined.xml", "2016-07-10")
+	if got := show(mm); got != "SUPER MONEY MARKET/savings/Rainy day/430947.36" {
+		t.Errorf("after the FI's file: %s", got)
+	}
+	e.wantError("PUT", base+mm, a, `{"account": {"account_type": "boat"}}`, 422, `account.account_type: "boat" is not one of`)
+	e.wantError("PUT", base+mm, a, `{"account": {}}`, 422, "nothing to change")
+	e.wantError("PUT", base+mm, a, `{"name": "x"}`, 422, "account: required")
+	e.wantError("PUT", base+"nope", a, `{"account": {"name": "x"}}`, 404, `account_id: "nope"`)
+
+	// Investments: the spec's shape for an investment account, a reason for any other.
+	const ira = "0000129251-S0028"
+	e.wantShape(base+ira+"/investments", a, "investments.json")
+	var inv struct {
+		OtherBalances []struct{ BalanceType, Balance string } `json:"other_balances"`
+	}
+	e.get(base+ira+"/investments", a, &inv)
+	if len(inv.OtherBalances) != 1 || inv.OtherBalances[0].Balance != "11895.88" {
+		t.Errorf("investments: %+v", inv)
+	}
+	e.wantError("GET", base+mm+"/investments", a, "", 404, "only investment accounts have investments")
+
+	// DELETE takes the account, its balances, transactions and the user's
+	// name for it; the FI's next file opens it anew.
+	count := func(table string) (n int) {
+		t.Helper()
+		if err := e.srv.Store.DB().QueryRow("SELECT count(*) FROM "+table+" WHERE partner_id = 'demo' AND account_id = ?", mm).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if count("transactions") == 0 || count("balances") == 0 || count("account_edits") != 1 {
+		t.Fatalf("before DELETE: %d transactions, %d balances, %d edits", count("transactions"), count("balances"), count("account_edits"))
+	}
+	if code, body := e.do("DELETE", base+mm, a, ""); code != 204 {
+		t.Fatalf("DELETE: %d %s", code, body)
+	}
+	e.wantError("GET", base+mm, a, "", 404, "not one of the user's accounts")
+	if n := count("transactions") + count("balances") + count("account_edits") + count("accounts"); n != 0 {
+		t.Errorf("after DELETE: %d rows of the account left", n)
+	}
+	e.ingest("demo", "../fixtures/spec/combined.xml", "2016-07-11")
+	if got := show(mm); got != "SUPER MONEY MARKET/savings/savings/430947.36" {
+		t.Errorf("opened again by a file: %s", got)
+	}
+}

@@ -2,7 +2,9 @@ package stages
 
 import (
 	"fmt"
+	"maps"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -31,6 +33,23 @@ var BalanceTypes = map[string][]string{
 // Source's "Account Types" table) to AccountTypes: a bill is money owed, a
 // certificate of deposit is a cd.
 var BatchAccountTypes = map[string]string{"bill": "credit", "certificates": "deposit"}
+
+// AccountClass is the class of an account type of either list (the API
+// takes both), and whether it is one.
+func AccountClass(typ string) (class string, ok bool) {
+	if class, ok = AccountTypes[typ]; !ok {
+		class, ok = BatchAccountTypes[typ]
+	}
+	return class, ok
+}
+
+// AllAccountTypes lists the types AccountClass knows, for messages.
+func AllAccountTypes() string {
+	types := slices.Sorted(maps.Keys(AccountTypes))
+	types = append(types, slices.Sorted(maps.Keys(BatchAccountTypes))...)
+	slices.Sort(types)
+	return strings.Join(types, ", ")
+}
 
 // batchBalanceTypes maps a push batch's balance_type (current, available,
 // any case) to the flat file's balance type of the account's class.

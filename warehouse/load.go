@@ -678,6 +678,9 @@ SELECT {P}, b.account_id, b.balance_type, b.amount, b.currency_code, {D}, {NOW},
 FROM {S}.balances b JOIN {S}.last_accounts a ON a.seq = b.account_seq JOIN {S}.account_keys k ON k.account_id = a.account_id`,
 	`DELETE FROM account_properties WHERE partner_id = {P} AND account_id IN (
   SELECT account_id FROM {S}.last_accounts UNION ALL SELECT account_id FROM {S}.last_kills)`,
+	// The user's name for an account goes with the account, even if the
+	// file opens it again.
+	`DELETE FROM account_edits WHERE partner_id = {P} AND account_id IN (SELECT account_id FROM {S}.account_kills)`,
 	`INSERT INTO account_properties (partner_id, account_id, property_type, property_value, updated_at)
 SELECT {P}, p.account_id, p.property_type, p.property_value, {NOW}
 FROM {S}.properties p SEMI JOIN {S}.last_accounts a ON a.seq = p.account_seq`,

@@ -60,6 +60,9 @@ type Account struct {
 	UpdatedAt time.Time
 	AsOf      time.Time // the latest snapshot's business date; zero: no balances
 	Balances  []Balance // that snapshot
+	// UserName and DisplayType are the user's (PUT accounts/:id); empty:
+	// none given.
+	UserName, DisplayType string
 }
 
 // Balance is one balance of a snapshot.
@@ -234,7 +237,11 @@ func (s *Store) Accounts(ctx context.Context, partnerID, user string) ([]Account
 	if s.directory == nil {
 		return nil, errNoDirectory
 	}
-	return s.directory.accounts(partnerID, user), nil
+	accts := s.directory.accounts(partnerID, user)
+	if err := s.withAccountEdits(ctx, partnerID, accts); err != nil {
+		return nil, err
+	}
+	return accts, nil
 }
 
 // WithBalances sets each account's latest balance snapshot.

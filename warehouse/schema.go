@@ -163,6 +163,16 @@ CREATE TABLE IF NOT EXISTS user_profiles (
 	custom_tags         VARCHAR[],
 	updated_at          TIMESTAMPTZ NOT NULL
 );
+-- Added with the API's account writes (PUT accounts/:id): the user's name
+-- and display type of an account. They overlay the FI's and outlive its
+-- re-sends, as transaction edits do; a delete of the account removes them.
+CREATE TABLE IF NOT EXISTS account_edits (
+	partner_id           VARCHAR NOT NULL,
+	account_id           VARCHAR NOT NULL,
+	name                 VARCHAR, -- NULL: the FI's
+	display_account_type VARCHAR, -- NULL: the account type
+	edited_at            TIMESTAMPTZ NOT NULL
+);
 -- What analysts read: each transaction with its enrichment, and the user's
 -- nickname where they gave one.
 CREATE OR REPLACE VIEW enriched_transactions AS

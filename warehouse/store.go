@@ -87,6 +87,9 @@ type Store struct {
 	// edited holds (partner, account) with transaction edits; manualNetworth
 	// (partner, user) with manual networth accounts.
 	edited, manualNetworth presence
+	// accountEdited holds (partner, account) with a user's name or display
+	// type (account_edits).
+	accountEdited presence
 	// directory holds the accounts by owner; nil unless
 	// Options.AccountDirectory.
 	directory *accountDirectory
@@ -281,6 +284,9 @@ func removeSpillLeftovers(dir string) error {
 // loadCaches fills what the API keeps beside the warehouse.
 func (s *Store) loadCaches(ctx context.Context) error {
 	if err := s.edited.load(ctx, s.db(), "SELECT DISTINCT partner_id, account_id FROM transaction_edits"); err != nil {
+		return err
+	}
+	if err := s.accountEdited.load(ctx, s.db(), "SELECT DISTINCT partner_id, account_id FROM account_edits"); err != nil {
 		return err
 	}
 	if err := s.manualNetworth.load(ctx, s.db(), "SELECT DISTINCT partner_id, partner_customer_id FROM networth_accounts"); err != nil {
