@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/flatfiler/flatfiler/intake/partner"
 	"github.com/flatfiler/flatfiler/stages/enrich"
 	"github.com/flatfiler/flatfiler/warehouse"
 )
@@ -29,6 +30,7 @@ const (
 func (s *Server) reportRoutes(route func(pattern, name string, h http.HandlerFunc)) {
 
 	route("GET "+v2+"/ping", "ping", s.authorized(keyOrToken, s.ping))
+	route("GET "+v2+"/partners/current", "partner_current", s.authorized(keyOrToken, s.currentPartner))
 	route("GET "+v2+"/tags", "tags", s.authorized(keyOrToken, s.defaultTags))
 	route("GET "+v2+"/users", "users", s.authorized(keyOnly, s.users))
 	route("GET "+v2+"/users/current", "user_current", s.authorized(keyOrToken, s.currentUser))
@@ -153,6 +155,20 @@ func (s *Server) now() time.Time {
 
 func (s *Server) ping(w http.ResponseWriter, _ *http.Request, _ caller) {
 	writeJSON(w, http.StatusOK, map[string]string{"response": "PONG"})
+}
+
+// currentPartner is the spec's Get Current Partner, from the partner's
+// record (`partner add`, `partner set`). The spec's id is an integer:
+// partner.Number; partner_id is flatfiler's own.
+func (s *Server) currentPartner(w http.ResponseWriter, _ *http.Request, c caller) {
+	p := c.partner
+	modules := p.Modules
+	if modules == nil {
+		modules = map[string]partner.Module{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"partners": []any{map[string]any{
+		"id": p.Number(), "partner_id": p.ID, "domain": p.Domain, "product_name": p.ProductName, "modules": modules,
+	}}})
 }
 
 func (s *Server) defaultTags(w http.ResponseWriter, _ *http.Request, _ caller) {

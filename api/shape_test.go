@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+
+	"github.com/flatfiler/flatfiler/intake/partner"
 )
 
 // The spec's examples, copied verbatim into testdata/spec, are the shapes a
@@ -113,6 +115,13 @@ func TestShapesMatchSpec(t *testing.T) {
 	e.wantShape(fmt.Sprintf("%s/accounts/%d", user, accts.Accounts[0].ID), a, "account.json")
 	e.wantShape(user, a, "user.json")
 	e.wantShape("/users/current", bearer(e.demoToken(specUser)), "user_current.json")
+	product := "Money Manager"
+	if err := e.srv.Partners.Set("demo", partner.Changes{ProductName: &product, Modules: map[string]partner.Module{
+		"mobile": {Name: "Mobile Money Manager", LogoutURL: "https://www.example.com/logout",
+			BackToOnlineBankingURL: "https://www.example.com/back_to_olb", BackToOnlineBankingLabel: "Back to Online Banking"}}}); err != nil {
+		t.Fatal(err)
+	}
+	e.wantShape("/partners/current", a, "partners_current.json")
 }
 
 // The checker itself: a changed type and a missing key are caught.

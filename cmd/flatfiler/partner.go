@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -13,15 +14,64 @@ import (
 	"github.com/flatfiler/flatfiler/intake/partner"
 )
 
-func partnerCmd(_ context.Context, args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] != "add" {
-		fmt.Fprintln(stderr, "Usage: flatfiler partner add ID [--data DIR] [--domain fi.example.com] [--api-key KEY] [--ssh-key FILE.pub] [--json]")
+const partnerUsage = `Usage:
+  flatfiler partner add ID [--data DIR] [--domain fi.example.com] [--api-key KEY] [--ssh-key FILE.pub]
+                           [--product-name NAME] [--modules FILE.json] [--json]
+  flatfiler partner set ID [--data DIR] [--domain ...] [--product-name ...] [--modules FILE.json]`
+
+func partnerCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, partnerUsage)
 		return 2
 	}
+	switch args[0] {
+	case "add":
+		return partnerAdd(ctx, args[1:], stdout, stderr)
+	case "set":
+		return partnerSet(ctx, args[1:], stdout, stderr)
+	}
+	fmt.Fprintln(stderr, partnerUsage)
+	return 2
+}
+
+// productFlags are the partner's PFM product, shown by GET partners/current.
+type productFlags struct {
+	domain, productName, modules *string
+}
+
+func addProductFlags(fs *flag.FlagSet) productFlags {
+	return productFlags{
+		domain:      fs.String("domain", "", "the partner's PFM domain (the JWT audience of the reporting API)"),
+		productName: fs.String("product-name", "", "the partner's PFM product name (GET /api/v2/partners/current)"),
+		modules: fs.String("modules", "", `a JSON file of the partner's modules, as GET partners/current shows them: `+
+			`{"mobile": {"name": ..., "logout_url": ..., "back_to_online_banking_url": ..., "back_to_online_banking_label": ...}}`),
+	}
+}
+
+func readModules(path string) (map[string]partner.Module, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var modules map[string]partner.Module
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&modules); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	for name, m := range modules {
+		if m.Name == "" {
+			return nil, fmt.Errorf("%s: module %q has no name", path, name)
+		}
+	}
+	return modules, nil
+}
+
+func partnerAdd(_ context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("partner add", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	data := fs.String("data", "./data", "data directory of the server")
-	domain := fs.String("domain", "", "the partner's PFM domain (the JWT audience of the reporting API)")
+	product := addProductFlags(fs)
 	sshKey := fs.String("ssh-key", "", "an SSH public key file (authorized_keys format) for SFTP logins without a password")
 	apiKey := fs.String("api-key", "", "import this API key instead of generating one (at least 16 printable characters; it also signs the partner's JWTs)")
 	asJSON := fs.Bool("json", false, `print {"partner_id","api_key","sftp_user","sftp_password"}`)
@@ -36,7 +86,7 @@ func partnerCmd(_ context.Context, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprintf(stderr, "flatfiler partner: %v\n", err)
 		return 2
 	}
-	rest, err := parseInterspersed(fs, args[1:])
+	rest, err := parseInterspersed(fs, args)
 	if err != nil {
 		return 2
 	}
@@ -44,8 +94,14 @@ func partnerCmd(_ context.Context, args []string, stdout, stderr io.Writer) int 
 		fs.Usage()
 		return 2
 	}
-	opts.Domain = *domain
+	opts.Domain, opts.ProductName = *product.domain, *product.productName
 	opts.APIKey = *apiKey
+	if *product.modules != "" {
+		if opts.Modules, err = readModules(*product.modules); err != nil {
+			fmt.Fprintf(stderr, "flatfiler partner: %v\n", err)
+			return 1
+		}
+	}
 	if *sshKey != "" {
 		keys, err := os.ReadFile(*sshKey)
 		if err != nil {
@@ -77,5 +133,65 @@ func partnerCmd(_ context.Context, args []string, stdout, stderr io.Writer) int 
 	if len(opts.AuthorizedKeys) > 0 {
 		fmt.Fprintf(stdout, "  SSH keys       %d authorized\n", len(opts.AuthorizedKeys))
 	}
+	return 0
+}
+
+// partnerSet changes what the flags given name; a running server sees it
+// at once.
+func partnerSet(_ context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("partner set", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	data := fs.String("data", "./data", "data directory of the server")
+	product := addProductFlags(fs)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: flatfiler partner set ID [flags]\n\nChanges the flags given of a partner; the others are kept.")
+		fs.PrintDefaults()
+	}
+	// Only the data directory comes from the environment: a flag given is
+	// a change, and a variable left set must not make one.
+	if v, ok := os.LookupEnv(envName("data")); ok {
+		*data = v
+	}
+	rest, err := parseInterspersed(fs, args)
+	if err != nil {
+		return 2
+	}
+	if len(rest) != 1 {
+		fs.Usage()
+		return 2
+	}
+	var changes partner.Changes
+	given := 0
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "domain":
+			changes.Domain = product.domain
+		case "product-name":
+			changes.ProductName = product.productName
+		case "modules":
+			changes.Modules, err = readModules(*product.modules)
+		default:
+			return
+		}
+		given++
+	})
+	if err != nil {
+		fmt.Fprintf(stderr, "flatfiler partner: %v\n", err)
+		return 1
+	}
+	if given == 0 {
+		fmt.Fprintln(stderr, "flatfiler partner set: nothing to change: give --domain, --product-name or --modules")
+		return 2
+	}
+	reg, err := partner.Open(filepath.Join(*data, "partners"))
+	if err != nil {
+		fmt.Fprintf(stderr, "flatfiler partner: %v\n", err)
+		return 1
+	}
+	if err := reg.Set(rest[0], changes); err != nil {
+		fmt.Fprintf(stderr, "flatfiler partner: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "partner %s changed\n", rest[0])
 	return 0
 }

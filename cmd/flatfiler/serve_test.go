@@ -632,6 +632,46 @@ func TestPublicKeyLogin(t *testing.T) {
 	if code, _, _ := runCLI(t, "partner", "add", "keybank", "--data", dir); code == 0 {
 		t.Error("adding an existing partner succeeded")
 	}
+
+	// partner set changes what GET partners/current shows, on the running
+	// server, and keeps the rest of the record.
+	modules := filepath.Join(dir, "modules.json")
+	os.WriteFile(modules, []byte(`{"mobile": {"name": "Mobile Money Manager", "logout_url": "https://www.example.com/logout"}}`), 0o644)
+	if code, _, errOut := runCLI(t, "partner", "set", "keybank", "--data", dir, "--product-name", "Money Manager", "--modules", modules); code != 0 {
+		t.Fatalf("partner set: %d %s", code, errOut)
+	}
+	a = ts.call(http.MethodGet, "/api/v2/partners/current", nil, creds.APIKey)
+	var current struct {
+		Partners []struct {
+			ID          json.Number `json:"id"`
+			Domain      string      `json:"domain"`
+			ProductName string      `json:"product_name"`
+			Modules     map[string]struct {
+				Name      string `json:"name"`
+				LogoutURL string `json:"logout_url"`
+			} `json:"modules"`
+		} `json:"partners"`
+	}
+	if err := json.Unmarshal([]byte(a.Raw), &current); err != nil || a.Status != 200 || len(current.Partners) != 1 {
+		t.Fatalf("partners/current: %d %s", a.Status, a.Raw)
+	}
+	if p := current.Partners[0]; p.Domain != "fi.keybank.example" || p.ProductName != "Money Manager" || p.ID.String() == "" ||
+		p.Modules["mobile"].Name != "Mobile Money Manager" || p.Modules["mobile"].LogoutURL != "https://www.example.com/logout" {
+		t.Errorf("partners/current after partner set: %s", a.Raw)
+	}
+	if code, _, _ := runCLI(t, "partner", "set", "nobody", "--data", dir, "--product-name", "x"); code == 0 {
+		t.Error("partner set of an unknown partner succeeded")
+	}
+	if code, _, _ := runCLI(t, "partner", "set", "keybank", "--data", dir); code != 2 {
+		t.Error("partner set without a change did not ask for one")
+	}
+	// The key still works: the record was changed, not replaced.
+	c2, conn2, err := ts.dialSFTP("keybank", ssh.PublicKeys(signer))
+	if err != nil {
+		t.Fatalf("the SSH key after partner set: %v", err)
+	}
+	c2.Close()
+	conn2.Close()
 }
 
 func TestIdleSessionsAreClosedButTransfersAreActivity(t *testing.T) {

@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -32,6 +33,9 @@ var IDPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,63}$`)
 
 // ErrExists is returned by Add for a partner ID already taken.
 var ErrExists = errors.New("partner already exists")
+
+// ErrNotFound: no partner has the ID.
+var ErrNotFound = errors.New("no such partner")
 
 // Partner is one financial institution, as stored.
 type Partner struct {
@@ -52,6 +56,26 @@ type Partner struct {
 	MaxFileSize        int64     `json:"max_file_size,omitempty"`   // bytes; 0: the server's default
 	QuotaBytes         int64     `json:"quota_bytes,omitempty"`     // bytes; 0: the server's default
 	CreatedAt          time.Time `json:"created_at"`
+	// ProductName and Modules are what the spec's GET partners/current
+	// shows of the partner's PFM product.
+	ProductName string            `json:"product_name,omitempty"`
+	Modules     map[string]Module `json:"modules,omitempty"`
+}
+
+// Module is one of the partner's PFM modules (the spec's "mobile").
+type Module struct {
+	Name                     string `json:"name"`
+	LogoutURL                string `json:"logout_url,omitempty"`
+	BackToOnlineBankingURL   string `json:"back_to_online_banking_url,omitempty"`
+	BackToOnlineBankingLabel string `json:"back_to_online_banking_label,omitempty"`
+}
+
+// Number is the partner's id as the spec's integer ids: a stable number
+// from its ID, at most 2^53 so JSON clients read it exactly.
+func (p *Partner) Number() int64 {
+	h := fnv.New64a()
+	h.Write([]byte(p.ID))
+	return max(int64(h.Sum64()&(1<<53-1)), 1)
 }
 
 // Credentials are the secrets of a new partner, shown once.
@@ -71,6 +95,15 @@ type NewOptions struct {
 	AuthorizedKeys []string // authorized_keys lines, checked here
 	MaxFileSize    int64
 	QuotaBytes     int64
+	ProductName    string
+	Modules        map[string]Module
+}
+
+// Changes are what `partner set` changes; nil fields are kept.
+type Changes struct {
+	Domain      *string
+	ProductName *string
+	Modules     map[string]Module // non-nil: replaces them
 }
 
 // Registry is the partners directory. It is re-read when the directory
@@ -223,6 +256,7 @@ func (r *Registry) Add(id string, opts NewOptions) (Credentials, error) {
 		ID: id, Domain: opts.Domain, APIKeySHA256: hex.EncodeToString(keySum[:]), APIKey: creds.APIKey,
 		SFTPPasswordBcrypt: string(pwHash), AuthorizedKeys: opts.AuthorizedKeys,
 		MaxFileSize: opts.MaxFileSize, QuotaBytes: opts.QuotaBytes, CreatedAt: time.Now().UTC(),
+		ProductName: opts.ProductName, Modules: opts.Modules,
 	}
 	data, err := json.MarshalIndent(p, "", "  ")
 	if err != nil {
@@ -254,6 +288,60 @@ func (r *Registry) Add(id string, opts NewOptions) (Credentials, error) {
 		return Credentials{}, err
 	}
 	return creds, nil
+}
+
+// Set changes a partner's record; a running server sees it at its next
+// request. The record is replaced whole (a temporary file renamed over it),
+// so a reader never sees half of it.
+func (r *Registry) Set(id string, c Changes) error {
+	if err := r.reload(true); err != nil {
+		return err
+	}
+	old, ok := r.Get(id)
+	if !ok {
+		return fmt.Errorf("partner %s: %w", id, ErrNotFound)
+	}
+	p := *old
+	if c.Domain != nil {
+		p.Domain = *c.Domain
+	}
+	if c.ProductName != nil {
+		p.ProductName = *c.ProductName
+	}
+	if c.Modules != nil {
+		p.Modules = c.Modules
+	}
+	data, err := json.MarshalIndent(p, "", "  ")
+	if err != nil {
+		return err
+	}
+	// Not *.json while written: reload reads those.
+	tmp := filepath.Join(r.dir, "."+id+".json.tmp")
+	if err := writeSynced(tmp, append(data, '\n')); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("partner %s: %w", id, err)
+	}
+	if err := os.Rename(tmp, filepath.Join(r.dir, id+".json")); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("partner %s: %w", id, err)
+	}
+	return r.reload(true)
+}
+
+func writeSynced(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // minImportedKey keeps imported keys guessable only with effort: the spec's
