@@ -350,8 +350,10 @@ func primaryBalance(a warehouse.Account) (typ string, cents int64, ok bool) {
 	return typ, cents, ok
 }
 
+// fiJSON is the account's FI: the partner, numbered as partners/current
+// numbers it.
 type fiJSON struct {
-	ID   *int   `json:"id"`
+	ID   int64  `json:"id"`
 	Name string `json:"name"`
 }
 
@@ -401,7 +403,7 @@ func (s *Server) accountView(partnerID string, a warehouse.Account) accountJSON 
 		AccountType: a.Type, DisplayAccountType: cmp.Or(a.DisplayType, a.Type),
 		IncludeInExpenses: expenseTypes[a.Type], IncludeInBudget: expenseTypes[a.Type], IncludeInCashflow: expenseTypes[a.Type],
 		IncludeInDashboard: true, IncludeInGoals: true, IncludeInNetworth: true,
-		FI:       fiJSON{Name: partnerID},
+		FI:       fiJSON{ID: partner.NumberOf(partnerID), Name: partnerID},
 		Balances: []balanceJSON{},
 	}
 	if a.State != "open" {

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -19,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/flatfiler/flatfiler/api"
+	"github.com/flatfiler/flatfiler/fixtures/gen"
 	"github.com/flatfiler/flatfiler/intake/partner"
 	"github.com/flatfiler/flatfiler/pipeline"
 	"github.com/flatfiler/flatfiler/warehouse"
@@ -1053,5 +1055,43 @@ func TestAccountWrites(t *testing.T) {
 	e.ingest("demo", "../fixtures/spec/combined.xml", "2016-07-11")
 	if got := show(mm); got != "SUPER MONEY MARKET/savings/savings/430947.36" {
 		t.Errorf("opened again by a file: %s", got)
+	}
+}
+
+// TestSearchHoldsEveryMatch: the spec's search has no paging, so without
+// page or per_page it answers every match; with them, pages.
+func TestSearchHoldsEveryMatch(t *testing.T) {
+	e := newEnv(t)
+	a := basic(demoKey)
+	path := filepath.Join(t.TempDir(), "card-holder.xml")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gen.Write(f, gen.Options{Users: 1, Shape: "cards", Seed: 7}); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	e.ingest("demo", path, "2016-07-09")
+	doc, _ := os.ReadFile(path)
+	user := regexp.MustCompile(`<PartnerCustomerId>([^<]+)<`).FindSubmatch(doc)[1]
+	var stored int
+	if err := e.srv.Store.DB().QueryRow(`SELECT count(*) FROM transactions JOIN accounts USING (partner_id, account_id)
+		WHERE partner_id = 'demo' AND partner_customer_id = ? AND hidden IS NOT TRUE`, string(user)).Scan(&stored); err != nil {
+		t.Fatal(err)
+	}
+	if stored <= 100 {
+		t.Fatalf("the card holder has %d transactions; the test needs more than a page", stored)
+	}
+	var all transactionPage
+	e.get("/users/"+string(user)+"/transactions/search?untagged=0", a, &all)
+	if len(all.Transactions) != stored || all.Meta.TotalPages != 1 {
+		t.Errorf("search without paging: %d of %d transactions, meta %+v", len(all.Transactions), stored, all.Meta)
+	}
+	var paged transactionPage
+	e.get("/users/"+string(user)+"/transactions/search?untagged=0&per_page=10&page=2", a, &paged)
+	if len(paged.Transactions) != 10 || paged.Meta.CurrentPage != 2 || paged.Meta.TotalPages != (stored+9)/10 ||
+		paged.Transactions[0].ID != all.Transactions[10].ID {
+		t.Errorf("search page 2 of 10: %d transactions, meta %+v", len(paged.Transactions), paged.Meta)
 	}
 }

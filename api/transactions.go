@@ -77,18 +77,27 @@ func abs(c int64) int64 {
 }
 
 // listTransactions writes a page of the user's transactions on accts.
-func (s *Server) listTransactions(w http.ResponseWriter, r *http.Request, u userRequest, accts []warehouse.Account, f warehouse.TransactionFilter) {
+// listTransactions answers a page of the accounts' transactions that pass
+// f; search: the spec's search, which has no paging.
+func (s *Server) listTransactions(w http.ResponseWriter, r *http.Request, u userRequest, accts []warehouse.Account, f warehouse.TransactionFilter, search bool) {
 	page, problems := pageParams(r.URL.Query())
 	if problems != nil {
 		invalid(w, "invalid parameters", problems)
 		return
+	}
+	meta := func(total int) pageMeta { return metaFor(page, total) }
+	if q := r.URL.Query(); search && !q.Has("page") && !q.Has("per_page") {
+		// The spec's search has no paging: a client following it expects
+		// every match, and gets them (one user's transactions at most).
+		page = warehouse.Page{}
+		meta = func(int) pageMeta { return pageMeta{CurrentPage: 1, TotalPages: 1} }
 	}
 	txns, total, err := s.Store.Transactions(r.Context(), u.partnerID(), accts, f, page)
 	if err != nil {
 		s.internalError(w, r, err)
 		return
 	}
-	out := transactionsJSON{Meta: metaFor(page, total), Accounts: []accountRefJSON{}, Transactions: []transactionJSON{}}
+	out := transactionsJSON{Meta: meta(total), Accounts: []accountRefJSON{}, Transactions: []transactionJSON{}}
 	seen := map[string]bool{}
 	for _, t := range txns {
 		out.Transactions = append(out.Transactions, transactionView(u.partnerID(), t))
@@ -103,7 +112,7 @@ func (s *Server) listTransactions(w http.ResponseWriter, r *http.Request, u user
 }
 
 func (s *Server) transactions(w http.ResponseWriter, r *http.Request, u userRequest) {
-	s.listTransactions(w, r, u, u.accounts, warehouse.TransactionFilter{})
+	s.listTransactions(w, r, u, u.accounts, warehouse.TransactionFilter{}, false)
 }
 
 func (s *Server) accountTransactions(w http.ResponseWriter, r *http.Request, u userRequest) {
@@ -111,7 +120,7 @@ func (s *Server) accountTransactions(w http.ResponseWriter, r *http.Request, u u
 	if !ok {
 		return
 	}
-	s.listTransactions(w, r, u, []warehouse.Account{a}, warehouse.TransactionFilter{})
+	s.listTransactions(w, r, u, []warehouse.Account{a}, warehouse.TransactionFilter{}, false)
 }
 
 // listParam reads a list given as name[]=a&name[]=b, name=a&name=b or
@@ -185,7 +194,7 @@ func (s *Server) searchTransactions(w http.ResponseWriter, r *http.Request, u us
 	if within != nil {
 		accts = within
 	}
-	s.listTransactions(w, r, u, accts, f)
+	s.listTransactions(w, r, u, accts, f, true)
 }
 
 // findTransaction resolves :transaction_id: among the user's transactions:

@@ -399,7 +399,7 @@ func (s *Store) Transactions(ctx context.Context, partnerID string, accounts []A
 		return `SELECT ` + transactionColumns + ` FROM transactions WHERE ` +
 			strings.Join(append([]string{"account_key IN (" + keys + ")"}, where...), " AND ")
 	})
-	searching := f.Query != "" || f.Untagged || len(f.Tags) > 0
+	searching := f.Searching()
 	limit := ""
 	if page.Size > 0 && !searching {
 		limit = fmt.Sprintf("LIMIT %d OFFSET %d", page.Size, page.offset())
@@ -473,6 +473,10 @@ FROM transactions WHERE account_key IN (` + keys + `)`
 	}
 	return out, s.decorate(ctx, partnerID, accounts, out)
 }
+
+// Searching reports whether the filter has search terms (which are
+// applied past the warehouse's read, in Go).
+func (f *TransactionFilter) Searching() bool { return f.Query != "" || f.Untagged || len(f.Tags) > 0 }
 
 // matches applies the filter's search terms to a decorated transaction.
 func (f *TransactionFilter) matches(t *Transaction) bool {

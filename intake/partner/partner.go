@@ -72,9 +72,12 @@ type Module struct {
 
 // Number is the partner's id as the spec's integer ids: a stable number
 // from its ID, at most 2^53 so JSON clients read it exactly.
-func (p *Partner) Number() int64 {
+func (p *Partner) Number() int64 { return NumberOf(p.ID) }
+
+// NumberOf is Partner.Number of the partner id.
+func NumberOf(id string) int64 {
 	h := fnv.New64a()
-	h.Write([]byte(p.ID))
+	h.Write([]byte(id))
 	return max(int64(h.Sum64()&(1<<53-1)), 1)
 }
 
