@@ -16,6 +16,7 @@ targets=(
 	"./api FuzzReportQueries"
 	"./api FuzzVerifyToken"
 	"./intake/sftpd FuzzFileName"
+	"./stages/money FuzzParseFormat"
 )
 for target in "${targets[@]}"; do
 	pkg=${target% *} name=${target#* }

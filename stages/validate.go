@@ -5,12 +5,12 @@ import (
 	"maps"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
 
 	"github.com/flatfiler/flatfiler/parse"
+	"github.com/flatfiler/flatfiler/stages/money"
 )
 
 // AccountTypes is the closed list of account types (the union of the spec's
@@ -64,10 +64,9 @@ var CurrencyCodes = []string{"USD", "CAD"}
 const maxString = 255
 
 var (
-	emailPattern  = regexp.MustCompile(`^[^@\s]+@[^@\s]+\.[^@\s]+$`)
-	zipPattern    = regexp.MustCompile(`^[0-9]{5}(-?[0-9]{4})?$`)
-	amountPattern = regexp.MustCompile(`^(-?)([0-9]{1,16})\.([0-9]{2})$`)
-	decimalValue  = regexp.MustCompile(`^-?[0-9]+(\.[0-9]+)?$`)
+	emailPattern = regexp.MustCompile(`^[^@\s]+@[^@\s]+\.[^@\s]+$`)
+	zipPattern   = regexp.MustCompile(`^[0-9]{5}(-?[0-9]{4})?$`)
+	decimalValue = regexp.MustCompile(`^-?[0-9]+(\.[0-9]+)?$`)
 )
 
 // Validator checks parsed records against the spec's tag tables. It is
@@ -578,33 +577,14 @@ func (v Validator) transactionDetails(c *recordCheck, t *parse.Transaction, row 
 	}
 }
 
-// parseAmount reads a decimal with exactly two decimals into cents, never
-// through a float.
+// parseAmount reads a decimal with exactly two decimals into absolute
+// cents and its sign, so that "-0.00" is still seen to carry one.
 func parseAmount(s string) (cents int64, negative bool, err error) {
-	m := amountPattern.FindStringSubmatch(s)
-	if m == nil {
+	c, err := money.ParseExact(s)
+	if err != nil {
 		return 0, false, fmt.Errorf("want a decimal with exactly two decimals, e.g. 505.12 or -1110.56")
 	}
-	whole, err := strconv.ParseInt(m[2], 10, 64)
-	if err != nil {
-		return 0, false, fmt.Errorf("out of range")
-	}
-	frac, _ := strconv.ParseInt(m[3], 10, 64)
-	return whole*100 + frac, m[1] == "-", nil
-}
-
-// FormatCents writes cents as the spec's amounts: "1234.56", "-112.03".
-// The inverse of parseAmount.
-func FormatCents(c int64) string {
-	sign := ""
-	if c < 0 {
-		sign, c = "-", -c
-	}
-	frac := strconv.FormatInt(c%100, 10)
-	if len(frac) == 1 {
-		frac = "0" + frac
-	}
-	return sign + strconv.FormatInt(c/100, 10) + "." + frac
+	return max(c, -c), strings.HasPrefix(s, "-"), nil
 }
 
 // Dates outside [minDate, maxDate] are refused: a year 0001 or 9999 in a

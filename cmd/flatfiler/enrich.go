@@ -6,10 +6,10 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
 	"strings"
 
 	"github.com/flatfiler/flatfiler/stages/enrich"
+	"github.com/flatfiler/flatfiler/stages/money"
 )
 
 // enrichCmd shows what enrichment makes of memos, as a partner's
@@ -110,13 +110,11 @@ func loadSnapshot(rulesFile string) (*enrich.Snapshot, error) {
 	return enrich.Build(dict, partners, nil)
 }
 
+// parseCents reads --amount: at most two decimals, as every amount.
 func parseCents(s string) (int64, error) {
-	f, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+	c, err := money.Parse(strings.TrimSpace(s))
 	if err != nil {
 		return 0, fmt.Errorf("%q is not an amount such as -12.50", s)
 	}
-	if f < 0 {
-		return int64(f*100 - 0.5), nil
-	}
-	return int64(f*100 + 0.5), nil
+	return c, nil
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/flatfiler/flatfiler/intake/jobs"
 	"github.com/flatfiler/flatfiler/parse"
 	"github.com/flatfiler/flatfiler/stages"
+	"github.com/flatfiler/flatfiler/stages/money"
 	"github.com/flatfiler/flatfiler/warehouse"
 )
 
@@ -295,13 +296,13 @@ func (s *Service) contentOf(ctx context.Context, partnerID string, group []pendi
 					continue
 				}
 				tc := transactionContent{
-					TransactionID: warehouse.TransactionUUID(partnerID, key[0], key[1]), Balance: stages.FormatCents(kept.Cents),
+					TransactionID: warehouse.TransactionUUID(partnerID, key[0], key[1]), Balance: money.Format(kept.Cents),
 					CheckNumber: kept.CheckNumber, Hide: kept.Hidden, Memo: t.Memo, PostedAt: strings.TrimSpace(t.PostedDate),
 					ReferenceID: key[1], TransactionType: strings.ToUpper(kept.TransactionType[:1]) + kept.TransactionType[1:],
 					OriginalName: st.OriginalName, Nickname: st.Nickname, Tags: []tagContent{},
 				}
 				for _, tag := range st.Tags() {
-					tc.Tags = append(tc.Tags, tagContent{Name: tag.Name, Balance: json.RawMessage(stages.FormatCents(tag.Cents))})
+					tc.Tags = append(tc.Tags, tagContent{Name: tag.Name, Balance: json.RawMessage(money.Format(tag.Cents))})
 				}
 				ac.Transactions = append(ac.Transactions, tc)
 			}

@@ -2,6 +2,7 @@ package enrich
 
 import (
 	"fmt"
+	"github.com/flatfiler/flatfiler/stages/money"
 	"io"
 	"strings"
 	"time"
@@ -161,20 +162,12 @@ func CheckSplit(cents int64, parts []TagAmount) error {
 		}
 		seen[p.Name] = true
 		if p.Cents <= 0 {
-			return fmt.Errorf("split[%d]: %s: amount must be positive, got %s", i, p.Name, formatCents(p.Cents))
+			return fmt.Errorf("split[%d]: %s: amount must be positive, got %s", i, p.Name, money.Format(p.Cents))
 		}
 		total += p.Cents
 	}
 	if total != abs {
-		return fmt.Errorf("split: tags total %s, the transaction's amount is %s", formatCents(total), formatCents(abs))
+		return fmt.Errorf("split: tags total %s, the transaction's amount is %s", money.Format(total), money.Format(abs))
 	}
 	return nil
-}
-
-func formatCents(c int64) string {
-	sign := ""
-	if c < 0 {
-		sign, c = "-", -c
-	}
-	return fmt.Sprintf("%s%d.%02d", sign, c/100, c%100)
 }
