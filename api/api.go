@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -47,13 +46,6 @@ type Server struct {
 	Enrich *enrich.Engine
 	// Now is the clock for JWT checks and default date ranges; nil: time.Now.
 	Now func() time.Time
-	// MaxConcurrentReads bounds reporting requests reading the warehouse at
-	// once; 0: one per core.
-	MaxConcurrentReads int
-
-	readersOnce   sync.Once
-	readersSem    chan struct{}
-	commitReaders chan struct{} // made with readersSem
 }
 
 // Handler routes requests.

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -14,84 +13,12 @@ import (
 	"github.com/flatfiler/flatfiler/warehouse"
 )
 
-// Expenses and networth: the definitions README's "Reporting API" section
-// documents.
-
-// notExpenses are tags that move money without spending it.
-var notExpenses = map[string]bool{"Transfer": true, "Payment": true, "Income": true}
-
-const (
-	untaggedExpense  = "Untagged"
-	otherExpense     = "Other"
-	defaultThreshold = 80
-)
+// Expenses and networth: the rules are the warehouse's (warehouse/
+// reporting.go); here are their parameters and the spec's JSON.
 
 type expenseJSON struct {
 	Tag    string `json:"tag"`
 	Amount string `json:"amount"`
-}
-
-type expense struct {
-	tag   string
-	cents int64
-}
-
-// expensesByTag sums debits per tag as positive cents, largest first, then
-// by name: a tag's part of a split counts under that tag; Transfer,
-// Payment and Income are left out; untagged debits count as Untagged.
-func expensesByTag(txns []warehouse.Transaction) []expense {
-	sums := map[string]int64{}
-	for _, t := range txns {
-		if t.Cents >= 0 {
-			continue
-		}
-		tags := t.Tags()
-		if len(tags) == 0 {
-			sums[untaggedExpense] += -t.Cents
-		}
-		for _, p := range tags {
-			if !notExpenses[p.Name] {
-				sums[p.Name] += p.Cents
-			}
-		}
-	}
-	out := make([]expense, 0, len(sums))
-	for tag, c := range sums {
-		if c > 0 {
-			out = append(out, expense{tag, c})
-		}
-	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].cents != out[j].cents {
-			return out[i].cents > out[j].cents
-		}
-		return out[i].tag < out[j].tag
-	})
-	return out
-}
-
-// applyThreshold lists tags, largest first, until they cover threshold
-// percent of the total; the rest become one "Other".
-func applyThreshold(sorted []expense, threshold int) []expense {
-	var total int64
-	for _, e := range sorted {
-		total += e.cents
-	}
-	var out []expense
-	var covered, rest int64
-	for _, e := range sorted {
-		// covered/total < threshold/100, in integers.
-		if covered*100 < int64(threshold)*total {
-			out = append(out, e)
-			covered += e.cents
-		} else {
-			rest += e.cents
-		}
-	}
-	if rest > 0 {
-		out = append(out, expense{otherExpense, rest})
-	}
-	return out
 }
 
 func today(now time.Time) time.Time {
@@ -126,7 +53,7 @@ func expensePeriod(period string, now time.Time, from, to time.Time) (time.Time,
 // with them.
 func expenseParams(q url.Values, period string, now time.Time) (from, to time.Time, threshold int, problems []string) {
 	from, to = dateParam(q, "begin_on", &problems), dateParam(q, "end_on", &problems)
-	threshold = defaultThreshold
+	threshold = warehouse.DefaultExpenseThreshold
 	if v := q.Get("threshold"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 0 || n > 100 {
@@ -148,24 +75,14 @@ func (s *Server) expenses(period string) userHandler {
 			invalid(w, "invalid parameters", problems)
 			return
 		}
-		var included []warehouse.Account
-		for _, a := range u.accounts {
-			if expenseTypes[a.Type] {
-				included = append(included, a)
-			}
+		expenses, err := s.Store.Expenses(r.Context(), u.partnerID(), u.accounts, from, to, threshold)
+		if err != nil {
+			s.internalError(w, r, err)
+			return
 		}
-		var txns []warehouse.Transaction
-		if len(included) > 0 {
-			var err error
-			txns, err = s.Store.Debits(r.Context(), u.partnerID(), included, from, to)
-			if err != nil {
-				s.internalError(w, r, err)
-				return
-			}
-		}
-		out := []expenseJSON{}
-		for _, e := range applyThreshold(expensesByTag(txns), threshold) {
-			out = append(out, expenseJSON{Tag: e.tag, Amount: cents2(e.cents)})
+		out := make([]expenseJSON, 0, len(expenses))
+		for _, e := range expenses {
+			out = append(out, expenseJSON{Tag: e.Tag, Amount: cents2(e.Cents)})
 		}
 		writeJSON(w, http.StatusOK, map[string][]expenseJSON{"expenses": out})
 	}
@@ -201,133 +118,32 @@ type networthJSON struct {
 	Histories []networthHistoryJSON `json:"networth_histories"`
 }
 
-// networthValue is what a snapshot adds to networth: the Current balance of
-// a deposit account as an asset, the Outstanding balance of a credit
-// account as a debt.
-func networthValue(class string, snap warehouse.Snapshot) (cents int64, debt, ok bool) {
-	if class == "credit" {
-		c, ok := snap.Balance("Outstanding")
-		return c, true, ok
-	}
-	c, ok := snap.Balance("Current")
-	return c, false, ok
-}
-
-// monthTotals are one month's assets and debts.
-type monthTotals struct {
-	year   int
-	month  time.Month
-	assets int64
-	debts  int64
-}
-
-// networthHistory has one entry per month from the month of the user's
-// first snapshot to that of the last: each account counts with its last
-// snapshot on or before the month's end (so a month a file skipped keeps
-// the balance known), and manual accounts count from the month they were
-// created, at their balance now.
-func networthHistory(accts []warehouse.Account, snaps map[string][]warehouse.Snapshot, manual []warehouse.NetworthAccount) []monthTotals {
-	var first, last time.Time
-	for _, h := range snaps {
-		for _, sn := range h {
-			if first.IsZero() || sn.AsOf.Before(first) {
-				first = sn.AsOf
-			}
-			if sn.AsOf.After(last) {
-				last = sn.AsOf
-			}
-		}
-	}
-	if first.IsZero() {
-		return nil
-	}
-	var out []monthTotals
-	for m := time.Date(first.Year(), first.Month(), 1, 0, 0, 0, 0, time.UTC); !m.After(last); m = m.AddDate(0, 1, 0) {
-		end := m.AddDate(0, 1, 0) // exclusive
-		mt := monthTotals{year: m.Year(), month: m.Month()}
-		for _, a := range accts {
-			h := snaps[a.ID]
-			i := sort.Search(len(h), func(i int) bool { return !h[i].AsOf.Before(end) }) - 1
-			if i < 0 {
-				continue
-			}
-			if c, debt, ok := networthValue(a.Class, h[i]); ok {
-				if debt {
-					mt.debts += c
-				} else {
-					mt.assets += c
-				}
-			}
-		}
-		for _, n := range manual {
-			if n.CreatedAt.Before(end) {
-				if n.Type == "debt" {
-					mt.debts += n.Cents
-				} else {
-					mt.assets += n.Cents
-				}
-			}
-		}
-		out = append(out, mt)
-	}
-	return out
-}
-
 func (s *Server) networth(w http.ResponseWriter, r *http.Request, u userRequest) {
-	ctx := r.Context()
-	accts := u.accounts
-	snaps, err := s.Store.Snapshots(ctx, accts)
-	if err != nil {
-		s.internalError(w, r, err)
-		return
-	}
-	manual, err := s.Store.NetworthAccounts(ctx, u.partnerID(), u.user)
+	n, err := s.Store.Networth(r.Context(), u.partnerID(), u.user, u.accounts)
 	if err != nil {
 		s.internalError(w, r, err)
 		return
 	}
 	out := networthJSON{Assets: []networthItemJSON{}, Debts: []networthItemJSON{}, Histories: []networthHistoryJSON{}}
-	var assets, debts int64
-	for _, a := range accts {
-		h := snaps[a.ID]
-		if len(h) == 0 {
-			continue
-		}
-		c, debt, ok := networthValue(a.Class, h[len(h)-1])
-		if !ok {
-			continue
-		}
-		item := networthItemJSON{ID: warehouse.AccountNumber(u.partnerID(), a.ID), Balance: centsShort(c), Name: accountName(a)}
-		if debt {
-			out.Debts, debts = append(out.Debts, item), debts+c
+	for _, item := range n.Items {
+		var v networthItemJSON
+		if a := item.Account; a != nil {
+			v = networthItemJSON{ID: warehouse.AccountNumber(u.partnerID(), a.ID), Balance: centsShort(item.Cents), Name: accountName(*a)}
 		} else {
-			out.Assets, assets = append(out.Assets, item), assets+c
+			v = networthItemJSON{ID: item.Manual.ID, Balance: centsShort(item.Cents), Name: item.Manual.Name, Additional: true}
 		}
-	}
-	for _, n := range manual {
-		item := networthItemJSON{ID: n.ID, Balance: centsShort(n.Cents), Name: n.Name, Additional: true}
-		if n.Type == "debt" {
-			out.Debts, debts = append(out.Debts, item), debts+n.Cents
+		if item.Debt {
+			out.Debts = append(out.Debts, v)
 		} else {
-			out.Assets, assets = append(out.Assets, item), assets+n.Cents
+			out.Assets = append(out.Assets, v)
 		}
 	}
-	history := networthHistory(accts, snaps, manual)
-	var change int64
-	for i, m := range history {
-		total := m.assets - m.debts
-		var since int64
-		if i > 0 {
-			since = total - (history[i-1].assets - history[i-1].debts)
-		}
-		out.Histories = append(out.Histories, networthHistoryJSON{Total: centsShort(total), TotalAsset: centsShort(m.assets),
-			TotalDebt: centsShort(m.debts), Month: int(m.month), Year: m.year, SinceLastMonth: centsShort(since)})
+	for _, m := range n.History {
+		out.Histories = append(out.Histories, networthHistoryJSON{Total: centsShort(m.Assets - m.Debts), TotalAsset: centsShort(m.Assets),
+			TotalDebt: centsShort(m.Debts), Month: int(m.Month), Year: m.Year, SinceLastMonth: centsShort(m.SinceLastMonth)})
 	}
-	if n := len(history); n >= 2 {
-		change = assets - debts - (history[n-2].assets - history[n-2].debts)
-	}
-	out.Meta.NetWorth, out.Meta.NetWorthChange = centsShort(assets-debts), centsShort(change)
-	out.Meta.TotalAssets, out.Meta.TotalDebts = centsShort(assets), centsShort(debts)
+	out.Meta.NetWorth, out.Meta.NetWorthChange = centsShort(n.Assets-n.Debts), centsShort(n.Change)
+	out.Meta.TotalAssets, out.Meta.TotalDebts = centsShort(n.Assets), centsShort(n.Debts)
 	writeJSON(w, http.StatusOK, out)
 }
 

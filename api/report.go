@@ -2,12 +2,10 @@ package api
 
 import (
 	"cmp"
-	"context"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -65,30 +63,18 @@ func (u userRequest) partnerID() string { return u.partner.ID }
 
 type userHandler func(w http.ResponseWriter, r *http.Request, u userRequest)
 
-// forUser answers 404 for a user the partner does not have. It also admits
-// at most one read per core into the warehouse at once (serve runs DuckDB
-// one thread per query): more at once only share the cores and DuckDB's
-// memory limit, while the rest wait here in order. While a file is being
-// committed, one read at a time: with four, a nightly file's commit failed
-// for DuckDB memory under make bench-api. A commit that fails for memory
-// all the same runs again with no reads (Store.Reading).
+// forUser answers 404 for a user the partner does not have. Reads pass
+// the warehouse's read gate (Store.AdmitRead); writes do not: a write
+// waits for the store's write lock, which a commit holds, and must not
+// hold readers out meanwhile.
 func (s *Server) forUser(h userHandler) reportHandler {
 	return func(w http.ResponseWriter, r *http.Request, c caller) {
-		// Only reads are admitted and hold the gate a retried commit
-		// closes: a write waits for the store's write lock, which a
-		// commit holds, and must not hold readers out meanwhile.
 		if r.Method == http.MethodGet {
-			if !admit(r.Context(), s.readers()) {
+			release, ok := s.Store.AdmitRead(r.Context())
+			if !ok {
 				return
 			}
-			defer func() { <-s.readers() }()
-			defer s.Store.Reading()()
-			if s.Store.Committing() {
-				if !admit(r.Context(), s.commitReaders) {
-					return
-				}
-				defer func() { <-s.commitReaders }()
-			}
+			defer release()
 		}
 		id := r.PathValue("user_id")
 		// A user with accounts exists; only one without needs a second look.
@@ -121,29 +107,6 @@ func (s *Server) internalError(w http.ResponseWriter, r *http.Request, err error
 	}
 	s.Logger.Error("api request failed", "path", r.URL.Path, "err", err)
 	writeError(w, http.StatusInternalServerError, "internal error; the server log has the details", nil)
-}
-
-// admit takes a place in sem, or gives up when the request ends first.
-func admit(ctx context.Context, sem chan struct{}) bool {
-	select {
-	case sem <- struct{}{}:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
-
-// readers is the admission semaphore of forUser.
-func (s *Server) readers() chan struct{} {
-	s.readersOnce.Do(func() {
-		n := s.MaxConcurrentReads
-		if n <= 0 {
-			n = runtime.GOMAXPROCS(0)
-		}
-		s.readersSem = make(chan struct{}, n)
-		s.commitReaders = make(chan struct{}, 1)
-	})
-	return s.readersSem
 }
 
 func (s *Server) now() time.Time {
@@ -334,22 +297,6 @@ func (s *Server) userTags(w http.ResponseWriter, r *http.Request, u userRequest)
 
 // Accounts.
 
-// expenseTypes are the account types included in expenses, budgets and
-// cashflow by default: the spec's Cash group and credit cards.
-var expenseTypes = map[string]bool{"checking": true, "savings": true, "money_market": true, "cards": true}
-
-// primaryBalance is the balance type an account shows: Current for deposit
-// accounts, Outstanding for credit accounts (the first of each class's
-// balance types in the flat file spec).
-func primaryBalance(a warehouse.Account) (typ string, cents int64, ok bool) {
-	typ = "Current"
-	if a.Class == "credit" {
-		typ = "Outstanding"
-	}
-	cents, ok = warehouse.Snapshot{Balances: a.Balances}.Balance(typ)
-	return typ, cents, ok
-}
-
 // fiJSON is the account's FI: the partner, numbered as partners/current
 // numbers it.
 type fiJSON struct {
@@ -397,11 +344,12 @@ func accountName(a warehouse.Account) string {
 }
 
 func (s *Server) accountView(partnerID string, a warehouse.Account) accountJSON {
+	counted := warehouse.IncludedInExpenses(a.Type)
 	v := accountJSON{
 		ID: warehouse.AccountNumber(partnerID, a.ID), Name: accountName(a), ReferenceID: a.ID,
 		AggregationType: "partner", State: "active", HarvestUpdatedAt: accountTime(a.UpdatedAt),
 		AccountType: a.Type, DisplayAccountType: cmp.Or(a.DisplayType, a.Type),
-		IncludeInExpenses: expenseTypes[a.Type], IncludeInBudget: expenseTypes[a.Type], IncludeInCashflow: expenseTypes[a.Type],
+		IncludeInExpenses: counted, IncludeInBudget: counted, IncludeInCashflow: counted,
 		IncludeInDashboard: true, IncludeInGoals: true, IncludeInNetworth: true,
 		FI:       fiJSON{ID: partner.NumberOf(partnerID), Name: partnerID},
 		Balances: []balanceJSON{},
@@ -409,7 +357,7 @@ func (s *Server) accountView(partnerID string, a warehouse.Account) accountJSON 
 	if a.State != "open" {
 		v.State = a.State
 	}
-	if typ, c, ok := primaryBalance(a); ok {
+	if typ, c, ok := warehouse.PrimaryBalance(a); ok {
 		b := cents2(c)
 		v.Balance = &b
 		v.OtherBalances = &balanceJSON{BalanceType: strings.ToLower(typ), Balance: b}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -49,6 +50,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Faults are the process's named fault points, for crash tests.
 	Faults *failpoint.Set
+	// MaxConcurrentReads bounds the reads AdmitRead lets in at once; 0:
+	// one per core.
+	MaxConcurrentReads int
 }
 
 // Store is an open warehouse.
@@ -71,6 +75,9 @@ type Store struct {
 	// memory; commitRetries counts those.
 	readGate      sync.RWMutex
 	commitRetries atomic.Int64
+	// readSlots and commitSlots are AdmitRead's places: one per core, and
+	// one while a file commits.
+	readSlots, commitSlots chan struct{}
 	// reopening is set from the moment the database is found invalidated
 	// until a fresh open has replaced it; down says why, for callers.
 	reopenMu   sync.Mutex
@@ -124,7 +131,12 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 			return nil, fmt.Errorf("open warehouse: %w", err)
 		}
 	}
-	s := &Store{path: path, opts: opts, log: opts.Logger, closed: make(chan struct{})}
+	slots := opts.MaxConcurrentReads
+	if slots <= 0 {
+		slots = runtime.GOMAXPROCS(0)
+	}
+	s := &Store{path: path, opts: opts, log: opts.Logger, closed: make(chan struct{}),
+		readSlots: make(chan struct{}, slots), commitSlots: make(chan struct{}, 1)}
 	db, err := s.openDB(ctx)
 	if err != nil {
 		return nil, err
@@ -434,6 +446,39 @@ WHERE `+table+`.rowid >= ? AND `+table+`.rowid < ? AND `+table+`.account_key IS 
 func (s *Store) Reading() (done func()) {
 	s.readGate.RLock()
 	return s.readGate.RUnlock
+}
+
+// AdmitRead is the read gate of the reporting API's per-user reads: it
+// admits at most MaxConcurrentReads at once (serve runs DuckDB one thread
+// per query: more at once only share the cores and DuckDB's memory limit,
+// while the rest wait here in order), holds Reading, and while a file is
+// being committed lets one read in at a time (with four, a nightly file's
+// commit failed for DuckDB memory under make bench-api). ok is false when
+// ctx ended first; else release ends the read.
+func (s *Store) AdmitRead(ctx context.Context) (release func(), ok bool) {
+	if !take(ctx, s.readSlots) {
+		return nil, false
+	}
+	done := s.Reading()
+	if !s.Committing() {
+		return func() { done(); <-s.readSlots }, true
+	}
+	if !take(ctx, s.commitSlots) {
+		done()
+		<-s.readSlots
+		return nil, false
+	}
+	return func() { <-s.commitSlots; done(); <-s.readSlots }, true
+}
+
+// take takes a place in slots, or gives up when ctx ends first.
+func take(ctx context.Context, slots chan struct{}) bool {
+	select {
+	case slots <- struct{}{}:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 func (s *Store) exclusively(f func() error) error {

@@ -267,3 +267,50 @@ func TestOpenDropsStaleArrowViews(t *testing.T) {
 		t.Errorf("views after open: %s", views)
 	}
 }
+
+// TestAdmitRead: at most MaxConcurrentReads reads at once, one while a
+// file commits; a read whose request ended gives up its wait.
+func TestAdmitRead(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, filepath.Join(t.TempDir(), "w.duckdb"), Options{MaxConcurrentReads: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	admitted := func(ctx context.Context) (func(), bool) {
+		ctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond) // a request that gives up
+		defer cancel()
+		return s.AdmitRead(ctx)
+	}
+	r1, ok1 := s.AdmitRead(ctx)
+	r2, ok2 := s.AdmitRead(ctx)
+	if !ok1 || !ok2 {
+		t.Fatal("two reads of two places refused")
+	}
+	if _, ok := admitted(ctx); ok {
+		t.Fatal("a third read admitted with two places")
+	}
+	r1()
+	r3, ok := admitted(ctx)
+	if !ok {
+		t.Fatal("a read refused after one ended")
+	}
+	r2()
+	r3()
+	// While a file commits, one at a time.
+	s.committing.Add(1)
+	c1, ok := s.AdmitRead(ctx)
+	if !ok {
+		t.Fatal("a read refused during a commit")
+	}
+	if _, ok := admitted(ctx); ok {
+		t.Fatal("a second read admitted during a commit")
+	}
+	c1()
+	c2, ok := admitted(ctx)
+	if !ok {
+		t.Fatal("a read refused after the commit's one read ended")
+	}
+	c2()
+	s.committing.Add(-1)
+}

@@ -130,7 +130,7 @@ func startService(ctx context.Context, cfg serveConfig) (_ *service, err error) 
 	}
 	closers = append(closers, func() { s.inbox.Close() })
 	if s.store, err = warehouse.Open(ctx, filepath.Join(cfg.Data, "warehouse.duckdb"), warehouse.Options{
-		MemoryLimit: cfg.MemoryLimit, CommitMemoryLimit: cfg.CommitMemoryLimit, Threads: cfg.DuckDBThreads, AccountDirectory: true, Logger: log, Faults: cfg.Faults,
+		MemoryLimit: cfg.MemoryLimit, CommitMemoryLimit: cfg.CommitMemoryLimit, Threads: cfg.DuckDBThreads, AccountDirectory: true, MaxConcurrentReads: cfg.Cores, Logger: log, Faults: cfg.Faults,
 		CheckpointAfter: cfg.CheckpointAfter,
 	}); err != nil {
 		return nil, err
@@ -201,7 +201,6 @@ func startService(ctx context.Context, cfg serveConfig) (_ *service, err error) 
 	apiServer := &api.Server{
 		Partners: s.partners, Jobs: s.jobs, Batches: s.batches, Pipeline: pipe, Store: s.store, Gatherer: reg,
 		AdminToken: hex.EncodeToString(token), Logger: log, Metrics: api.NewMetrics(reg), Enrich: engine,
-		MaxConcurrentReads: cfg.Cores,
 	}
 	if s.sftpLn, err = net.Listen("tcp", cfg.SFTPAddr); err != nil {
 		return nil, fmt.Errorf("sftp: %w", err)
