@@ -129,8 +129,15 @@ func (s *Server) currentPartner(w http.ResponseWriter, _ *http.Request, c caller
 	if modules == nil {
 		modules = map[string]partner.Module{}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"partners": []any{map[string]any{
-		"id": p.Number(), "partner_id": p.ID, "domain": p.Domain, "product_name": p.ProductName, "modules": modules,
+	type partnerJSON struct {
+		ID          int64                     `json:"id"`
+		PartnerID   string                    `json:"partner_id"`
+		Domain      string                    `json:"domain"`
+		ProductName string                    `json:"product_name"`
+		Modules     map[string]partner.Module `json:"modules"`
+	}
+	writeJSON(w, http.StatusOK, map[string][]partnerJSON{"partners": {{
+		ID: p.Number(), PartnerID: p.ID, Domain: p.Domain, ProductName: p.ProductName, Modules: modules,
 	}}})
 }
 
