@@ -407,10 +407,12 @@ func dateError(s string) error {
 	return err
 }
 
-var accountTypeList = "checking, savings, cd, money_market, investment, asset, cards, student_loans, loans, loan, autos, home, creditline"
-
-// batchAccountTypeList is the Push Data Source's table.
-var batchAccountTypeList = "asset, autos, bill, cards, cd, certificates, checking, creditline, home, investment, loan, money_market, savings, student_loans"
+// The closed lists as messages name them: a flat file's, and a push
+// batch's (which takes both tables).
+var (
+	accountTypeList      = strings.Join(slices.Sorted(maps.Keys(AccountTypes)), ", ")
+	batchAccountTypeList = AllAccountTypes()
+)
 
 func (v Validator) balance(c *recordCheck, b parse.Balance, class string) (Balance, bool) {
 	n := v.names()
