@@ -81,7 +81,7 @@ func bodyProblem(err error) string {
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return "body: the JSON ends before it is complete"
 	case errors.As(err, &syntax):
-		return fmt.Sprintf("body: not valid JSON at byte %d", syntax.Offset)
+		return fmt.Sprintf("body: not valid JSON at byte %d: %s", syntax.Offset, syntax.Error())
 	case errors.As(err, &wrongType):
 		field := wrongType.Field
 		if field == "" {

@@ -844,6 +844,10 @@ func TestUserWrites(t *testing.T) {
 		t.Errorf("created:\n got %s\nwant %s", got, created)
 	}
 	e.wantError("POST", "/users", a, string(create), 409, `"42" is taken`)
+	// A user a file created is taken too.
+	e.wantError("POST", "/users", a, strings.Replace(string(create), `"id": "42"`, `"id": "`+specUser+`"`, 1), 409, "is taken")
+	// The spec's Update Current User example writes "postal_code": 06252, which is not JSON.
+	e.wantError("PUT", "/users/42", a, `{"user": {"postal_code": 06252}}`, 422, "body: not valid JSON at byte 27: invalid character '6'")
 	e.wantError("POST", "/users", bearer(e.demoToken("42")), string(create), 401, "a JWT cannot call it")
 
 	// Each invalid parameter is named, at once.
