@@ -56,6 +56,13 @@ type Options struct {
 	// Profiles are stored with the records, in their transaction: the
 	// fields of the API's user writes that files do not carry.
 	Profiles []warehouse.Profile
+	// PostedFrom, if set, is the earliest posting date kept of an account's
+	// transactions; older ones are skipped (stages.Validator.PostedFrom).
+	PostedFrom func(accountID string) time.Time
+	// CloseAccounts and ProtectBefore are a pull harvest's
+	// (warehouse.LoadOptions).
+	CloseAccounts []string
+	ProtectBefore time.Time
 }
 
 // Status values, as the spec's push batch callbacks use them.
@@ -248,7 +255,7 @@ func (p *Pipeline) run(ctx context.Context, runs []*partRun, opts Options) (fail
 	enricher := newEnrichStage(p.Enrich, opts.Partner, p.Metrics)
 	load, err := p.Store.Begin(ctx, warehouse.LoadOptions{
 		Partner: opts.Partner, AsOf: opts.AsOf, Source: filepath.Base(runs[0].Name), MaxRejections: opts.MaxErrors,
-		Enrichments: enricher.numbered(), Profiles: opts.Profiles,
+		Enrichments: enricher.numbered(), Profiles: opts.Profiles, CloseAccounts: opts.CloseAccounts, ProtectBefore: opts.ProtectBefore,
 	})
 	if err != nil {
 		return -1, err
@@ -332,10 +339,10 @@ func (p *Pipeline) run(ctx context.Context, runs []*partRun, opts Options) (fail
 func (p *Pipeline) parsePart(ctx context.Context, r *partRun, opts Options, enricher *enrichStage, base *stages.Seq, batches chan<- loadBatch) error {
 	rep := r.rep
 	dec := parse.NewDecoder(r.in, parse.Options{Workers: opts.Workers, Type: opts.Type})
-	validator := stages.Validator{Type: opts.Type}
+	validator := stages.Validator{Type: opts.Type, PostedFrom: opts.PostedFrom}
 	if opts.Format == PushBatch {
 		dec = parse.NewBatchDecoder(r.in, parse.Options{Workers: opts.Workers})
-		validator = stages.Validator{Type: parse.Combined, Batch: true}
+		validator = stages.Validator{Type: parse.Combined, Batch: true, PostedFrom: opts.PostedFrom}
 		rep.Type = parse.Combined
 	}
 	nested := false

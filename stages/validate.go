@@ -79,7 +79,12 @@ type Validator struct {
 	// file's: its required fields, signed amounts, balance types and
 	// account types; rejections name its fields (BatchFields).
 	Batch bool
-	draft bool // the user at hand is spelled as the 000 draft spells it
+	// PostedFrom, if set, is the earliest posting date kept of an
+	// account's transactions (zero: any): one posted before is skipped. A
+	// pull harvest keeps 90 days of a new user and never touches what is
+	// older than 180 days.
+	PostedFrom func(accountID string) time.Time
+	draft      bool // the user at hand is spelled as the 000 draft spells it
 }
 
 // Fields names each field as a source spells it, so that a rejection
@@ -485,6 +490,9 @@ func (v Validator) transaction(out *Validated, t *parse.Transaction, parent *par
 			// Spec: positions/transactions of investment accounts are not created.
 			skip = true
 		}
+	}
+	if v.PostedFrom != nil && row.Action == Upsert && !row.PostedOn.IsZero() && row.PostedOn.Before(v.PostedFrom(row.AccountID)) {
+		skip = true
 	}
 	if !v.imports(parse.Transactions) || (parent != nil && parent.imported && parent.deleted) {
 		return

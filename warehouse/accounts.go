@@ -139,3 +139,37 @@ func (s *Store) withAccountEdits(ctx context.Context, partnerID string, accounts
 	}
 	return rows.Err()
 }
+
+// Latest is an account's newest stored transaction.
+type Latest struct {
+	TransactionID string
+	PostedOn      time.Time
+}
+
+// LatestTransactions returns, by account id, the newest stored transaction
+// of each of the accounts (a user's, from Accounts) that has any: what a
+// pull harvest asks after (LastTransactionId) and keeps from.
+func (s *Store) LatestTransactions(ctx context.Context, accounts []Account) (map[string]Latest, error) {
+	out := map[string]Latest{}
+	if len(accounts) == 0 {
+		return out, nil
+	}
+	q := byAccountKey(accounts, func(keys string) string {
+		return `SELECT account_id, arg_max(transaction_id, (posted_at, transaction_id)), max(posted_on)
+		FROM transactions WHERE account_key IN (` + keys + `) GROUP BY account_id`
+	})
+	rows, err := s.db().QueryContext(ctx, q)
+	if err != nil {
+		return nil, fmt.Errorf("warehouse: latest transactions: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		var l Latest
+		if err := rows.Scan(&id, &l.TransactionID, &l.PostedOn); err != nil {
+			return nil, fmt.Errorf("warehouse: latest transactions: %w", err)
+		}
+		out[id] = l
+	}
+	return out, rows.Err()
+}

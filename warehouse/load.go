@@ -39,6 +39,14 @@ type LoadOptions struct {
 	// Profiles are stored in the load's transaction, after its records: the
 	// fields of the API's user writes that files do not carry.
 	Profiles []Profile
+	// CloseAccounts are stored accounts of the partner to mark closed
+	// (state), in the load's transaction: a pull harvest's accounts that
+	// the partner's answer left out. A later upsert opens them again.
+	CloseAccounts []string
+	// ProtectBefore, if set, keeps stored transactions posted before it
+	// as they are: the load's events for them (upserts and deletes) are
+	// dropped. A pull harvest never touches what is older than 180 days.
+	ProtectBefore time.Time
 }
 
 // Load applies one file in two phases, so that memory stays flat whatever
@@ -636,11 +644,29 @@ FROM {S}.last_accounts a JOIN (SELECT account_id, min(seq) AS first FROM {S}.acc
 }
 
 // touchedOwners lists the owners whose accounts the file changes, before
-// and after (an account can change owner), for the account directory.
-const touchedOwners = `CREATE OR REPLACE TABLE {S}.touched_owners AS
-SELECT partner_customer_id FROM accounts WHERE partner_id = {P} AND account_id IN (
+// and after (an account can change owner), for the account directory;
+// closedOwners those of the accounts the load closes.
+const (
+	touchedOwners = `SELECT partner_customer_id FROM accounts WHERE partner_id = {P} AND account_id IN (
   SELECT account_id FROM {S}.last_accounts UNION ALL SELECT account_id FROM {S}.last_kills)
 UNION SELECT partner_customer_id FROM {S}.last_accounts`
+	closedOwners  = `SELECT partner_customer_id FROM accounts WHERE partner_id = {P} AND account_id IN (SELECT account_id FROM {S}.closing)`
+	closeAccounts = `UPDATE accounts SET state = 'closed', updated_at = {NOW}
+WHERE partner_id = {P} AND state <> 'closed' AND account_id IN (SELECT account_id FROM {S}.closing)`
+	// protectOld drops the load's events for stored transactions posted
+	// before {PROTECT}: neither replaced, nor deleted, nor doubled.
+	protectOld = `DELETE FROM {S}.transactions s USING transactions t
+WHERE t.partner_id = {P} AND t.account_id = s.account_id AND t.transaction_id = s.transaction_id AND t.posted_on < {PROTECT}`
+)
+
+// stageClosing is the statement that lists the accounts to close.
+func stageClosing(ids []string) string {
+	values := make([]string, len(ids))
+	for i, id := range ids {
+		values[i] = "(" + quote(id) + ")"
+	}
+	return "CREATE OR REPLACE TABLE {S}.closing AS SELECT * FROM (VALUES " + strings.Join(values, ", ") + ") v(account_id)"
+}
 
 // touchedAccounts reads, in the commit's transaction, the accounts of the
 // touched owners as the commit leaves them; an owner left with none comes
@@ -777,15 +803,28 @@ func sameEnrichment(a, b string) string {
 // plan lists Commit's statements: resolution in the staging database, then
 // the warehouse's transaction.
 func (l *Load) plan() (resolve, apply []string) {
+	if !l.opts.ProtectBefore.IsZero() {
+		resolve = append(resolve, strings.ReplaceAll(protectOld, "{PROTECT}", "DATE "+quote(l.opts.ProtectBefore.Format(time.DateOnly))))
+	}
 	if l.suspects {
 		resolve = append(resolve, dedupeSuspects)
 	}
+	closes := len(l.opts.CloseAccounts) > 0
+	if closes {
+		resolve = append(resolve, stageClosing(l.opts.CloseAccounts))
+	}
+	var owners []string
 	if l.users || l.accounts {
 		resolve = append(resolve, resolveUsersAndAccounts...)
-		if l.touchesDirectory() {
-			resolve = append(resolve, touchedOwners)
-		}
+		owners = append(owners, touchedOwners)
 		apply = append(apply, applyResolved...)
+	}
+	if closes {
+		owners = append(owners, closedOwners)
+		apply = append(apply, closeAccounts)
+	}
+	if l.touchesDirectory() {
+		resolve = append(resolve, "CREATE OR REPLACE TABLE {S}.touched_owners AS "+strings.Join(owners, "\nUNION\n"))
 	}
 	local, users, decision := stagedDecisions, "", "t.enrichment_id"
 	if l.userRules {
@@ -1019,7 +1058,7 @@ func syncFile(path string) error {
 // touchesDirectory: the store keeps the account directory and the file
 // may change accounts.
 func (l *Load) touchesDirectory() bool {
-	return l.store.directory != nil && (l.users || l.accounts)
+	return l.store.directory != nil && (l.users || l.accounts || len(l.opts.CloseAccounts) > 0)
 }
 
 // touchedAccounts reads what the account directory must change.
