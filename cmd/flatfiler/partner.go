@@ -11,13 +11,16 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/flatfiler/flatfiler/intake/harvest"
 	"github.com/flatfiler/flatfiler/intake/partner"
 )
 
 const partnerUsage = `Usage:
   flatfiler partner add ID [--data DIR] [--domain fi.example.com] [--api-key KEY] [--ssh-key FILE.pub]
                            [--product-name NAME] [--modules FILE.json] [--json]
-  flatfiler partner set ID [--data DIR] [--domain ...] [--product-name ...] [--modules FILE.json]`
+  flatfiler partner set ID [--data DIR] [--domain ...] [--product-name ...] [--modules FILE.json]
+                           [--harvest-url URL] [--harvest-key HEX] [--harvest-schedule "every 6h" | "daily 02:00-04:00"]
+                           [--harvest-concurrency N] [--harvest-timeout 30s] [--harvest-retries N]`
 
 func partnerCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
@@ -143,6 +146,12 @@ func partnerSet(_ context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.SetOutput(stderr)
 	data := fs.String("data", "./data", "data directory of the server")
 	product := addProductFlags(fs)
+	hURL := fs.String("harvest-url", "", "the partner's pull endpoint (the spec's Data Source Setup), http or https")
+	hKey := fs.String("harvest-key", "", "the shared key of the endpoint's signatures, 128 hex digits")
+	hSchedule := fs.String("harvest-schedule", "", `when every user is harvested: "every 6h", "daily 02:00-04:00" (UTC), or "" for on request only`)
+	hConcurrency := fs.Int("harvest-concurrency", 0, "requests to the endpoint at once (default 2)")
+	hTimeout := fs.Duration("harvest-timeout", 0, "each request's limit, its answer read whole (default 30s)")
+	hRetries := fs.Int("harvest-retries", 0, "further attempts of a request that timed out or met a 5xx or 429 (default 2)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: flatfiler partner set ID [flags]\n\nChanges the flags given of a partner; the others are kept.")
 		fs.PrintDefaults()
@@ -161,6 +170,7 @@ func partnerSet(_ context.Context, args []string, stdout, stderr io.Writer) int 
 		return 2
 	}
 	var changes partner.Changes
+	var edits []string // the harvest flags given
 	given := 0
 	fs.Visit(func(f *flag.Flag) {
 		switch f.Name {
@@ -170,17 +180,39 @@ func partnerSet(_ context.Context, args []string, stdout, stderr io.Writer) int 
 			changes.ProductName = product.productName
 		case "modules":
 			changes.Modules, err = readModules(*product.modules)
+		case "harvest-url", "harvest-key", "harvest-schedule", "harvest-concurrency", "harvest-timeout", "harvest-retries":
+			edits = append(edits, f.Name)
 		default:
 			return
 		}
 		given++
 	})
+	if edits != nil {
+		changes.Harvest = func(c *harvest.Config) {
+			for _, name := range edits {
+				switch name {
+				case "harvest-url":
+					c.URL = *hURL
+				case "harvest-key":
+					c.Key = *hKey
+				case "harvest-schedule":
+					c.Schedule = *hSchedule
+				case "harvest-concurrency":
+					c.Concurrency = *hConcurrency
+				case "harvest-timeout":
+					c.Timeout = harvest.Duration(*hTimeout)
+				case "harvest-retries":
+					c.Retries = hRetries
+				}
+			}
+		}
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "flatfiler partner: %v\n", err)
 		return 1
 	}
 	if given == 0 {
-		fmt.Fprintln(stderr, "flatfiler partner set: nothing to change: give --domain, --product-name or --modules")
+		fmt.Fprintln(stderr, "flatfiler partner set: nothing to change: give --domain, --product-name, --modules or --harvest-...")
 		return 2
 	}
 	reg, err := partner.Open(filepath.Join(*data, "partners"))

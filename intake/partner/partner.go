@@ -25,6 +25,8 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/crypto/ssh"
+
+	"github.com/flatfiler/flatfiler/intake/harvest"
 )
 
 // IDPattern is what a partner ID may look like: it names a directory and
@@ -60,6 +62,9 @@ type Partner struct {
 	// shows of the partner's PFM product.
 	ProductName string            `json:"product_name,omitempty"`
 	Modules     map[string]Module `json:"modules,omitempty"`
+	// Harvest is the partner's pull endpoint (the spec's Data Source
+	// Setup); nil: none. Its key is a secret, as the API key is.
+	Harvest *harvest.Config `json:"harvest,omitempty"`
 }
 
 // Module is one of the partner's PFM modules (the spec's "mobile").
@@ -107,6 +112,9 @@ type Changes struct {
 	Domain      *string
 	ProductName *string
 	Modules     map[string]Module // non-nil: replaces them
+	// Harvest, if set, changes the pull endpoint's configuration (a new
+	// one if the partner has none); the result must pass Config.Check.
+	Harvest func(*harvest.Config)
 }
 
 // Registry is the partners directory. It is re-read when the directory
@@ -313,6 +321,17 @@ func (r *Registry) Set(id string, c Changes) error {
 	}
 	if c.Modules != nil {
 		p.Modules = c.Modules
+	}
+	if c.Harvest != nil {
+		h := harvest.Config{}
+		if p.Harvest != nil {
+			h = *p.Harvest
+		}
+		c.Harvest(&h)
+		if err := h.Check(); err != nil {
+			return fmt.Errorf("partner %s: %w", id, err)
+		}
+		p.Harvest = &h
 	}
 	data, err := json.MarshalIndent(p, "", "  ")
 	if err != nil {
