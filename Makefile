@@ -23,8 +23,10 @@ $(BIN): $(SOURCES)
 # The server on embedded defaults: data in ./data, SFTP on 127.0.0.1:2022,
 # HTTP on 127.0.0.1:8080. The first start creates partner demo and prints
 # its secrets.
+# Loopback only: the harvest demo's endpoint (flatfiler harvest-sim) is on
+# this machine too.
 run: $(BIN)
-	$(BIN) serve
+	$(BIN) serve --harvest-allow-private
 
 tools:
 	@missing=""; for t in $(TOOLS); do cmd=$${t%%:*}; pkg=$${t#*:}; \

@@ -21,6 +21,7 @@ import (
 	"github.com/flatfiler/flatfiler/intake/batches"
 	"github.com/flatfiler/flatfiler/intake/jobs"
 	"github.com/flatfiler/flatfiler/intake/partner"
+	"github.com/flatfiler/flatfiler/intake/pull"
 	"github.com/flatfiler/flatfiler/pipeline"
 	"github.com/flatfiler/flatfiler/stages/enrich"
 	"github.com/flatfiler/flatfiler/warehouse"
@@ -35,6 +36,8 @@ type Server struct {
 	// Pipeline applies the API's user and account writes as files are
 	// applied; nil: they answer 503.
 	Pipeline *pipeline.Pipeline
+	// Harvests runs pull harvests (users/:user_id:/harvest); nil: none.
+	Harvests *pull.Runs
 	Store    *warehouse.Store
 	Gatherer prometheus.Gatherer
 	// AdminToken guards /admin/sql; empty disables it.
@@ -67,6 +70,7 @@ func (s *Server) Handler() http.Handler {
 	s.reportRoutes(route)
 	s.userWriteRoutes(route)
 	s.accountRoutes(route)
+	s.harvestRoutes(route)
 	s.batchRoutes(route)
 	route("POST /admin/sql", "admin_sql", s.adminSQL)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.Gatherer, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(s.Logger.Handler(), slog.LevelError)}))

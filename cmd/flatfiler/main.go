@@ -21,6 +21,7 @@ const usage = `flatfiler: bulk ingest of personal-finance flat files into a Duck
 Usage:
   flatfiler serve   [--data DIR] [--sftp-addr ADDR] [--http-addr ADDR] ...
   flatfiler partner add ID [--data DIR] [--domain D] [--ssh-key FILE.pub] [--json]
+  flatfiler partner set ID [--data DIR] [--domain D] [--harvest-url URL --harvest-key HEX] ...
   flatfiler ingest [--db PATH] [--partner ID] [--type combined|users|accounts|transactions]
                    [--as-of YYYY-MM-DD] [--json] [--workers N] [--rules FILE] FILE...
   flatfiler sql    [--db PATH] [--format table|csv|json] QUERY
@@ -28,6 +29,7 @@ Usage:
   flatfiler gen    [--users N | --size SIZE] [--seed S] [--bad-rate R] -o FILE
   flatfiler enrich [--amount A] [--rules FILE] MEMO...
   flatfiler enrich-eval [--labels FILE] [--rules FILE]
+  flatfiler harvest-sim --key HEX [--file FILE.xml] [--addr ADDR]
 
 Run 'flatfiler COMMAND --help' for a command's flags.
 `
@@ -81,6 +83,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		"gen":         genCmd,
 		"enrich":      enrichCmd,
 		"enrich-eval": enrichEvalCmd,
+		"harvest-sim": harvestSimCmd,
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {

@@ -30,6 +30,7 @@ import (
 	"github.com/flatfiler/flatfiler/intake/inbox"
 	"github.com/flatfiler/flatfiler/intake/jobs"
 	"github.com/flatfiler/flatfiler/intake/partner"
+	"github.com/flatfiler/flatfiler/intake/pull"
 	"github.com/flatfiler/flatfiler/intake/sftpd"
 	"github.com/flatfiler/flatfiler/internal/failpoint"
 	"github.com/flatfiler/flatfiler/pipeline"
@@ -67,10 +68,13 @@ type serveConfig struct {
 	MaxBatchSize         int64
 	CallbackCA           string
 	CallbackAllowPrivate bool
-	CallbackSchedule     []time.Duration
-	Issuer               string
-	Logger               *slog.Logger
-	Faults               *failpoint.Set
+	// HarvestAllowPrivate lets partners' pull endpoints be on loopback and
+	// private addresses.
+	HarvestAllowPrivate bool
+	CallbackSchedule    []time.Duration
+	Issuer              string
+	Logger              *slog.Logger
+	Faults              *failpoint.Set
 }
 
 // service is a running server: SFTP, HTTP, job workers, one warehouse.
@@ -82,6 +86,7 @@ type service struct {
 	sftp     *sftpd.Server
 	jobs     *jobs.Manager
 	batches  *batches.Service
+	harvests *pull.Runs
 	http     *http.Server
 	sftpLn   net.Listener
 	httpLn   net.Listener
@@ -196,10 +201,15 @@ func startService(ctx context.Context, cfg serveConfig) (_ *service, err error) 
 	}); err != nil {
 		return nil, err
 	}
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.cancel = cancel
+	s.harvests = &pull.Runs{Context: runCtx, H: &pull.Harvester{
+		Pipeline: pipe, Store: s.store, AllowPrivate: cfg.HarvestAllowPrivate, Logger: log, Metrics: pull.NewMetrics(reg),
+	}}
 	token := make([]byte, 32)
 	_, _ = rand.Read(token)
 	apiServer := &api.Server{
-		Partners: s.partners, Jobs: s.jobs, Batches: s.batches, Pipeline: pipe, Store: s.store, Gatherer: reg,
+		Partners: s.partners, Jobs: s.jobs, Batches: s.batches, Pipeline: pipe, Harvests: s.harvests, Store: s.store, Gatherer: reg,
 		AdminToken: hex.EncodeToString(token), Logger: log, Metrics: api.NewMetrics(reg), Enrich: engine,
 	}
 	if s.sftpLn, err = net.Listen("tcp", cfg.SFTPAddr); err != nil {
@@ -216,8 +226,6 @@ func startService(ctx context.Context, cfg serveConfig) (_ *service, err error) 
 	}
 
 	s.http = &http.Server{Handler: apiServer.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
-	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	s.cancel = cancel
 	s.wg.Go(func() {
 		if err := s.http.Serve(s.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("http server", "err", err)
@@ -255,8 +263,9 @@ func (s *service) stop() {
 	defer cancel()
 	_ = s.http.Shutdown(ctx)
 	s.sftp.Shutdown(ctx)
-	s.cancel() // jobs: the running one has its grace period
+	s.cancel() // jobs: the running one has its grace period; harvests stop
 	s.wg.Wait()
+	s.harvests.Wait()
 	_ = os.Remove(filepath.Join(s.cfg.Data, adminFile))
 	s.inbox.Close()
 	if err := s.store.Close(); err != nil {
@@ -325,6 +334,7 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.Int64Var(&cfg.MaxBatchSize, "max-batch-size", 256<<20, "largest push batch body (PUT /api/v2/batches), bytes; larger ones are refused with 413")
 	fs.StringVar(&cfg.CallbackCA, "callback-ca", "", "PEM file of CAs trusted for batch callbacks, besides the system's")
 	fs.BoolVar(&cfg.CallbackAllowPrivate, "callback-allow-private", false, "let batch callbacks reach loopback and private addresses (tests, private networks)")
+	fs.BoolVar(&cfg.HarvestAllowPrivate, "harvest-allow-private", false, "let partners' pull endpoints be on loopback and private addresses (tests, demos, private networks)")
 	schedule := fs.String("callback-schedule", "", "waits between a batch callback's attempts, comma-separated (default Standard Webhooks': 5s,5m,30m,2h,5h,10h,10h,10h,10h,10h)")
 	fs.StringVar(&cfg.Issuer, "issuer", "flatfiler", "iss of the JWTs batch callbacks carry")
 	fs.DurationVar(&cfg.RetryAfter, "retry-after", 10*time.Second, "a job not applied for the server's storage (full disk, I/O error) runs again after this long, doubling up to 10m; the file is kept")

@@ -29,6 +29,7 @@ type endpoint struct {
 	client  *http.Client
 	ids     *requestIDs
 	slots   chan struct{} // the endpoint's concurrency
+	metrics *Metrics
 }
 
 // RequestError is a request the endpoint did not answer with a good
@@ -62,7 +63,8 @@ func (e *endpoint) ask(ctx context.Context, what string, inner []byte) ([]byte, 
 	defer func() { <-e.slots }()
 	id := e.ids.next()
 	doc := harvest.Request{ID: id, SSOPartnerID: e.partner, Inner: inner}.Document(e.key)
-	op := func() ([]byte, error) {
+	op := func() (inner []byte, err error) {
+		defer func() { e.metrics.Requests.WithLabelValues(requestOutcome(err)).Inc() }()
 		body, err := e.post(ctx, doc)
 		if err != nil {
 			var status errStatus

@@ -44,6 +44,8 @@ type Harvester struct {
 	Logger       *slog.Logger
 	// Now is the clock of the windows and request ids; nil: time.Now.
 	Now func() time.Time
+	// Metrics, nil: unregistered ones.
+	Metrics *Metrics
 
 	once      sync.Once
 	client    *httpClient
@@ -63,6 +65,13 @@ type Outcome struct {
 	Closed []string
 }
 
+func (h *Harvester) logger() *slog.Logger {
+	if h.Logger != nil {
+		return h.Logger
+	}
+	return slog.Default()
+}
+
 func (h *Harvester) now() time.Time {
 	if h.Now != nil {
 		return h.Now()
@@ -70,12 +79,19 @@ func (h *Harvester) now() time.Time {
 	return time.Now()
 }
 
-func (h *Harvester) endpoint(partnerID string, cfg harvest.Config) (*endpoint, error) {
+// setup makes what the Harvester shares between runs, once.
+func (h *Harvester) setup() {
 	h.once.Do(func() {
 		h.client = &httpClient{newClient(h.AllowPrivate)}
 		h.ids = &requestIDs{now: h.now}
 		h.endpoints = map[string]*endpoint{}
+		if h.Metrics == nil {
+			h.Metrics = NewMetrics(nil)
+		}
 	})
+}
+
+func (h *Harvester) endpoint(partnerID string, cfg harvest.Config) (*endpoint, error) {
 	key, err := harvest.ParseKey(cfg.Key)
 	if err != nil {
 		return nil, err
@@ -86,7 +102,8 @@ func (h *Harvester) endpoint(partnerID string, cfg harvest.Config) (*endpoint, e
 		e.cfg = cfg
 		return e, nil
 	}
-	e := &endpoint{partner: partnerID, cfg: cfg, key: key, client: h.client.Client, ids: h.ids, slots: make(chan struct{}, cfg.Slots())}
+	e := &endpoint{partner: partnerID, cfg: cfg, key: key, client: h.client.Client, ids: h.ids,
+		slots: make(chan struct{}, cfg.Slots()), metrics: h.Metrics}
 	h.endpoints[partnerID] = e
 	return e, nil
 }
@@ -106,6 +123,7 @@ var ErrNoEndpoint = errors.New("the partner has no harvest endpoint (flatfiler p
 // old; nothing posted more than 180 days ago is created, changed or
 // deleted. Nothing is applied if any request fails.
 func (h *Harvester) HarvestUser(ctx context.Context, partnerID string, cfg *harvest.Config, user string) (*Outcome, error) {
+	h.setup()
 	if cfg == nil {
 		return nil, ErrNoEndpoint
 	}

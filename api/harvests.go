@@ -1,0 +1,64 @@
+package api
+
+import (
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/flatfiler/flatfiler/intake/pull"
+)
+
+// The spec's Harvests section: a pull harvest of one user from the
+// partner's endpoint (partner set --harvest-url --harvest-key), started by
+// POST and watched by GET.
+
+func (s *Server) harvestRoutes(route func(pattern, name string, h http.HandlerFunc)) {
+	route("POST "+v2+"/users/{user_id}/harvest", "harvest_create", s.authorized(keyOrToken, s.forUser(s.startHarvest)))
+	route("GET "+v2+"/users/{user_id}/harvest", "harvest", s.authorized(keyOrToken, s.forUser(s.harvestStatus)))
+}
+
+type harvestJSON struct {
+	Status string `json:"status"` // working or complete
+	Href   string `json:"href"`
+	// What became of it, once complete: success, partial-success, or
+	// error (nothing applied; message says why).
+	Outcome        string   `json:"outcome,omitempty"`
+	Message        string   `json:"message,omitempty"`
+	Requests       int      `json:"requests,omitempty"`
+	ClosedAccounts []string `json:"closed_accounts,omitempty"`
+	StartedAt      string   `json:"started_at"`
+	FinishedAt     string   `json:"finished_at,omitempty"`
+}
+
+func harvestView(r *http.Request, run pull.Run) harvestJSON {
+	v := harvestJSON{Status: run.Status, Href: userHref(r, run.User) + "/harvest", Outcome: run.Outcome, Message: run.Message,
+		Requests: run.Requests, ClosedAccounts: run.Closed, StartedAt: run.StartedAt.Format(time.RFC3339)}
+	if !run.FinishedAt.IsZero() {
+		v.FinishedAt = run.FinishedAt.Format(time.RFC3339)
+	}
+	return v
+}
+
+// startHarvest starts a harvest of the user, or answers the one under way:
+// a new harvest does not start while one is in progress.
+func (s *Server) startHarvest(w http.ResponseWriter, r *http.Request, u userRequest) {
+	p := u.partner
+	if p.Harvest == nil || s.Harvests == nil {
+		writeError(w, http.StatusConflict, fmt.Sprintf("partner %s has no harvest endpoint", p.ID),
+			[]string{"partner: no pull endpoint is configured; flatfiler partner set " + p.ID + " --harvest-url URL --harvest-key HEX"})
+		return
+	}
+	run, _ := s.Harvests.Start(p.ID, p.Harvest, u.user)
+	writeJSON(w, http.StatusCreated, map[string][]harvestJSON{"harvests": {harvestView(r, run)}})
+}
+
+// harvestStatus answers the user's latest harvest; none yet: an empty list.
+func (s *Server) harvestStatus(w http.ResponseWriter, r *http.Request, u userRequest) {
+	out := []harvestJSON{}
+	if s.Harvests != nil {
+		if run, ok := s.Harvests.Get(u.partnerID(), u.user); ok {
+			out = append(out, harvestView(r, run))
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string][]harvestJSON{"harvests": out})
+}
