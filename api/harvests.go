@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/flatfiler/flatfiler/intake/pull"
+	"github.com/flatfiler/flatfiler/stages"
 )
 
 // The spec's Harvests section: a pull harvest of one user from the
@@ -22,12 +23,15 @@ type harvestJSON struct {
 	Href   string `json:"href"`
 	// What became of it, once complete: success, partial-success, or
 	// error (nothing applied; message says why).
-	Outcome        string   `json:"outcome,omitempty"`
-	Message        string   `json:"message,omitempty"`
-	Requests       int      `json:"requests,omitempty"`
-	ClosedAccounts []string `json:"closed_accounts,omitempty"`
-	StartedAt      string   `json:"started_at"`
-	FinishedAt     string   `json:"finished_at,omitempty"`
+	Outcome string `json:"outcome,omitempty"`
+	Message string `json:"message,omitempty"`
+	// Errors are the records the answers held that were rejected, as a
+	// file's report lists them.
+	Errors         []stages.Rejection `json:"errors,omitempty"`
+	Requests       int                `json:"requests,omitempty"`
+	ClosedAccounts []string           `json:"closed_accounts,omitempty"`
+	StartedAt      string             `json:"started_at"`
+	FinishedAt     string             `json:"finished_at,omitempty"`
 }
 
 func harvestView(r *http.Request, run pull.Run) harvestJSON {
@@ -35,6 +39,9 @@ func harvestView(r *http.Request, run pull.Run) harvestJSON {
 		Requests: run.Requests, ClosedAccounts: run.Closed, StartedAt: run.StartedAt.Format(time.RFC3339)}
 	if !run.FinishedAt.IsZero() {
 		v.FinishedAt = run.FinishedAt.Format(time.RFC3339)
+	}
+	if run.Report != nil {
+		v.Errors = run.Report.Errors
 	}
 	return v
 }

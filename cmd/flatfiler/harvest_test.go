@@ -79,7 +79,8 @@ func TestHarvestEndToEnd(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	// The spec's example has one account without an AccountType: rejected.
-	if run["status"] != "complete" || run["outcome"] != "partial-success" {
+	if errs, _ := run["errors"].([]any); run["status"] != "complete" || run["outcome"] != "partial-success" || len(errs) != 1 ||
+		!strings.Contains(jsonText(errs[0]), "AccountType") {
 		t.Fatalf("harvest: %v", run)
 	}
 	_, body = ts.send("GET", user+"/accounts", "", key)
