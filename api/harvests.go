@@ -55,7 +55,11 @@ func (s *Server) startHarvest(w http.ResponseWriter, r *http.Request, u userRequ
 			[]string{"partner: no pull endpoint is configured; flatfiler partner set " + p.ID + " --harvest-url URL --harvest-key HEX"})
 		return
 	}
-	run, _ := s.Harvests.Start(p.ID, p.Harvest, u.user)
+	run, _, err := s.Harvests.Start(p.ID, p.Harvest, u.user)
+	if err != nil {
+		s.internalError(w, r, err)
+		return
+	}
 	writeJSON(w, http.StatusCreated, map[string][]harvestJSON{"harvests": {harvestView(r, run)}})
 }
 

@@ -6,7 +6,9 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -102,4 +104,66 @@ func TestHarvestEndToEnd(t *testing.T) {
 func jsonText(v any) string {
 	b, _ := json.Marshal(v)
 	return string(b)
+}
+
+// TestHarvestExactlyOnceAcrossKill: a server killed at the harvest's commit
+// (before it, or right after) settles the run at its next start, from the
+// warehouse: run again, or found applied, and applied once either way.
+func TestHarvestExactlyOnceAcrossKill(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts server processes")
+	}
+	k, _ := harvest.ParseKey(simKey)
+	sim, err := harvestsim.Open("../../fixtures/spec/combined.xml", k, harvestsim.Options{ShiftTo: time.Now(), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	endpoint := httptest.NewServer(sim)
+	defer endpoint.Close()
+	for _, point := range []string{"load/before-commit", "load/committed"} {
+		t.Run(point, func(t *testing.T) {
+			dir := t.TempDir()
+			// The second load is the harvest's: the first creates the user.
+			first := startChildEnv(t, dir, []string{faultsEnv + "=" + point + "=crash@2"}, "--harvest-allow-private")
+			creds := *first.creds
+			if code, _, errOut := runCLI(t, "partner", "set", "demo", "--data", dir, "--harvest-url", endpoint.URL, "--harvest-key", simKey); code != 0 {
+				t.Fatalf("partner set: %s", errOut)
+			}
+			ts := first.client(t, creds)
+			if code, body := ts.send("POST", "/api/v2/users", `{"user": {"id": "322079353", "email": "rita@williams.us", "first_name": "Rita", "last_name": "Williams"}}`, creds.APIKey); code != 201 {
+				t.Fatalf("POST users: %d %v", code, body)
+			}
+			if code, body := ts.send("POST", "/api/v2/users/322079353/harvest", "", creds.APIKey); code != 201 {
+				t.Fatalf("POST harvest: %d %v", code, body)
+			}
+			if !killedBySIGKILL(first.cmd.Wait()) {
+				t.Fatalf("the server was not killed at %s:\n%s", point, first.stderr.String())
+			}
+
+			second := startChild(t, dir, "--harvest-allow-private")
+			ts = second.client(t, creds)
+			var run map[string]any
+			deadline := time.Now().Add(time.Minute)
+			for {
+				_, body := ts.send("GET", "/api/v2/users/322079353/harvest", "", creds.APIKey)
+				if runs, _ := body["harvests"].([]any); len(runs) == 1 {
+					run = runs[0].(map[string]any)
+				}
+				if run["status"] == "complete" || time.Now().After(deadline) {
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			if run["status"] != "complete" || run["outcome"] != "partial-success" {
+				t.Fatalf("the harvest after the restart: %v", run)
+			}
+			db := filepath.Join(dir, "warehouse.duckdb")
+			if code, out, errOut := runCLI(t, "sql", "--db", db, "--format", "csv",
+				"SELECT (SELECT count(*) FROM ingests WHERE file = 'harvest-322079353.xml') || '/' || (SELECT count(*) FROM transactions) AS n"); code != 0 || out != "n\n1/6\n" {
+				t.Errorf("after the restart: exit %d, %q %s (want one harvest applied, 6 transactions)", code, out, errOut)
+			}
+			_ = second.cmd.Process.Signal(syscall.SIGTERM)
+			_ = second.cmd.Wait()
+		})
+	}
 }

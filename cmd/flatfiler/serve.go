@@ -27,6 +27,7 @@ import (
 	"github.com/flatfiler/flatfiler/api"
 	"github.com/flatfiler/flatfiler/fixtures/gen"
 	"github.com/flatfiler/flatfiler/intake/batches"
+	"github.com/flatfiler/flatfiler/intake/harvest"
 	"github.com/flatfiler/flatfiler/intake/inbox"
 	"github.com/flatfiler/flatfiler/intake/jobs"
 	"github.com/flatfiler/flatfiler/intake/partner"
@@ -203,9 +204,19 @@ func startService(ctx context.Context, cfg serveConfig) (_ *service, err error) 
 	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
-	s.harvests = &pull.Runs{Context: runCtx, H: &pull.Harvester{
+	s.harvests = &pull.Runs{Context: runCtx, Dir: filepath.Join(cfg.Data, "harvests"), H: &pull.Harvester{
 		Pipeline: pipe, Store: s.store, AllowPrivate: cfg.HarvestAllowPrivate, Logger: log, Metrics: pull.NewMetrics(reg),
+	}, Config: func(id string) (*harvest.Config, bool) {
+		p, ok := s.partners.Get(id)
+		if !ok || p.Harvest == nil {
+			return nil, false
+		}
+		return p.Harvest, true
 	}}
+	if err := s.harvests.Open(ctx); err != nil {
+		cancel()
+		return nil, err
+	}
 	token := make([]byte, 32)
 	_, _ = rand.Read(token)
 	apiServer := &api.Server{

@@ -122,7 +122,8 @@ var ErrNoEndpoint = errors.New("the partner has no harvest endpoint (flatfiler p
 // stored transactions keeps every one from the day of its newest, however
 // old; nothing posted more than 180 days ago is created, changed or
 // deleted. Nothing is applied if any request fails.
-func (h *Harvester) HarvestUser(ctx context.Context, partnerID string, cfg *harvest.Config, user string) (*Outcome, error) {
+// jobID is stored with the commit's ingest row (see Runs).
+func (h *Harvester) HarvestUser(ctx context.Context, partnerID string, cfg *harvest.Config, user, jobID string) (*Outcome, error) {
 	h.setup()
 	if cfg == nil {
 		return nil, ErrNoEndpoint
@@ -224,7 +225,7 @@ func (h *Harvester) HarvestUser(ctx context.Context, partnerID string, cfg *harv
 		return nil, err
 	}
 	out.Report, err = h.Pipeline.Ingest(ctx, "harvest-"+user+".xml", &doc, pipeline.Options{
-		Partner: partnerID, Logger: h.Logger, AsOf: today,
+		Partner: partnerID, Logger: h.Logger, AsOf: today, JobID: jobID,
 		PostedFrom: from, CloseAccounts: out.Closed, ProtectBefore: protect,
 	})
 	if err != nil {

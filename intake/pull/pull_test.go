@@ -139,7 +139,7 @@ func TestHarvestWindowsAndClosing(t *testing.T) {
 	e := newEnv(t, p)
 
 	// A new user: exactly the last 90 days (t3 is 122 days old, t4 214).
-	out, err := e.h.HarvestUser(ctx, "p", e.cfg, "h1")
+	out, err := e.h.HarvestUser(ctx, "p", e.cfg, "h1", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +173,7 @@ func TestHarvestWindowsAndClosing(t *testing.T) {
 	p.sim.Update(u)
 	e.clock = e.clock.AddDate(0, 0, 1)
 	before := len(p.requests())
-	out, err = e.h.HarvestUser(ctx, "p", e.cfg, "h1")
+	out, err = e.h.HarvestUser(ctx, "p", e.cfg, "h1", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,7 +208,7 @@ func TestHarvestWindowsAndClosing(t *testing.T) {
 	p.sim.Update(u)
 	before = len(p.requests())
 	// Asked after t6, the simulator answers what sorts after it: t2, moved.
-	if _, err := e.h.HarvestUser(ctx, "p", e.cfg, "h1"); err != nil {
+	if _, err := e.h.HarvestUser(ctx, "p", e.cfg, "h1", ""); err != nil {
 		t.Fatal(err)
 	}
 	if got := e.stored(); got != "A1/t1:PAYROLL A1/t2:DUNKIN #4 A1/t6:COFFEE A2/t5:INTEREST" {
@@ -259,7 +259,7 @@ func TestHarvestFailuresApplyNothing(t *testing.T) {
 				}
 				w.Write(a)
 			}
-			_, err := e.h.HarvestUser(ctx, "p", e.cfg, "h1")
+			_, err := e.h.HarvestUser(ctx, "p", e.cfg, "h1", "")
 			var re *RequestError
 			if !errors.As(err, &re) || re.What != "accounts of user h1" || !strings.Contains(err.Error(), c.says) ||
 				(c.want != nil && !errors.Is(err, c.want)) {
@@ -289,7 +289,7 @@ func TestHarvestRetriesA5xx(t *testing.T) {
 		}
 		w.Write(a)
 	}
-	if _, err := e.h.HarvestUser(context.Background(), "p", e.cfg, "h1"); err != nil {
+	if _, err := e.h.HarvestUser(context.Background(), "p", e.cfg, "h1", ""); err != nil {
 		t.Fatalf("a 503 then an answer: %v", err)
 	}
 	if got := e.stored(); got != "A1/t1:PAYROLL A1/t2:DUNKIN #4 A2/t5:INTEREST" {
@@ -301,7 +301,7 @@ func TestPrivateEndpointsRefused(t *testing.T) {
 	p := newPartnerSide(t)
 	e := newEnv(t, p)
 	e.h.AllowPrivate = false
-	_, err := e.h.HarvestUser(context.Background(), "p", e.cfg, "h1")
+	_, err := e.h.HarvestUser(context.Background(), "p", e.cfg, "h1", "")
 	if !errors.Is(err, errPrivate) {
 		t.Fatalf("a loopback endpoint without --harvest-allow-private: %v", err)
 	}

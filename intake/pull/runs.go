@@ -2,8 +2,16 @@ package pull
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/flatfiler/flatfiler/intake/harvest"
 	"github.com/flatfiler/flatfiler/pipeline"
@@ -17,22 +25,34 @@ const (
 
 // Run is a harvest of one user, under way or done.
 type Run struct {
-	Partner, User string
-	Status        string // Working or Complete
+	// ID is the run's, and its ingest row's job_id: after a crash the
+	// warehouse says whether the run's commit happened.
+	ID      string `json:"id"`
+	Partner string `json:"partner_id"`
+	User    string `json:"user"`
+	Status  string `json:"status"` // Working or Complete
 	// Outcome is the pipeline's status once complete (success,
 	// partial-success), or error when nothing was applied; Message says why.
-	Outcome    string
-	Message    string
-	Requests   int
-	Closed     []string
-	Report     *pipeline.Report
-	StartedAt  time.Time
-	FinishedAt time.Time
+	Outcome    string           `json:"outcome,omitempty"`
+	Message    string           `json:"message,omitempty"`
+	Requests   int              `json:"requests,omitempty"`
+	Closed     []string         `json:"closed,omitempty"`
+	Report     *pipeline.Report `json:"report,omitempty"`
+	Attempts   int              `json:"attempts"`
+	StartedAt  time.Time        `json:"started_at"`
+	FinishedAt time.Time        `json:"finished_at,omitzero"`
 }
 
-// Runs starts harvests in the background and keeps each user's latest.
+// Runs starts harvests in the background and keeps each user's latest,
+// on disk: a run under way when the process stops is settled from the
+// warehouse at the next Open (its commit happened, or it runs again), so
+// a harvest is applied exactly once.
 type Runs struct {
 	H *Harvester
+	// Dir holds one record per user's latest run; empty: memory only.
+	Dir string
+	// Config finds a partner's endpoint when a run resumes.
+	Config func(partnerID string) (*harvest.Config, bool)
 	// Context bounds every run: the server's life.
 	Context context.Context
 
@@ -41,21 +61,93 @@ type Runs struct {
 	wg   sync.WaitGroup
 }
 
-// maxKeptRuns bounds the runs kept: past it, finished ones are dropped
-// (their status is then unknown, as for a user never harvested).
+// maxKeptRuns bounds the runs kept in memory: past it, finished ones are
+// dropped (their status is then unknown, as for a user never harvested).
 const maxKeptRuns = 100_000
+
+// Open reads the runs on disk and resumes those under way.
+func (rs *Runs) Open(ctx context.Context) error {
+	rs.mu.Lock()
+	if rs.runs == nil {
+		rs.runs = map[[2]string]*Run{}
+	}
+	rs.mu.Unlock()
+	if rs.Dir == "" {
+		return nil
+	}
+	if err := os.MkdirAll(rs.Dir, 0o700); err != nil {
+		return fmt.Errorf("harvest runs: %w", err)
+	}
+	entries, err := os.ReadDir(rs.Dir)
+	if err != nil {
+		return fmt.Errorf("harvest runs: %w", err)
+	}
+	for _, e := range entries {
+		path := filepath.Join(rs.Dir, e.Name())
+		if strings.HasSuffix(e.Name(), ".tmp") {
+			_ = os.Remove(path) // a write a crash cut short: the record before it stands
+			continue
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return fmt.Errorf("harvest runs: %w", err)
+		}
+		r := &Run{}
+		if err := json.Unmarshal(data, r); err != nil {
+			return fmt.Errorf("harvest runs: %s: %w", path, err)
+		}
+		rs.mu.Lock()
+		rs.runs[[2]string{r.Partner, r.User}] = r
+		rs.mu.Unlock()
+		if r.Status == Working {
+			if err := rs.resume(ctx, r); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// resume settles a run a stop interrupted: done if its ingest row is in
+// the warehouse, else run again.
+func (rs *Runs) resume(ctx context.Context, r *Run) error {
+	report, done, err := rs.H.Store.IngestReport(ctx, r.ID)
+	if err != nil {
+		return err
+	}
+	if done {
+		rep := &pipeline.Report{}
+		_ = json.Unmarshal(report, rep) // a row the load wrote: it reads
+		rs.H.logger().Info("harvest found applied after a restart", "partner", r.Partner, "user", r.User, "run", r.ID)
+		rs.mu.Lock()
+		rs.finish(r, &Outcome{Report: rep}, nil)
+		rs.mu.Unlock()
+		return nil
+	}
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	cfg, ok := rs.Config(r.Partner)
+	if !ok {
+		rs.finish(r, nil, fmt.Errorf("partner %s has no harvest endpoint any more: %w", r.Partner, ErrNoEndpoint))
+		return nil
+	}
+	rs.H.logger().Info("harvest resumed after a restart", "partner", r.Partner, "user", r.User, "run", r.ID)
+	rs.launch(r, cfg)
+	return nil
+}
 
 // Start harvests the user unless a harvest of the user is under way; it
 // returns the run either way, and whether it started one.
-func (rs *Runs) Start(partnerID string, cfg *harvest.Config, user string) (Run, bool) {
+func (rs *Runs) Start(partnerID string, cfg *harvest.Config, user string) (Run, bool, error) {
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
 	if rs.runs == nil {
 		rs.runs = map[[2]string]*Run{}
 	}
 	key := [2]string{partnerID, user}
-	if r, ok := rs.runs[key]; ok && r.Status == Working {
-		return *r, false
+	prev, ok := rs.runs[key]
+	if ok && prev.Status == Working {
+		return *prev, false, nil
 	}
 	if len(rs.runs) >= maxKeptRuns {
 		for k, r := range rs.runs {
@@ -64,22 +156,43 @@ func (rs *Runs) Start(partnerID string, cfg *harvest.Config, user string) (Run, 
 			}
 		}
 	}
-	r := &Run{Partner: partnerID, User: user, Status: Working, StartedAt: time.Now().UTC()}
+	r := &Run{ID: uuid.Must(uuid.NewV7()).String(), Partner: partnerID, User: user, Status: Working, StartedAt: time.Now().UTC()}
+	// On disk before it runs: a crash from here on finds it.
+	if err := rs.save(r); err != nil {
+		return Run{}, false, err
+	}
+	if ok {
+		rs.remove(prev)
+	}
 	rs.runs[key] = r
+	rs.launch(r, cfg)
+	return *r, true, nil
+}
+
+// launch runs r in the background. Called with mu held, or before r is
+// shared.
+func (rs *Runs) launch(r *Run, cfg *harvest.Config) {
+	r.Attempts++
+	id := r.ID
 	rs.wg.Add(1)
 	go func() {
 		defer rs.wg.Done()
-		out, err := rs.H.HarvestUser(rs.Context, partnerID, cfg, user)
+		out, err := rs.H.HarvestUser(rs.Context, r.Partner, cfg, r.User, id)
+		if err != nil && rs.Context.Err() != nil {
+			// Stopped with the server: it stays working on disk, and the
+			// next start settles it.
+			return
+		}
+		rs.mu.Lock()
+		defer rs.mu.Unlock()
 		rs.finish(r, out, err)
 	}()
-	return *r, true
 }
 
+// finish records a run's end. Called with mu held, or before r is shared.
 func (rs *Runs) finish(r *Run, out *Outcome, err error) {
 	h := rs.H
 	h.setup()
-	rs.mu.Lock()
-	defer rs.mu.Unlock()
 	r.Status, r.FinishedAt = Complete, time.Now().UTC()
 	if out != nil {
 		r.Requests, r.Closed, r.Report = out.Requests, out.Closed, out.Report
@@ -87,17 +200,74 @@ func (rs *Runs) finish(r *Run, out *Outcome, err error) {
 	switch {
 	case err != nil:
 		r.Outcome, r.Message = pipeline.StatusError, err.Error()
-		h.logger().Warn("harvest failed; nothing applied", "partner", r.Partner, "user", r.User, "err", err)
+		h.logger().Warn("harvest failed; nothing applied", "partner", r.Partner, "user", r.User, "run", r.ID, "err", err)
 	case out.Report.Status == pipeline.StatusError:
 		r.Outcome, r.Message = pipeline.StatusError, out.Report.Fatal
 	default:
 		r.Outcome = out.Report.Status
 		h.Metrics.LastSuccess.WithLabelValues(r.Partner).SetToCurrentTime()
-		h.logger().Info("harvest applied", "partner", r.Partner, "user", r.User, "status", r.Outcome,
+		h.logger().Info("harvest applied", "partner", r.Partner, "user", r.User, "run", r.ID, "status", r.Outcome,
 			"requests", r.Requests, "closed", len(r.Closed), "seconds", r.FinishedAt.Sub(r.StartedAt).Seconds())
 	}
 	h.Metrics.Runs.WithLabelValues(r.Outcome).Inc()
 	h.Metrics.Duration.Observe(r.FinishedAt.Sub(r.StartedAt).Seconds())
+	if err := rs.save(r); err != nil {
+		// The warehouse has the truth: the next start settles the run from it.
+		h.logger().Error("harvest run not recorded", "run", r.ID, "err", err)
+	}
+}
+
+// save writes r's record whole: a temporary file renamed over it.
+func (rs *Runs) save(r *Run) error {
+	if rs.Dir == "" {
+		return nil
+	}
+	data, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	path := filepath.Join(rs.Dir, r.ID+".json")
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err == nil {
+		_, err = f.Write(data)
+		if err == nil {
+			err = f.Sync()
+		}
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err == nil {
+		err = syncDir(rs.Dir)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("harvest run %s: %w", r.ID, err)
+	}
+	return nil
+}
+
+// remove deletes a superseded run's record.
+func (rs *Runs) remove(r *Run) {
+	if rs.Dir == "" {
+		return
+	}
+	if err := os.Remove(filepath.Join(rs.Dir, r.ID+".json")); err != nil && !errors.Is(err, os.ErrNotExist) {
+		rs.H.logger().Warn("harvest run record not removed", "run", r.ID, "err", err)
+	}
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 // Get returns the user's latest run.
