@@ -16,6 +16,46 @@ import (
 func (s *Server) harvestRoutes(route func(pattern, name string, h http.HandlerFunc)) {
 	route("POST "+v2+"/users/{user_id}/harvest", "harvest_create", s.authorized(keyOrToken, s.forUser(s.startHarvest)))
 	route("GET "+v2+"/users/{user_id}/harvest", "harvest", s.authorized(keyOrToken, s.forUser(s.harvestStatus)))
+	route("GET "+v2+"/partners/current/harvest", "partner_harvest", s.authorized(keyOnly, s.partnerHarvest))
+}
+
+// partnerHarvestJSON is the partner's scheduled harvest: its schedule, the
+// next run and the last one.
+type partnerHarvestJSON struct {
+	URL        string `json:"url"`
+	Schedule   string `json:"schedule"`
+	NextAt     string `json:"next_at,omitempty"`
+	Status     string `json:"status,omitempty"` // working or complete; none: never ran
+	Users      int    `json:"users"`
+	Applied    int    `json:"applied"`
+	Failed     int    `json:"failed"`
+	StartedAt  string `json:"started_at,omitempty"`
+	FinishedAt string `json:"finished_at,omitempty"`
+}
+
+func stamp(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+// partnerHarvest answers the partner's pull endpoint and scheduled runs.
+func (s *Server) partnerHarvest(w http.ResponseWriter, r *http.Request, c caller) {
+	p := c.partner
+	if p.Harvest == nil {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("partner %s has no harvest endpoint", p.ID),
+			[]string{"partner: no pull endpoint is configured; flatfiler partner set " + p.ID + " --harvest-url URL --harvest-key HEX"})
+		return
+	}
+	v := partnerHarvestJSON{URL: p.Harvest.URL, Schedule: p.Harvest.Schedule}
+	if s.Harvests != nil {
+		if run, ok := s.Harvests.PartnerRun(p.ID); ok {
+			v.NextAt, v.Status, v.Users, v.Applied, v.Failed = stamp(run.NextAt), run.Status, run.Users, run.Applied, run.Failed
+			v.StartedAt, v.FinishedAt = stamp(run.StartedAt), stamp(run.FinishedAt)
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]partnerHarvestJSON{"harvest": v})
 }
 
 type harvestJSON struct {

@@ -173,3 +173,23 @@ func (s *Store) LatestTransactions(ctx context.Context, accounts []Account) (map
 	}
 	return out, rows.Err()
 }
+
+// UserIDs lists the partner's users, as rows of users or as the owners of
+// accounts, in id order.
+func (s *Store) UserIDs(ctx context.Context, partnerID string) ([]string, error) {
+	rows, err := s.db().QueryContext(ctx, `SELECT partner_customer_id FROM users WHERE partner_id = ?
+		UNION SELECT partner_customer_id FROM accounts WHERE partner_id = ? ORDER BY 1`, partnerID, partnerID)
+	if err != nil {
+		return nil, fmt.Errorf("warehouse: users of %s: %w", partnerID, err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("warehouse: users of %s: %w", partnerID, err)
+		}
+		out = append(out, id)
+	}
+	return out, rows.Err()
+}

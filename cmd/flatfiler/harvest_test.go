@@ -99,6 +99,13 @@ func TestHarvestEndToEnd(t *testing.T) {
 	if code, _ := ts.send("POST", "/api/v2/users/nobody/harvest", "", key); code != 404 {
 		t.Errorf("harvest of an unknown user: %d", code)
 	}
+	if code, _, errOut := runCLI(t, "partner", "set", "demo", "--data", dir, "--harvest-schedule", "daily 02:00-04:00"); code != 0 {
+		t.Fatalf("partner set --harvest-schedule: %s", errOut)
+	}
+	if code, body := ts.send("GET", "/api/v2/partners/current/harvest", "", key); code != 200 ||
+		!strings.Contains(jsonText(body), `"schedule":"daily 02:00-04:00"`) || !strings.Contains(jsonText(body), endpoint.URL) {
+		t.Errorf("the partner's harvest: %d %v", code, body)
+	}
 }
 
 func jsonText(v any) string {

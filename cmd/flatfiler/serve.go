@@ -249,6 +249,17 @@ func startService(ctx context.Context, cfg serveConfig) (_ *service, err error) 
 	})
 	s.wg.Go(func() { s.jobs.Run(runCtx) })
 	s.wg.Go(func() { s.batches.Run(runCtx) })
+	s.wg.Go(func() {
+		s.harvests.Schedule(runCtx, func() map[string]*harvest.Config {
+			out := map[string]*harvest.Config{}
+			for _, id := range s.partners.IDs() {
+				if p, ok := s.partners.Get(id); ok && p.Harvest != nil {
+					out[id] = p.Harvest
+				}
+			}
+			return out
+		})
+	})
 	go func() {
 		select {
 		case <-ctx.Done():

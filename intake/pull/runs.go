@@ -58,7 +58,12 @@ type Runs struct {
 
 	mu   sync.Mutex
 	runs map[[2]string]*Run
+	// done closes when a user's run under way ends.
+	done map[[2]string]chan struct{}
 	wg   sync.WaitGroup
+
+	sched  scheduler
+	active sync.Map // partners whose scheduled run is under way here
 }
 
 // maxKeptRuns bounds the runs kept in memory: past it, finished ones are
@@ -83,6 +88,9 @@ func (rs *Runs) Open(ctx context.Context) error {
 		return fmt.Errorf("harvest runs: %w", err)
 	}
 	for _, e := range entries {
+		if e.IsDir() {
+			continue // partners/: the schedule's state (Due)
+		}
 		path := filepath.Join(rs.Dir, e.Name())
 		if strings.HasSuffix(e.Name(), ".tmp") {
 			_ = os.Remove(path) // a write a crash cut short: the record before it stands
@@ -156,7 +164,7 @@ func (rs *Runs) Start(partnerID string, cfg *harvest.Config, user string) (Run, 
 			}
 		}
 	}
-	r := &Run{ID: uuid.Must(uuid.NewV7()).String(), Partner: partnerID, User: user, Status: Working, StartedAt: time.Now().UTC()}
+	r := &Run{ID: uuid.Must(uuid.NewV7()).String(), Partner: partnerID, User: user, Status: Working, StartedAt: rs.H.now().UTC()}
 	// On disk before it runs: a crash from here on finds it.
 	if err := rs.save(r); err != nil {
 		return Run{}, false, err
@@ -174,9 +182,16 @@ func (rs *Runs) Start(partnerID string, cfg *harvest.Config, user string) (Run, 
 func (rs *Runs) launch(r *Run, cfg *harvest.Config) {
 	r.Attempts++
 	id := r.ID
+	if rs.done == nil {
+		rs.done = map[[2]string]chan struct{}{}
+	}
+	key := [2]string{r.Partner, r.User}
+	done := make(chan struct{})
+	rs.done[key] = done
 	rs.wg.Add(1)
 	go func() {
 		defer rs.wg.Done()
+		defer close(done)
 		out, err := rs.H.HarvestUser(rs.Context, r.Partner, cfg, r.User, id)
 		if err != nil && rs.Context.Err() != nil {
 			// Stopped with the server: it stays working on disk, and the
@@ -189,11 +204,23 @@ func (rs *Runs) launch(r *Run, cfg *harvest.Config) {
 	}()
 }
 
+// doneOf is closed when the user's run under way ends (at once if none).
+func (rs *Runs) doneOf(partnerID, user string) <-chan struct{} {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if d, ok := rs.done[[2]string{partnerID, user}]; ok {
+		return d
+	}
+	closed := make(chan struct{})
+	close(closed)
+	return closed
+}
+
 // finish records a run's end. Called with mu held, or before r is shared.
 func (rs *Runs) finish(r *Run, out *Outcome, err error) {
 	h := rs.H
 	h.setup()
-	r.Status, r.FinishedAt = Complete, time.Now().UTC()
+	r.Status, r.FinishedAt = Complete, h.now().UTC()
 	if out != nil {
 		r.Requests, r.Closed, r.Report = out.Requests, out.Closed, out.Report
 	}
@@ -226,26 +253,7 @@ func (rs *Runs) save(r *Run) error {
 	if err != nil {
 		return err
 	}
-	path := filepath.Join(rs.Dir, r.ID+".json")
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err == nil {
-		_, err = f.Write(data)
-		if err == nil {
-			err = f.Sync()
-		}
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err == nil {
-		err = syncDir(rs.Dir)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
+	if err := writeSynced(filepath.Join(rs.Dir, r.ID+".json"), data); err != nil {
 		return fmt.Errorf("harvest run %s: %w", r.ID, err)
 	}
 	return nil
