@@ -41,7 +41,7 @@ vet:
 # least 2,000 inputs in its 10 s (scripts/fuzz.sh prints the counts).
 test: vet tools
 	$(GO) test $(GOTAGS) -count=1 ./...
-	$(GO) test $(GOTAGS) -count=1 -race ./parse ./stages ./intake/inbox ./intake/sftpd ./intake/jobs
+	$(GO) test $(GOTAGS) -count=1 -race ./parse ./stages ./intake/inbox ./intake/sftpd ./intake/jobs ./intake/pull
 	scripts/fuzz.sh 10s 2000
 
 # Every fuzz target for FUZZTIME each (not in CI; half an hour by default).

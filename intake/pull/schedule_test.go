@@ -2,6 +2,7 @@ package pull
 
 import (
 	"context"
+	"net/http"
 	"testing"
 	"time"
 
@@ -68,5 +69,47 @@ func TestScheduledRuns(t *testing.T) {
 	rs.Wait()
 	if run, _ := rs.PartnerRun("p"); run.Status != Complete || run.Applied != 1 {
 		t.Errorf("the resumed run: %+v", run)
+	}
+}
+
+// TestSlowPartnerBlocksNoOther: a partner whose endpoint does not answer
+// holds only its own runs; another partner's harvest completes meanwhile.
+func TestSlowPartnerBlocksNoOther(t *testing.T) {
+	ctx := context.Background()
+	fast := newPartnerSide(t)
+	e := newEnv(t, fast)
+	release := make(chan struct{})
+	slow := newPartnerSide(t)
+	slow.spoil = func(w http.ResponseWriter, r *http.Request, a []byte) {
+		select {
+		case <-release:
+			w.Write(a)
+		case <-r.Context().Done():
+		}
+	}
+	slowCfg := *e.cfg
+	slowCfg.URL, slowCfg.Timeout = slow.srv.URL, harvest.Duration(time.Minute)
+	rs := &Runs{H: e.h, Context: ctx}
+	if _, started, err := rs.Start("slow", &slowCfg, "h1"); !started || err != nil {
+		t.Fatalf("slow partner's run: %v %v", started, err)
+	}
+	if _, started, err := rs.Start("p", e.cfg, "h1"); !started || err != nil {
+		t.Fatalf("fast partner's run: %v %v", started, err)
+	}
+	<-rs.doneOf("p", "h1")
+	if r, _ := rs.Get("p", "h1"); r.Outcome != "success" {
+		t.Errorf("the fast partner's run: %+v", r)
+	}
+	if r, _ := rs.Get("slow", "h1"); r.Status != Working {
+		t.Errorf("the slow partner's run ended first: %+v", r)
+	}
+	// A second start while it works joins it.
+	if _, started, _ := rs.Start("slow", &slowCfg, "h1"); started {
+		t.Error("a second run of the slow partner's user started while one works")
+	}
+	close(release)
+	rs.Wait()
+	if r, _ := rs.Get("slow", "h1"); r.Status != Complete {
+		t.Errorf("the slow partner's run after its endpoint answered: %+v", r)
 	}
 }
