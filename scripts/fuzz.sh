@@ -17,6 +17,7 @@ targets=(
 	"./api FuzzVerifyToken"
 	"./intake/sftpd FuzzFileName"
 	"./stages/money FuzzParseFormat"
+	"./intake/harvest FuzzReadEnvelope"
 )
 for target in "${targets[@]}"; do
 	pkg=${target% *} name=${target#* }
