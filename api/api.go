@@ -73,6 +73,7 @@ func (s *Server) Handler() http.Handler {
 	s.harvestRoutes(route)
 	s.batchRoutes(route)
 	route("POST /admin/sql", "admin_sql", s.adminSQL)
+	route("POST /admin/export", "admin_export", s.adminExport)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.Gatherer, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(s.Logger.Handler(), slog.LevelError)}))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if allow := allowedMethods(mux, r); len(allow) > 0 {
@@ -138,9 +139,7 @@ func (s *Server) uploads(w http.ResponseWriter, r *http.Request, p *partner.Part
 // warehouse open. The token is in the data directory: whoever can read it
 // can read the warehouse file anyway.
 func (s *Server) adminSQL(w http.ResponseWriter, r *http.Request) {
-	token, ok := bearerToken(r)
-	if s.AdminToken == "" || !ok || subtle.ConstantTimeCompare([]byte(token), []byte(s.AdminToken)) != 1 {
-		writeError(w, http.StatusUnauthorized, "admin token required", nil)
+	if !s.admin(w, r) {
 		return
 	}
 	var req struct {
@@ -162,6 +161,48 @@ func (s *Server) adminSQL(w http.ResponseWriter, r *http.Request) {
 		}
 		_, _ = w.Write([]byte("\nerror: " + err.Error() + "\n"))
 	}
+}
+
+// adminExport writes a Parquet export for `flatfiler export` while the
+// server holds the warehouse; the folder is on the server's machine.
+func (s *Server) adminExport(w http.ResponseWriter, r *http.Request) {
+	if !s.admin(w, r) {
+		return
+	}
+	var req struct {
+		Out     string   `json:"out"`
+		Partner string   `json:"partner"`
+		Since   string   `json:"since"`
+		Tables  []string `json:"tables"`
+	}
+	if !readBody(w, r, 1<<20, "invalid export request", &req) {
+		return
+	}
+	opts := warehouse.ExportOptions{Dir: req.Out, Partner: req.Partner, Tables: req.Tables}
+	if req.Since != "" {
+		d, err := time.Parse(time.DateOnly, req.Since)
+		if err != nil {
+			invalid(w, "invalid export request", []string{fmt.Sprintf("since: %q is not a date (YYYY-MM-DD)", req.Since)})
+			return
+		}
+		opts.Since = d
+	}
+	m, err := s.Store.Export(r.Context(), opts)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error(), nil)
+		return
+	}
+	writeJSON(w, http.StatusOK, m)
+}
+
+// admin checks the admin token of `flatfiler sql` and `export`.
+func (s *Server) admin(w http.ResponseWriter, r *http.Request) bool {
+	token, ok := bearerToken(r)
+	if s.AdminToken == "" || !ok || subtle.ConstantTimeCompare([]byte(token), []byte(s.AdminToken)) != 1 {
+		writeError(w, http.StatusUnauthorized, "admin token required", []string{"Authorization: the server's admin token (DATA/admin.json)"})
+		return false
+	}
+	return true
 }
 
 type trackingWriter struct {

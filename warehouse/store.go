@@ -78,6 +78,7 @@ type Store struct {
 	// readSlots and commitSlots are AdmitRead's places: one per core, and
 	// one while a file commits.
 	readSlots, commitSlots chan struct{}
+	exportMu               sync.Mutex // one Export at a time
 	// reopening is set from the moment the database is found invalidated
 	// until a fresh open has replaced it; down says why, for callers.
 	reopenMu   sync.Mutex

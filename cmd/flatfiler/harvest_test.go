@@ -174,3 +174,25 @@ func TestHarvestExactlyOnceAcrossKill(t *testing.T) {
 		})
 	}
 }
+
+// TestExportThroughServer: flatfiler export works while serve holds the
+// warehouse, through it, and says what it wrote.
+func TestExportThroughServer(t *testing.T) {
+	dir := t.TempDir()
+	ts := startTestServer(t, dir)
+	if code, _ := ts.send("POST", "/api/v2/users", `{"user": {"id": "42", "email": "a@example.com", "first_name": "A", "last_name": "B", "login": "ab"}}`, ts.demo.APIKey); code != 201 {
+		t.Fatalf("POST users: %d", code)
+	}
+	out := filepath.Join(t.TempDir(), "lake")
+	db := filepath.Join(dir, "warehouse.duckdb")
+	code, stdout, errOut := runCLI(t, "export", "--db", db, "--out", out)
+	if code != 0 || !strings.Contains(stdout, "1 files, 1 rows") || !strings.Contains(stdout, "no export in this folder yet") {
+		t.Fatalf("export: %d %q %s", code, stdout, errOut)
+	}
+	if code, stdout, _ := runCLI(t, "export", "--db", db, "--out", out); code != 0 || !strings.Contains(stdout, "nothing changed") {
+		t.Errorf("second export: %d %q", code, stdout)
+	}
+	if code, _, errOut := runCLI(t, "export", "--db", db, "--out", out, "--since", "July"); code != 2 || !strings.Contains(errOut, "not a date") {
+		t.Errorf("a bad --since: %d %s", code, errOut)
+	}
+}
