@@ -19,6 +19,7 @@ import (
 	"github.com/bits-and-blooms/bloom/v3"
 	"github.com/duckdb/duckdb-go/v2"
 
+	"github.com/flatfiler/flatfiler/internal/durable"
 	"github.com/flatfiler/flatfiler/internal/failpoint"
 	"github.com/flatfiler/flatfiler/stages"
 	"github.com/flatfiler/flatfiler/stages/enrich"
@@ -1030,7 +1031,7 @@ func (l *Load) insertIngests(ctx context.Context, recs []IngestRecord, reports [
 // there as it went (DuckDB's optimistic writes), which COMMIT would sync
 // itself, are on disk already.
 func (l *Load) commit(ctx context.Context, alone bool, touched map[string][]directoryAccount) error {
-	if err := syncFile(l.store.path); err != nil {
+	if err := durable.SyncFile(l.store.path); err != nil {
 		return fmt.Errorf("warehouse: sync %s: %w", filepath.Base(l.store.path), l.store.storageError(err))
 	}
 	if !alone {
@@ -1044,15 +1045,6 @@ func (l *Load) commit(ctx context.Context, alone bool, touched map[string][]dire
 		l.store.directory.replace(touched)
 	}
 	return nil
-}
-
-func syncFile(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return f.Sync()
 }
 
 // touchesDirectory: the store keeps the account directory and the file

@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/flatfiler/flatfiler/internal/durable"
 	"github.com/flatfiler/flatfiler/internal/failpoint"
 	"github.com/flatfiler/flatfiler/pipeline"
 	"github.com/flatfiler/flatfiler/stages"
@@ -117,7 +118,7 @@ func (m *Manager) AcceptBatch(ctx context.Context, partnerID, incoming string, b
 	if err := os.Rename(incoming, m.spoolPath(j)); err != nil {
 		return Job{}, false, fmt.Errorf("jobs: %w", err)
 	}
-	if err := syncDir(m.spoolDir()); err != nil {
+	if err := durable.SyncDir(m.spoolDir()); err != nil {
 		_ = os.Remove(m.spoolPath(j))
 		return Job{}, false, fmt.Errorf("jobs: %w", err)
 	}

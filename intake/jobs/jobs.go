@@ -28,6 +28,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/flatfiler/flatfiler/intake/inbox"
+	"github.com/flatfiler/flatfiler/internal/durable"
 	"github.com/flatfiler/flatfiler/internal/failpoint"
 	"github.com/flatfiler/flatfiler/parse"
 	"github.com/flatfiler/flatfiler/pipeline"
@@ -330,42 +331,7 @@ func (m *Manager) persist(n *notification) error {
 	if err != nil {
 		return err
 	}
-	return writeFileSync(filepath.Join(m.notifDir(), n.ID+".json"), data)
-}
-
-// writeFileSync replaces path with data so that a crash leaves either the
-// old or the new content, and the new one survives a power loss once this
-// returns.
-func writeFileSync(path string, data []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	return syncDir(filepath.Dir(path))
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return durable.WriteFile(filepath.Join(m.notifDir(), n.ID+".json"), data, 0o600)
 }
 
 func notificationKey(partner string, files []File) string {
@@ -465,12 +431,12 @@ func (m *Manager) Accept(ctx context.Context, partnerID string, notified []File)
 			return nil, false, &RejectedError{Problems: []Problem{mismatch(f, t.MD5)}}
 		}
 		j.SHA256, j.BytesTotal = t.SHA256, t.Size
-		if err := syncFile(t.Path); err != nil {
+		if err := durable.SyncFile(t.Path); err != nil {
 			undo()
 			return nil, false, fmt.Errorf("jobs: %w", err)
 		}
 	}
-	if err := syncDir(m.spoolDir()); err != nil {
+	if err := durable.SyncDir(m.spoolDir()); err != nil {
 		undo()
 		return nil, false, fmt.Errorf("jobs: %w", err)
 	}
@@ -501,15 +467,6 @@ func (m *Manager) Accept(ctx context.Context, partnerID string, notified []File)
 func mismatch(f File, actual string) Problem {
 	return Problem{Filename: f.Name, Field: "hashes", Expected: f.MD5, Actual: actual,
 		Message: fmt.Sprintf("%s: MD5 mismatch: notified %s, file on the server has %s", f.Name, f.MD5, actual)}
-}
-
-func syncFile(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return f.Sync()
 }
 
 func newID() string { return uuid.Must(uuid.NewV7()).String() }

@@ -27,6 +27,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/flatfiler/flatfiler/intake/harvest"
+	"github.com/flatfiler/flatfiler/internal/durable"
 )
 
 // IDPattern is what a partner ID may look like: it names a directory and
@@ -337,33 +338,11 @@ func (r *Registry) Set(id string, c Changes) error {
 	if err != nil {
 		return err
 	}
-	// Not *.json while written: reload reads those.
-	tmp := filepath.Join(r.dir, "."+id+".json.tmp")
-	if err := writeSynced(tmp, append(data, '\n')); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("partner %s: %w", id, err)
-	}
-	if err := os.Rename(tmp, filepath.Join(r.dir, id+".json")); err != nil {
-		os.Remove(tmp)
+	// Written beside it as ID.json.tmp, which reload does not read.
+	if err := durable.WriteFile(filepath.Join(r.dir, id+".json"), append(data, '\n'), 0o600); err != nil {
 		return fmt.Errorf("partner %s: %w", id, err)
 	}
 	return r.reload(true)
-}
-
-func writeSynced(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }
 
 // minImportedKey keeps imported keys guessable only with effort: the spec's

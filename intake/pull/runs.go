@@ -14,6 +14,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/flatfiler/flatfiler/intake/harvest"
+	"github.com/flatfiler/flatfiler/internal/durable"
 	"github.com/flatfiler/flatfiler/pipeline"
 )
 
@@ -253,7 +254,7 @@ func (rs *Runs) save(r *Run) error {
 	if err != nil {
 		return err
 	}
-	if err := writeSynced(filepath.Join(rs.Dir, r.ID+".json"), data); err != nil {
+	if err := durable.WriteFile(filepath.Join(rs.Dir, r.ID+".json"), data, 0o600); err != nil {
 		return fmt.Errorf("harvest run %s: %w", r.ID, err)
 	}
 	return nil
@@ -267,15 +268,6 @@ func (rs *Runs) remove(r *Run) {
 	if err := os.Remove(filepath.Join(rs.Dir, r.ID+".json")); err != nil && !errors.Is(err, os.ErrNotExist) {
 		rs.H.logger().Warn("harvest run record not removed", "run", r.ID, "err", err)
 	}
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // Get returns the user's latest run.

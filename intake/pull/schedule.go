@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/flatfiler/flatfiler/intake/harvest"
+	"github.com/flatfiler/flatfiler/internal/durable"
 	"github.com/flatfiler/flatfiler/pipeline"
 )
 
@@ -201,40 +201,14 @@ func (rs *Runs) savePartner(p *PartnerRun) {
 	}
 	data, _ := json.MarshalIndent(p, "", "  ") // plain fields: it marshals
 	path := rs.partnerPath(p.Partner)
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err == nil {
-		err = writeSynced(path, data)
-		if err == nil {
-			return
-		}
+	err := os.MkdirAll(filepath.Dir(path), 0o700)
+	if err == nil {
+		err = durable.WriteFile(path, data, 0o600)
+	}
+	if err != nil {
+		// The schedule goes on from memory; a restart would start afresh.
 		rs.H.logger().Error("harvest schedule state not saved", "partner", p.Partner, "err", err)
 	}
-}
-
-// writeSynced replaces path with data: a temporary file renamed over it.
-func writeSynced(path string, data []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err == nil {
-		err = syncDir(filepath.Dir(path))
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
-		return fmt.Errorf("%s: %w", filepath.Base(path), err)
-	}
-	return nil
 }
 
 // Schedule runs Due every minute until ctx ends.
