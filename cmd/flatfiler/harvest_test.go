@@ -70,16 +70,7 @@ func TestHarvestEndToEnd(t *testing.T) {
 	if code != 201 || len(runs) != 1 || !strings.HasSuffix(runs[0].(map[string]any)["href"].(string), user+"/harvest") {
 		t.Fatalf("POST harvest: %d %v", code, body)
 	}
-	var run map[string]any
-	deadline := time.Now().Add(time.Minute)
-	for {
-		_, body = ts.send("GET", user+"/harvest", "", key)
-		run = body["harvests"].([]any)[0].(map[string]any)
-		if run["status"] == "complete" || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	run := ts.waitHarvest(user, key)
 	// The spec's example has one account without an AccountType: rejected.
 	if errs, _ := run["errors"].([]any); run["status"] != "complete" || run["outcome"] != "partial-success" || len(errs) != 1 ||
 		!strings.Contains(jsonText(errs[0]), "AccountType") {
@@ -105,6 +96,24 @@ func TestHarvestEndToEnd(t *testing.T) {
 	if code, body := ts.send("GET", "/api/v2/partners/current/harvest", "", key); code != 200 ||
 		!strings.Contains(jsonText(body), `"schedule":"daily 02:00-04:00"`) || !strings.Contains(jsonText(body), endpoint.URL) {
 		t.Errorf("the partner's harvest: %d %v", code, body)
+	}
+}
+
+// waitHarvest polls the user's harvest until it is complete (or a minute
+// passed) and returns it.
+func (ts *testServer) waitHarvest(user, key string) map[string]any {
+	ts.t.Helper()
+	var run map[string]any
+	deadline := time.Now().Add(time.Minute)
+	for {
+		_, body := ts.send("GET", user+"/harvest", "", key)
+		if runs, _ := body["harvests"].([]any); len(runs) == 1 {
+			run = runs[0].(map[string]any)
+		}
+		if run["status"] == "complete" || time.Now().After(deadline) {
+			return run
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
@@ -149,18 +158,7 @@ func TestHarvestExactlyOnceAcrossKill(t *testing.T) {
 
 			second := startChild(t, dir, "--harvest-allow-private")
 			ts = second.client(t, creds)
-			var run map[string]any
-			deadline := time.Now().Add(time.Minute)
-			for {
-				_, body := ts.send("GET", "/api/v2/users/322079353/harvest", "", creds.APIKey)
-				if runs, _ := body["harvests"].([]any); len(runs) == 1 {
-					run = runs[0].(map[string]any)
-				}
-				if run["status"] == "complete" || time.Now().After(deadline) {
-					break
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
+			run := ts.waitHarvest("/api/v2/users/322079353", creds.APIKey)
 			if run["status"] != "complete" || run["outcome"] != "partial-success" {
 				t.Fatalf("the harvest after the restart: %v", run)
 			}
