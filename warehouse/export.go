@@ -33,19 +33,30 @@ type ExportOptions struct {
 var ExportTables = []string{"users", "accounts", "balances", "transactions"}
 
 // exportQuery is each table's rows and, if dated, the date its month is of.
+// {W} qualifies the warehouse's tables (empty for the export; the
+// warehouse's catalog for an analyst's views, whose names shadow them).
 var exportQuery = map[string]struct{ query, date string }{
 	"users": {query: `SELECT u.partner_id, u.partner_customer_id, u.first_name, u.last_name, u.email, u.zip_code,
   u.user_experience, p.login, p.birth_year, p.sex, p.custom_tags, u.source_file, u.source_line, u.updated_at
-FROM users u LEFT JOIN user_profiles p USING (partner_id, partner_customer_id)`},
+FROM {W}users u LEFT JOIN {W}user_profiles p USING (partner_id, partner_customer_id)`},
 	"accounts": {query: `SELECT a.partner_id, a.partner_customer_id, a.account_id, a.account_number, a.fi_name, a.nickname,
   x.name AS user_name, a.account_type, x.display_account_type, a.account_class, a.state, a.account_experience,
   a.source_file, a.source_line, a.updated_at
-FROM accounts a LEFT JOIN account_edits x USING (partner_id, account_id)`},
-	"balances": {query: `SELECT partner_id, account_id, balance_type, amount, currency_code, as_of, updated_at FROM balances`, date: "as_of"},
-	"transactions": {query: `SELECT partner_id, account_id, transaction_id, transaction_type, posted_at, posted_on, originated_at,
-  originated_on, amount, memo, original_name, check_number, nickname, tag, tag_reason, merchant_key, user_tags, hidden,
-  source_file, source_line, updated_at, edited_at
-FROM enriched_transactions`, date: "posted_on"},
+FROM {W}accounts a LEFT JOIN {W}account_edits x USING (partner_id, account_id)`},
+	"balances": {query: `SELECT partner_id, account_id, balance_type, amount, currency_code, as_of, updated_at FROM {W}balances`, date: "as_of"},
+	// enriched_transactions, with its tables qualified.
+	"transactions": {query: `SELECT t.partner_id, t.account_id, t.transaction_id, t.transaction_type, t.posted_at, t.posted_on,
+  t.originated_at, t.originated_on, t.amount, t.memo, t.original_name, t.check_number,
+  coalesce(x.nickname, e.nickname) AS nickname, e.tag, e.tag_reason, e.merchant_key, x.tags AS user_tags,
+  coalesce(t.hidden, false) AS hidden, t.source_file, t.source_line, t.updated_at, x.edited_at
+FROM {W}transactions t LEFT JOIN {W}enrichments e USING (enrichment_id)
+LEFT JOIN {W}transaction_edits x USING (partner_id, account_id, transaction_id)`, date: "posted_on"},
+}
+
+// tableQuery is a table's query with the warehouse's tables qualified by
+// prefix ("" or a catalog's `"name".main.`).
+func tableQuery(table, prefix string) string {
+	return strings.ReplaceAll(exportQuery[table].query, "{W}", prefix)
 }
 
 // Manifest describes an export folder: what each table holds, and what of
@@ -235,10 +246,10 @@ func changeMarks(ctx context.Context, conn *sql.Conn, partner string) (map[strin
 // exportPartnerTable writes one partner's rows of a table, partitioned.
 func (s *Store) exportPartnerTable(ctx context.Context, conn *sql.Conn, dir, table, partner, since string) ([]ExportFile, error) {
 	q := exportQuery[table]
-	sel := "SELECT * FROM (" + q.query + ") WHERE partner_id = " + quote(partner)
+	sel := "SELECT * FROM (" + tableQuery(table, "") + ") WHERE partner_id = " + quote(partner)
 	partitions := "partner_id"
 	if q.date != "" {
-		sel = "SELECT *, strftime(" + q.date + ", '%Y-%m') AS month FROM (" + q.query + ") WHERE partner_id = " + quote(partner)
+		sel = "SELECT *, strftime(" + q.date + ", '%Y-%m') AS month FROM (" + tableQuery(table, "") + ") WHERE partner_id = " + quote(partner)
 		if since != "" {
 			sel += " AND " + q.date + " >= DATE " + quote(since)
 		}

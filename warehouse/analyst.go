@@ -1,0 +1,312 @@
+package warehouse
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+
+	"github.com/duckdb/duckdb-go/v2"
+)
+
+// Analysts query the warehouse with SQL of their own (the SQL endpoint).
+// They are people, not partners, and may be limited to some partners. An
+// analyst's session is a connection of its own on which the tables an
+// analyst reads (AnalystTables: the export's, as an analyst reads them)
+// are temporary views of the same names, scoped to the analyst's
+// partners, shadowing the warehouse's. Every statement is parsed by DuckDB
+// first (json_serialize_sql) and its whole tree checked against an allow
+// list: one SELECT (EXPLAIN of one), reading only those views, its own
+// CTEs, pg_catalog and information_schema, and no table function but a
+// few generators. Nothing else runs: no write, no ATTACH, COPY, INSTALL
+// or PRAGMA, no file or network read (read_csv, 'file.csv', glob), no
+// reference to the warehouse's own tables.
+
+// AnalystTables are the views an analyst's SQL reads.
+var AnalystTables = ExportTables
+
+// allowedTableFunctions make rows from nothing.
+var allowedTableFunctions = []string{"range", "generate_series", "unnest"}
+
+// deniedFunctions reach outside the warehouse from a scalar call.
+var deniedFunctions = []string{"getenv", "current_setting", "read_text", "read_blob"}
+
+// ErrRefused is a statement an analyst may not run; its message says why.
+var ErrRefused = errors.New("refused")
+
+// AnalystSession is one analyst's connection.
+type AnalystSession struct {
+	conn *sql.Conn
+}
+
+// AnalystSession opens a session that sees the partners given (nil: all).
+func (s *Store) AnalystSession(ctx context.Context, partners []string) (*AnalystSession, error) {
+	conn, err := s.db().Conn(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("warehouse: analyst session: %w", err)
+	}
+	var catalog string
+	if err := conn.QueryRowContext(ctx, "SELECT current_database()").Scan(&catalog); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("warehouse: analyst session: %w", err)
+	}
+	prefix := `"` + strings.ReplaceAll(catalog, `"`, `""`) + `".main.`
+	scope := ""
+	if partners != nil {
+		list := []string{"NULL"} // no partner: no row
+		for _, p := range partners {
+			list = append(list, quote(p))
+		}
+		scope = " WHERE partner_id IN (" + strings.Join(list, ", ") + ")"
+	}
+	for _, t := range AnalystTables {
+		if _, err := conn.ExecContext(ctx, "CREATE OR REPLACE TEMP VIEW "+t+" AS SELECT * FROM ("+tableQuery(t, prefix)+")"+scope); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("warehouse: analyst session: %w", err)
+		}
+	}
+	return &AnalystSession{conn: conn}, nil
+}
+
+// Close ends the session; its views go with its connection.
+func (a *AnalystSession) Close() error { return a.conn.Close() }
+
+// Column is a result column.
+type Column struct {
+	Name  string
+	Kind  Kind
+	Scale int // of a Decimal
+}
+
+// Kind is a column's or parameter's type as the SQL endpoint maps it.
+type Kind string
+
+// The kinds: each a DuckDB type a client understands; Text is anything
+// else (lists, structs, maps, enums, JSON), as JSON text.
+const (
+	Bool        Kind = "bool"
+	Int16       Kind = "int2"
+	Int32       Kind = "int4"
+	Int64       Kind = "int8"
+	Float32     Kind = "float4"
+	Float64     Kind = "float8"
+	Numeric     Kind = "numeric" // DECIMAL, HUGEINT, UBIGINT
+	Text        Kind = "text"
+	Date        Kind = "date"
+	Timestamp   Kind = "timestamp"
+	TimestampTZ Kind = "timestamptz"
+	Time        Kind = "time"
+	Interval    Kind = "interval"
+	UUID        Kind = "uuid"
+	Bytes       Kind = "bytea"
+)
+
+func kindOf(t duckdb.Type) Kind {
+	switch t {
+	case duckdb.TYPE_BOOLEAN:
+		return Bool
+	case duckdb.TYPE_TINYINT, duckdb.TYPE_SMALLINT, duckdb.TYPE_UTINYINT:
+		return Int16
+	case duckdb.TYPE_INTEGER, duckdb.TYPE_USMALLINT:
+		return Int32
+	case duckdb.TYPE_BIGINT, duckdb.TYPE_UINTEGER:
+		return Int64
+	case duckdb.TYPE_UBIGINT, duckdb.TYPE_HUGEINT, duckdb.TYPE_UHUGEINT, duckdb.TYPE_DECIMAL:
+		return Numeric
+	case duckdb.TYPE_FLOAT:
+		return Float32
+	case duckdb.TYPE_DOUBLE:
+		return Float64
+	case duckdb.TYPE_DATE:
+		return Date
+	case duckdb.TYPE_TIMESTAMP, duckdb.TYPE_TIMESTAMP_S, duckdb.TYPE_TIMESTAMP_MS, duckdb.TYPE_TIMESTAMP_NS:
+		return Timestamp
+	case duckdb.TYPE_TIMESTAMP_TZ:
+		return TimestampTZ
+	case duckdb.TYPE_TIME:
+		return Time
+	case duckdb.TYPE_INTERVAL:
+		return Interval
+	case duckdb.TYPE_UUID:
+		return UUID
+	case duckdb.TYPE_BLOB:
+		return Bytes
+	}
+	return Text
+}
+
+// Statement is a checked statement, its result columns and the kinds
+// DuckDB infers for its parameters ($1, $2, ...).
+type Statement struct {
+	SQL     string
+	Columns []Column
+	Params  []Kind
+}
+
+var explainPrefix = regexp.MustCompile(`(?is)^\s*explain(\s+analyze)?\s+`)
+
+// Prepare checks a statement and describes it.
+func (a *AnalystSession) Prepare(ctx context.Context, query string) (*Statement, error) {
+	if err := a.check(ctx, explainPrefix.ReplaceAllString(query, "")); err != nil {
+		return nil, err
+	}
+	st := &Statement{SQL: query}
+	err := a.conn.Raw(func(dc any) error {
+		prep, ok := dc.(driver.ConnPrepareContext)
+		if !ok {
+			return errors.New("the driver cannot prepare")
+		}
+		ds, err := prep.PrepareContext(ctx, query)
+		if err != nil {
+			return err
+		}
+		defer ds.Close()
+		stmt := ds.(*duckdb.Stmt)
+		n, err := stmt.ColumnCount()
+		if err != nil {
+			return err
+		}
+		for i := range n {
+			name, err := stmt.ColumnName(i)
+			if err != nil {
+				return err
+			}
+			info, err := stmt.ColumnTypeInfo(i)
+			if err != nil {
+				return err
+			}
+			c := Column{Name: name, Kind: kindOf(info.InternalType())}
+			if d, ok := info.Details().(*duckdb.DecimalDetails); ok {
+				c.Scale = int(d.Scale)
+			}
+			st.Columns = append(st.Columns, c)
+		}
+		for i := 1; i <= stmt.NumInput(); i++ {
+			t, err := stmt.ParamType(i)
+			if err != nil {
+				t = duckdb.TYPE_VARCHAR // not inferred: given as text
+			}
+			st.Params = append(st.Params, kindOf(t))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+// Query runs a prepared statement's SQL (checked again: it is what runs).
+func (a *AnalystSession) Query(ctx context.Context, st *Statement, args ...any) (*sql.Rows, error) {
+	if err := a.check(ctx, explainPrefix.ReplaceAllString(st.SQL, "")); err != nil {
+		return nil, err
+	}
+	return a.conn.QueryContext(ctx, st.SQL, args...)
+}
+
+// check parses query with DuckDB and holds its whole tree to the allow list.
+func (a *AnalystSession) check(ctx context.Context, query string) error {
+	var tree string
+	if err := a.conn.QueryRowContext(ctx, "SELECT json_serialize_sql(?::VARCHAR)::VARCHAR", query).Scan(&tree); err != nil {
+		return err
+	}
+	var parsed struct {
+		Error      bool              `json:"error"`
+		Message    string            `json:"error_message"`
+		Statements []json.RawMessage `json:"statements"`
+	}
+	if err := json.Unmarshal([]byte(tree), &parsed); err != nil {
+		return err
+	}
+	switch {
+	case parsed.Error && strings.Contains(parsed.Message, "Only SELECT"):
+		return fmt.Errorf("%w: only SELECT (with WITH, EXPLAIN, DESCRIBE and SHOW) runs here: the SQL endpoint is read-only", ErrRefused)
+	case parsed.Error:
+		return fmt.Errorf("%w: %s", ErrRefused, parsed.Message)
+	case len(parsed.Statements) != 1:
+		return fmt.Errorf("%w: one statement at a time", ErrRefused)
+	}
+	var node any
+	if err := json.Unmarshal(parsed.Statements[0], &node); err != nil {
+		return err
+	}
+	ctes := map[string]bool{}
+	collectCTEs(node, ctes)
+	return checkNode(node, ctes)
+}
+
+func collectCTEs(node any, ctes map[string]bool) {
+	switch n := node.(type) {
+	case map[string]any:
+		if m, ok := n["cte_map"].(map[string]any); ok {
+			if list, ok := m["map"].([]any); ok {
+				for _, e := range list {
+					if kv, ok := e.(map[string]any); ok {
+						if k, ok := kv["key"].(string); ok {
+							ctes[strings.ToLower(k)] = true
+						}
+					}
+				}
+			}
+		}
+		for _, v := range n {
+			collectCTEs(v, ctes)
+		}
+	case []any:
+		for _, v := range n {
+			collectCTEs(v, ctes)
+		}
+	}
+}
+
+// checkNode walks the tree: every table it reads and every function it
+// calls must be allowed.
+func checkNode(node any, ctes map[string]bool) error {
+	switch n := node.(type) {
+	case map[string]any:
+		typ, _ := n["type"].(string)
+		switch typ {
+		case "BASE_TABLE":
+			name, _ := n["table_name"].(string)
+			schema, _ := n["schema_name"].(string)
+			catalog, _ := n["catalog_name"].(string)
+			name, schema = strings.ToLower(name), strings.ToLower(schema)
+			switch {
+			case catalog == "" && schema == "" && (slices.Contains(AnalystTables, name) || ctes[name]):
+			case catalog == "" && (schema == "pg_catalog" || schema == "information_schema"):
+			default:
+				return fmt.Errorf("%w: %s is not a table analysts read; they are %s", ErrRefused,
+					strings.Trim(catalog+"."+schema+"."+name, "."), strings.Join(AnalystTables, ", "))
+			}
+		case "TABLE_FUNCTION":
+			fn, _ := n["function"].(map[string]any)
+			name, _ := fn["function_name"].(string)
+			if !slices.Contains(allowedTableFunctions, strings.ToLower(name)) {
+				return fmt.Errorf("%w: the table function %s reads outside the warehouse's tables", ErrRefused, name)
+			}
+		}
+		if class, _ := n["class"].(string); class == "FUNCTION" {
+			name, _ := n["function_name"].(string)
+			if slices.Contains(deniedFunctions, strings.ToLower(name)) {
+				return fmt.Errorf("%w: %s is not available here", ErrRefused, name)
+			}
+		}
+		for _, v := range n {
+			if err := checkNode(v, ctes); err != nil {
+				return err
+			}
+		}
+	case []any:
+		for _, v := range n {
+			if err := checkNode(v, ctes); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
