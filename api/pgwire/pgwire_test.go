@@ -1,0 +1,182 @@
+package pgwire_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/flatfiler/flatfiler/api/pgwire"
+	"github.com/flatfiler/flatfiler/pipeline"
+	"github.com/flatfiler/flatfiler/warehouse"
+)
+
+type endpoint struct {
+	store *warehouse.Store
+	addr  string
+	pw    map[string]string
+}
+
+// start serves a warehouse holding the spec's example for partners demo
+// and other, with analysts ana (all partners) and dee (demo only).
+func start(t *testing.T, timeout time.Duration) *endpoint {
+	t.Helper()
+	ctx := context.Background()
+	dir := t.TempDir()
+	store, err := warehouse.Open(ctx, filepath.Join(dir, "warehouse.duckdb"), warehouse.Options{AccountDirectory: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	p := &pipeline.Pipeline{Store: store, Metrics: pipeline.NewMetrics(prometheus.NewRegistry())}
+	for _, partner := range []string{"demo", "other"} {
+		if _, err := p.IngestFile(ctx, "../../fixtures/spec/combined.xml", pipeline.Options{Partner: partner, AsOf: time.Date(2016, 7, 8, 0, 0, 0, 0, time.UTC)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	analysts, err := pgwire.OpenAnalysts(filepath.Join(dir, "analysts"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &endpoint{store: store, pw: map[string]string{}}
+	if e.pw["ana"], err = analysts.Add("ana", nil, true); err != nil {
+		t.Fatal(err)
+	}
+	if e.pw["dee"], err = analysts.Add("dee", []string{"demo"}, false); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := pgwire.New(pgwire.Config{Store: store, Analysts: analysts, StatementTimeout: timeout, MaxQueries: 2, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	e.addr = ln.Addr().String()
+	return e
+}
+
+func (e *endpoint) connect(t *testing.T, user string) *pgx.Conn {
+	t.Helper()
+	c, err := pgx.Connect(context.Background(), fmt.Sprintf("postgres://%s:%s@%s/warehouse?sslmode=disable", user, e.pw[user], e.addr))
+	if err != nil {
+		t.Fatalf("connect as %s: %v", user, err)
+	}
+	t.Cleanup(func() { c.Close(context.Background()) })
+	return c
+}
+
+func sqlState(err error) string {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code
+	}
+	return ""
+}
+
+func TestPgxTypedQueries(t *testing.T) {
+	ctx := context.Background()
+	e := start(t, time.Minute)
+	c := e.connect(t, "ana")
+
+	var n int64
+	if err := c.QueryRow(ctx, "SELECT count(*) FROM transactions").Scan(&n); err != nil || n != 12 {
+		t.Fatalf("count: %d, %v", n, err)
+	}
+	// A parameterized query, extended protocol, binary results: to the cent and the microsecond.
+	var amount pgtype.Numeric
+	var postedAt, postedOn time.Time
+	var memo string
+	err := c.QueryRow(ctx, `SELECT amount, posted_at, posted_on, memo FROM transactions WHERE partner_id = $1 AND transaction_id = $2`,
+		"demo", "83").Scan(&amount, &postedAt, &postedOn, &memo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, _ := amount.Float64Value()
+	if f.Float64 != -10 || amount.Exp != -2 || !postedAt.Equal(time.Date(2016, 7, 7, 0, 0, 0, 0, time.UTC)) ||
+		!postedOn.Equal(time.Date(2016, 7, 7, 0, 0, 0, 0, time.UTC)) || memo != "Dunkin Donuts" {
+		t.Errorf("transaction 83: %v (exp %d) %s %s %q", f.Float64, amount.Exp, postedAt, postedOn, memo)
+	}
+	var sum pgtype.Numeric
+	if err := c.QueryRow(ctx, "SELECT sum(amount) FROM transactions WHERE partner_id = 'demo'").Scan(&sum); err != nil {
+		t.Fatal(err)
+	}
+	var want string
+	e.store.DB().QueryRow("SELECT sum(amount)::VARCHAR FROM transactions WHERE partner_id = 'demo'").Scan(&want)
+	if got, _ := sum.Value(); got != want {
+		t.Errorf("sum: %v, the warehouse %s", got, want)
+	}
+	// Microseconds survive.
+	var ts time.Time
+	if err := c.QueryRow(ctx, "SELECT TIMESTAMPTZ '2016-07-07 12:34:56.123456+00'").Scan(&ts); err != nil || ts.Nanosecond() != 123456000 {
+		t.Errorf("timestamp: %s, %v", ts, err)
+	}
+	// Lists come as JSON text.
+	var tags string
+	if err := c.QueryRow(ctx, "SELECT ['a', 'b']").Scan(&tags); err != nil || tags != `["a","b"]` {
+		t.Errorf("a list: %q, %v", tags, err)
+	}
+	// What clients send on connect.
+	if _, err := c.Exec(ctx, "SET application_name = 'dbeaver'"); err != nil {
+		t.Errorf("SET: %v", err)
+	}
+	var version string
+	if err := c.QueryRow(ctx, "SHOW server_version").Scan(&version); err != nil || version == "" {
+		t.Errorf("SHOW server_version: %q %v", version, err)
+	}
+	// A million rows stream through.
+	rows, err := c.Query(ctx, "SELECT range AS i FROM range(1000000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := 0
+	for rows.Next() {
+		count++
+	}
+	if rows.Err() != nil || count != 1_000_000 {
+		t.Errorf("streamed %d rows, %v", count, rows.Err())
+	}
+}
+
+func TestRefusedAndScoped(t *testing.T) {
+	ctx := context.Background()
+	e := start(t, 300*time.Millisecond)
+	dee := e.connect(t, "dee")
+	for _, q := range []string{
+		"DELETE FROM users", "COPY transactions TO '/tmp/x.csv'", "SELECT * FROM read_csv('/etc/passwd')",
+		"ATTACH '/tmp/x.duckdb'", "SELECT * FROM main.transactions", "INSTALL httpfs",
+	} {
+		_, err := dee.Exec(ctx, q)
+		if sqlState(err) != "42501" {
+			t.Errorf("%q: %v (SQLSTATE %q), want 42501", q, err, sqlState(err))
+		}
+	}
+	var partners int
+	if err := dee.QueryRow(ctx, "SELECT count(DISTINCT partner_id) FROM transactions").Scan(&partners); err != nil || partners != 1 {
+		t.Errorf("dee sees %d partners, %v", partners, err)
+	}
+	// The statement timeout ends a long query.
+	_, err := dee.Exec(ctx, "SELECT count(*) FROM range(100000000000)")
+	if sqlState(err) != "57014" {
+		t.Errorf("a long query: %v (SQLSTATE %q), want 57014", err, sqlState(err))
+	}
+	// Wrong password, wrong database.
+	if _, err := pgx.Connect(ctx, fmt.Sprintf("postgres://dee:nope@%s/warehouse?sslmode=disable", e.addr)); sqlState(err) != "28P01" {
+		t.Errorf("a wrong password: %v", err)
+	}
+	if _, err := pgx.Connect(ctx, fmt.Sprintf("postgres://dee:%s@%s/postgres?sslmode=disable", e.pw["dee"], e.addr)); sqlState(err) != "3D000" {
+		t.Errorf("another database: %v", err)
+	}
+}
