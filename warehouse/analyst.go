@@ -227,7 +227,7 @@ func (a *AnalystSession) check(ctx context.Context, query string) error {
 	case parsed.Error && strings.Contains(parsed.Message, "Only SELECT"):
 		return fmt.Errorf("%w: only SELECT (with WITH, EXPLAIN, DESCRIBE and SHOW) runs here: the SQL endpoint is read-only", ErrRefused)
 	case parsed.Error:
-		return fmt.Errorf("%w: %s", ErrRefused, parsed.Message)
+		return errors.New(parsed.Message) // a syntax error: nothing ran
 	case len(parsed.Statements) != 1:
 		return fmt.Errorf("%w: one statement at a time", ErrRefused)
 	}

@@ -2,11 +2,19 @@ package pgwire_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/big"
 	"net"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -178,5 +186,52 @@ func TestRefusedAndScoped(t *testing.T) {
 	}
 	if _, err := pgx.Connect(ctx, fmt.Sprintf("postgres://dee:%s@%s/postgres?sslmode=disable", e.pw["dee"], e.addr)); sqlState(err) != "3D000" {
 		t.Errorf("another database: %v", err)
+	}
+}
+
+// TestTLSAndAddresses: with a certificate, clients connect over TLS; without
+// one, the endpoint refuses to listen off loopback.
+func TestTLSAndAddresses(t *testing.T) {
+	ctx := context.Background()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert := tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+	e := start(t, time.Minute)
+	analysts, _ := pgwire.OpenAnalysts(filepath.Join(t.TempDir(), "analysts"))
+	pw, _ := analysts.Add("tls", nil, true)
+	srv, err := pgwire.New(pgwire.Config{Store: e.store, Analysts: analysts, TLS: &tls.Config{Certificates: []tls.Certificate{cert}},
+		Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	go srv.Serve(ln)
+	defer srv.Close()
+	c, err := pgx.Connect(ctx, fmt.Sprintf("postgres://tls:%s@%s/warehouse?sslmode=require", pw, ln.Addr()))
+	if err != nil {
+		t.Fatalf("TLS connect: %v", err)
+	}
+	defer c.Close(ctx)
+	if !c.PgConn().Conn().(*tls.Conn).ConnectionState().HandshakeComplete {
+		t.Error("not over TLS")
+	}
+	var n int64
+	if err := c.QueryRow(ctx, "SELECT count(*) FROM users").Scan(&n); err != nil || n == 0 {
+		t.Errorf("over TLS: %d %v", n, err)
+	}
+
+	plain, _ := pgwire.New(pgwire.Config{Store: e.store, Analysts: analysts, Logger: slog.New(slog.DiscardHandler)})
+	wide, err := net.Listen("tcp", "0.0.0.0:0")
+	if err != nil {
+		t.Skipf("no wildcard listener here: %v", err)
+	}
+	defer wide.Close()
+	if err := plain.Serve(wide); err == nil || !strings.Contains(err.Error(), "--sql-tls-cert") {
+		t.Errorf("clear text off loopback: %v", err)
 	}
 }

@@ -175,7 +175,16 @@ func (s *Server) parse(ctx context.Context, query wire.Query) (wire.PreparedStat
 			return w.Complete("SHOW")
 		}, wire.WithColumns(cols))), nil
 	}
+	if a, ok, err := describe(ctx, sess, q); ok || err != nil {
+		if err != nil {
+			return nil, sqlError(err)
+		}
+		return a.statement(), nil
+	}
 	st, err := sess.Prepare(ctx, q)
+	if unanswered(q, err) {
+		return answer{columns: []string{"?column?"}}.statement(), nil
+	}
 	if err != nil {
 		return nil, sqlError(err)
 	}

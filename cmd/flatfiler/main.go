@@ -25,6 +25,7 @@ Usage:
   flatfiler ingest [--db PATH] [--partner ID] [--type combined|users|accounts|transactions]
                    [--as-of YYYY-MM-DD] [--json] [--workers N] [--rules FILE] FILE...
   flatfiler sql    [--db PATH] [--format table|csv|json] QUERY
+  flatfiler analyst add NAME [--data DIR] [--partners a,b | --all-partners] [--json]
   flatfiler export --out DIR [--db PATH] [--partner ID] [--since DATE] [--tables a,b]
   flatfiler ban list [--data DIR] [--json] | ban remove ADDRESS [USER] [--data DIR]
   flatfiler gen    [--users N | --size SIZE] [--seed S] [--bad-rate R] -o FILE
@@ -86,6 +87,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		"enrich-eval": enrichEvalCmd,
 		"harvest-sim": harvestSimCmd,
 		"export":      exportCmd,
+		"analyst":     analystCmd,
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {

@@ -122,7 +122,7 @@ func killedBySIGKILL(err error) bool {
 // to the test's environment.
 func startChildEnv(t *testing.T, dir string, env []string, extra ...string) *child {
 	t.Helper()
-	args := append([]string{"serve", "--data", dir, "--sftp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"}, extra...)
+	args := append([]string{"serve", "--data", dir, "--sftp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--sql-addr", "127.0.0.1:0"}, extra...)
 	cmd := childCommand(env, args...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {

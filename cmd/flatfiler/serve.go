@@ -25,6 +25,7 @@ import (
 	"github.com/sourcegraph/conc"
 
 	"github.com/flatfiler/flatfiler/api"
+	"github.com/flatfiler/flatfiler/api/pgwire"
 	"github.com/flatfiler/flatfiler/fixtures/gen"
 	"github.com/flatfiler/flatfiler/intake/batches"
 	"github.com/flatfiler/flatfiler/intake/harvest"
@@ -40,11 +41,16 @@ import (
 
 // serveConfig is what `flatfiler serve` is told.
 type serveConfig struct {
-	Data              string
-	SFTPAddr          string
-	HTTPAddr          string
-	MemoryLimit       string
-	CommitMemoryLimit string
+	Data     string
+	SFTPAddr string
+	// SQLAddr is the analysts' SQL endpoint (the Postgres wire protocol);
+	// empty: off. SQLTLSCert and SQLTLSKey are required off loopback.
+	SQLAddr, SQLTLSCert, SQLTLSKey string
+	SQLStatementTimeout            time.Duration
+	SQLMaxQueries                  int
+	HTTPAddr                       string
+	MemoryLimit                    string
+	CommitMemoryLimit              string
 	// CheckpointAfter: a file's commit is followed by a checkpoint once the
 	// warehouse's log is this large.
 	CheckpointAfter int64
@@ -88,6 +94,8 @@ type service struct {
 	jobs     *jobs.Manager
 	batches  *batches.Service
 	harvests *pull.Runs
+	sql      *pgwire.Server
+	sqlLn    net.Listener
 	http     *http.Server
 	sftpLn   net.Listener
 	httpLn   net.Listener
@@ -223,6 +231,12 @@ func startService(ctx context.Context, cfg serveConfig) (_ *service, err error) 
 		Partners: s.partners, Jobs: s.jobs, Batches: s.batches, Pipeline: pipe, Harvests: s.harvests, Store: s.store, Gatherer: reg,
 		AdminToken: hex.EncodeToString(token), Logger: log, Metrics: api.NewMetrics(reg), Enrich: engine,
 	}
+	if cfg.SQLAddr != "" {
+		if err := s.startSQL(); err != nil {
+			return nil, err
+		}
+		closers = append(closers, func() { s.sqlLn.Close() })
+	}
 	if s.sftpLn, err = net.Listen("tcp", cfg.SFTPAddr); err != nil {
 		return nil, fmt.Errorf("sftp: %w", err)
 	}
@@ -247,6 +261,13 @@ func startService(ctx context.Context, cfg serveConfig) (_ *service, err error) 
 			log.Error("sftp server", "err", err)
 		}
 	})
+	if s.sql != nil {
+		s.wg.Go(func() {
+			if err := s.sql.Serve(s.sqlLn); err != nil && !errors.Is(err, net.ErrClosed) {
+				log.Error("sql endpoint", "err", err)
+			}
+		})
+	}
 	s.wg.Go(func() { s.jobs.Run(runCtx) })
 	s.wg.Go(func() { s.batches.Run(runCtx) })
 	s.wg.Go(func() {
@@ -285,6 +306,9 @@ func (s *service) stop() {
 	defer cancel()
 	_ = s.http.Shutdown(ctx)
 	s.sftp.Shutdown(ctx)
+	if s.sql != nil {
+		_ = s.sql.Close()
+	}
 	s.cancel() // jobs: the running one has its grace period; harvests stop
 	s.wg.Wait()
 	s.harvests.Wait()
@@ -344,6 +368,11 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.StringVar(&cfg.Data, "data", "./data", "data directory: warehouse, SFTP folders, jobs, host keys, partners")
 	fs.StringVar(&cfg.SFTPAddr, "sftp-addr", "127.0.0.1:2022", "SFTP listen address")
 	fs.StringVar(&cfg.HTTPAddr, "http-addr", "127.0.0.1:8080", "HTTP listen address (API and /metrics)")
+	fs.StringVar(&cfg.SQLAddr, "sql-addr", "127.0.0.1:5433", "the analysts' SQL endpoint (Postgres wire protocol; database warehouse); empty: off")
+	fs.StringVar(&cfg.SQLTLSCert, "sql-tls-cert", "", "TLS certificate of the SQL endpoint (PEM); required off loopback")
+	fs.StringVar(&cfg.SQLTLSKey, "sql-tls-key", "", "its private key (PEM)")
+	fs.DurationVar(&cfg.SQLStatementTimeout, "sql-statement-timeout", 60*time.Second, "longest an analyst's statement runs")
+	fs.IntVar(&cfg.SQLMaxQueries, "sql-max-queries", 1, "analysts' statements running at once (each uses a core; the reporting API keeps the rest)")
 	memory := addMemoryFlags(fs)
 	fs.Var(sizeFlag{&cfg.CheckpointAfter}, "checkpoint-after", "after a file is committed (durable in DuckDB's log), checkpoint the warehouse if its log is this large")
 	fs.IntVar(&cfg.DuckDBThreads, "duckdb-threads", 1, "DuckDB threads: the API's reads are small, and run fastest one thread each, side by side (a file's load is no slower)")
@@ -436,6 +465,9 @@ func (s *service) printBanner(w io.Writer) {
 		fmt.Fprintf(w, "        host key %s\n", fp)
 	}
 	fmt.Fprintf(w, "  HTTP  http://%s  (POST /api/v2/uploads/received, GET /api/v2/uploads, PUT /api/v2/batches, the reporting API /api/v2/users/..., GET /metrics)\n", s.httpLn.Addr())
+	if s.sqlLn != nil {
+		fmt.Fprintf(w, "  SQL   postgres://ANALYST@%s/warehouse  (analysts: flatfiler analyst add NAME --all-partners)\n", s.sqlLn.Addr())
+	}
 	fmt.Fprintf(w, "  partners: %s\n", strings.Join(s.partners.IDs(), ", "))
 	if c := s.demo; c != nil {
 		fmt.Fprintf(w, "\nFirst start: created partner %q. Its secrets are shown this once:\n", c.PartnerID)
@@ -466,4 +498,33 @@ func callbackTransport(caFile string) (*http.Transport, error) {
 	}
 	tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	return tr, nil
+}
+
+// startSQL opens the analysts' SQL endpoint.
+func (s *service) startSQL() error {
+	cfg := s.cfg
+	analysts, err := pgwire.OpenAnalysts(filepath.Join(cfg.Data, "analysts"))
+	if err != nil {
+		return err
+	}
+	var tlsConfig *tls.Config
+	if cfg.SQLTLSCert != "" || cfg.SQLTLSKey != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.SQLTLSCert, cfg.SQLTLSKey)
+		if err != nil {
+			return fmt.Errorf("--sql-tls-cert/--sql-tls-key: %w", err)
+		}
+		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	if s.sql, err = pgwire.New(pgwire.Config{Store: s.store, Analysts: analysts, TLS: tlsConfig,
+		StatementTimeout: cfg.SQLStatementTimeout, MaxQueries: cfg.SQLMaxQueries, Logger: cfg.Logger}); err != nil {
+		return err
+	}
+	if s.sqlLn, err = net.Listen("tcp", cfg.SQLAddr); err != nil {
+		return fmt.Errorf("sql: %w", err)
+	}
+	if tcp, ok := s.sqlLn.Addr().(*net.TCPAddr); tlsConfig == nil && (!ok || !tcp.IP.IsLoopback()) {
+		s.sqlLn.Close()
+		return fmt.Errorf("--sql-addr %s is not loopback: give --sql-tls-cert and --sql-tls-key (analysts' passwords would cross in clear text)", cfg.SQLAddr)
+	}
+	return nil
 }

@@ -1,0 +1,54 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// TestPsqlOnTheSQLEndpoint: psql, the real client, lists the tables,
+// describes one and runs a query, as an analyst added with the CLI.
+func TestPsqlOnTheSQLEndpoint(t *testing.T) {
+	if _, err := exec.LookPath("psql"); err != nil {
+		t.Fatalf("psql not installed (make test installs postgresql-client): %v", err)
+	}
+	dir := t.TempDir()
+	ts := startTestServer(t, dir, func(c *serveConfig) { c.SQLAddr = "127.0.0.1:0" })
+	if code, _ := ts.send("POST", "/api/v2/users", `{"user": {"id": "42", "email": "a@example.com", "first_name": "Ann", "last_name": "B"}}`, ts.demo.APIKey); code != 201 {
+		t.Fatalf("POST users: %d", code)
+	}
+	code, out, errOut := runCLI(t, "analyst", "add", "ana", "--data", dir, "--all-partners", "--json")
+	var creds struct{ Name, Password string }
+	if code != 0 || json.Unmarshal([]byte(out), &creds) != nil || creds.Password == "" {
+		t.Fatalf("analyst add: %d %q %s", code, out, errOut)
+	}
+	if code, _, _ := runCLI(t, "analyst", "add", "ana", "--data", dir, "--all-partners"); code == 0 {
+		t.Error("an analyst added twice")
+	}
+	url := "postgres://ana@" + ts.sqlLn.Addr().String() + "/warehouse?sslmode=disable"
+	psql := func(command string) (string, error) {
+		cmd := exec.Command("psql", url, "-X", "-c", command)
+		cmd.Env = append(os.Environ(), "PGPASSWORD="+creds.Password, "PGCONNECT_TIMEOUT=10")
+		b, err := cmd.CombinedOutput()
+		return string(b), err
+	}
+	for command, wants := range map[string][]string{
+		`\l`:                  {"warehouse", "UTF8"},
+		`\dt`:                 {"public | users        | table", "transactions"},
+		`\d transactions`:     {`Table "public.transactions"`, "amount", "numeric(18,2)", "timestamp with time zone"},
+		"SELECT first_name, login IS NULL AS no_login FROM users": {"Ann", " t", "(1 row)"},
+	} {
+		got, err := psql(command)
+		for _, w := range wants {
+			if err != nil || !strings.Contains(got, w) {
+				t.Errorf("psql -c %q: %v\n%s\nwant %q", command, err, got, w)
+				break
+			}
+		}
+	}
+	if got, err := psql("DELETE FROM users"); err == nil || !strings.Contains(got, "read-only") {
+		t.Errorf("psql DELETE: %v %s", err, got)
+	}
+}
