@@ -108,7 +108,6 @@ func TestAnalystScopeAndRefusals(t *testing.T) {
 		"SELECT * FROM glob('/*')",
 		"SELECT * FROM query('SELECT * FROM main.transactions')",
 		"SELECT getenv('HOME')",
-		"SELECT current_setting('temp_directory')",
 		"SELECT 1 FROM transactions WHERE partner_id IN (SELECT partner_id FROM main.accounts)",
 		"DELETE FROM transactions",
 		"INSERT INTO users SELECT * FROM users",
