@@ -154,25 +154,11 @@ ALTER TABLE transactions ADD COLUMN IF NOT EXISTS hidden BOOLEAN;
 -- Added with the API's user writes (POST and PUT users): what the spec's
 -- users carry and files do not. A file's update of the user leaves it; a
 -- delete of the user, by file, batch or API, removes it.
-CREATE TABLE IF NOT EXISTS user_profiles (
-	partner_id          VARCHAR NOT NULL,
-	partner_customer_id VARCHAR NOT NULL,
-	login               VARCHAR,
-	birth_year          INTEGER,
-	sex                 VARCHAR, -- Male or Female
-	custom_tags         VARCHAR[],
-	updated_at          TIMESTAMPTZ NOT NULL
-);
+` + userProfilesTable + `
 -- Added with the API's account writes (PUT accounts/:id): the user's name
 -- and display type of an account. They overlay the FI's and outlive its
 -- re-sends, as transaction edits do; a delete of the account removes them.
-CREATE TABLE IF NOT EXISTS account_edits (
-	partner_id           VARCHAR NOT NULL,
-	account_id           VARCHAR NOT NULL,
-	name                 VARCHAR, -- NULL: the FI's
-	display_account_type VARCHAR, -- NULL: the account type
-	edited_at            TIMESTAMPTZ NOT NULL
-);
+` + accountEditsTable + `
 -- What analysts read: each transaction with its enrichment, and the user's
 -- nickname where they gave one.
 CREATE OR REPLACE VIEW enriched_transactions AS
@@ -191,3 +177,29 @@ UNION ALL
 SELECT partner_id, account_id, transaction_id, u.name, u.amount, 'user' AS tag_reason
 FROM (SELECT partner_id, account_id, transaction_id, unnest(user_tags) AS u FROM enriched_transactions WHERE user_tags IS NOT NULL);
 `
+
+// Tables added since the first warehouses. Opened read-only (flatfiler sql
+// or export offline), a warehouse last written by an earlier build lacks
+// them; each connection then gets empty temporary ones of the same shape
+// (see lateTables), as the upgrade at the next writable open would leave.
+const (
+	userProfilesTable = `CREATE TABLE IF NOT EXISTS user_profiles (
+	partner_id          VARCHAR NOT NULL,
+	partner_customer_id VARCHAR NOT NULL,
+	login               VARCHAR,
+	birth_year          INTEGER,
+	sex                 VARCHAR, -- Male or Female
+	custom_tags         VARCHAR[],
+	updated_at          TIMESTAMPTZ NOT NULL
+);`
+	accountEditsTable = `CREATE TABLE IF NOT EXISTS account_edits (
+	partner_id           VARCHAR NOT NULL,
+	account_id           VARCHAR NOT NULL,
+	name                 VARCHAR, -- NULL: the FI's
+	display_account_type VARCHAR, -- NULL: the account type
+	edited_at            TIMESTAMPTZ NOT NULL
+);`
+)
+
+// lateTables are the tables added since the first warehouses, by name.
+var lateTables = map[string]string{"user_profiles": userProfilesTable, "account_edits": accountEditsTable}

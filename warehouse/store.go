@@ -213,6 +213,9 @@ func (s *Store) openDB(ctx context.Context) (*sql.DB, error) {
 		if _, err := execer.ExecContext(context.Background(), "SET TimeZone = 'UTC'", nil); err != nil {
 			return fmt.Errorf("SET TimeZone: %w", err)
 		}
+		if opts.ReadOnly {
+			return standInLateTables(execer)
+		}
 		return nil
 	}
 	connector, err := duckdb.NewConnector(dsn, init)
@@ -539,4 +542,20 @@ func quote(s string) string {
 		out = append(out, s[i])
 	}
 	return string(append(out, '\''))
+}
+
+// standInLateTables gives a read-only connection empty temporary tables for
+// the late tables its warehouse lacks (see lateTables).
+func standInLateTables(execer driver.ExecerContext) error {
+	for name, ddl := range lateTables {
+		_, err := execer.ExecContext(context.Background(), "SELECT 1 FROM main."+name+" LIMIT 0", nil)
+		if err == nil {
+			continue
+		}
+		temp := strings.Replace(ddl, "CREATE TABLE IF NOT EXISTS", "CREATE TEMP TABLE IF NOT EXISTS", 1)
+		if _, err := execer.ExecContext(context.Background(), temp, nil); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	return nil
 }

@@ -314,3 +314,33 @@ func TestAdmitRead(t *testing.T) {
 	c2()
 	s.committing.Add(-1)
 }
+
+// TestReadOnlyOpenOfAnEarlierWarehouse: a warehouse last written by a build
+// before user_profiles and account_edits opens read-only (flatfiler sql and
+// export offline) with them empty.
+func TestReadOnlyOpenOfAnEarlierWarehouse(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "w.duckdb")
+	s, err := Open(ctx, path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name := range lateTables {
+		if _, err := s.DB().Exec("DROP TABLE " + name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	ro, err := Open(ctx, path, Options{ReadOnly: true})
+	if err != nil {
+		t.Fatalf("read-only open of an earlier warehouse: %v", err)
+	}
+	defer ro.Close()
+	if _, err := ro.Export(ctx, ExportOptions{Dir: t.TempDir()}); err != nil {
+		t.Errorf("export: %v", err)
+	}
+	var n int
+	if err := ro.DB().QueryRow("SELECT count(*) FROM user_profiles").Scan(&n); err != nil || n != 0 {
+		t.Errorf("user_profiles: %d, %v", n, err)
+	}
+}

@@ -29,6 +29,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/flatfiler/flatfiler/bench/internal/proc"
 )
 
@@ -36,6 +38,7 @@ const (
 	apiKey   = "bench-api-key-0123456789abcdef"
 	httpAddr = "127.0.0.1:18680"
 	sftpAddr = "127.0.0.1:18622"
+	sqlAddr  = "127.0.0.1:18633"
 )
 
 type config struct {
@@ -45,6 +48,7 @@ type config struct {
 	nightly          string // the nightly file's size
 	duration, warmup time.Duration
 	ingest           bool
+	analyst          bool   // measure also beside an analyst's heavy aggregate
 	profile          string // the server's CPU profile, SHAPE.prof in this directory
 }
 
@@ -64,6 +68,7 @@ func main() {
 	flag.DurationVar(&c.duration, "duration", 30*time.Second, "length of the phase without ingest")
 	flag.DurationVar(&c.warmup, "warmup", 5*time.Second, "load before measuring, unmeasured (a server just started has cold caches)")
 	flag.BoolVar(&c.ingest, "ingest", true, "measure also while a nightly file is ingested")
+	flag.BoolVar(&c.analyst, "analyst", true, "measure also while an analyst runs a heavy aggregate over the SQL endpoint")
 	flag.StringVar(&c.profile, "serve-cpuprofile", "", "write the server's CPU profile of each shape to DIR/SHAPE.prof")
 	flag.Parse()
 	dir := c.dir
@@ -131,7 +136,7 @@ func run(c config) error {
 	}
 	fmt.Printf("\n%s: warehouse of %s (%s)\n", c.shape, counts[0], db)
 
-	args := []string{"serve", "--data", data, "--http-addr", httpAddr, "--sftp-addr", sftpAddr, "--log-level", "warn"}
+	args := []string{"serve", "--data", data, "--http-addr", httpAddr, "--sftp-addr", sftpAddr, "--sql-addr", sqlAddr, "--log-level", "warn"}
 	if c.profile != "" {
 		args = append(args, "--cpuprofile", filepath.Join(c.profile, c.shape+".prof"))
 	}
@@ -152,6 +157,19 @@ func run(c config) error {
 	fmt.Println("| phase | endpoint | requests | per second | p50 | p99 | max | errors |")
 	fmt.Println("|---|---|---|---|---|---|---|---|")
 	load(c, users, lasting(c.duration)).print("alone")
+	if c.analyst {
+		var queries int
+		stats := load(c, users, func(ctx context.Context) error {
+			var err error
+			queries, err = analystLoad(ctx, c, data)
+			return err
+		})
+		stats.print("beside an analyst")
+		if stats.err != nil {
+			return stats.err
+		}
+		fmt.Printf("\nthe analyst's aggregate ran %d times in %s\n", queries, c.duration)
+	}
 	if !c.ingest {
 		return nil
 	}
@@ -365,4 +383,42 @@ func metric(name string) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("no %s in /metrics", name)
+}
+
+// analystHeavy is an analyst's aggregate over every transaction.
+const analystHeavy = `SELECT a.account_type, t.tag, count(*), sum(t.amount)
+FROM transactions t JOIN accounts a USING (partner_id, account_id) GROUP BY ALL`
+
+// analystLoad runs analystHeavy over the SQL endpoint, one after another,
+// for the phase's length, and returns how many completed.
+func analystLoad(ctx context.Context, c config, data string) (int, error) {
+	name := fmt.Sprintf("bench%d", time.Now().UnixNano())
+	out, err := exec.Command(c.bin, "analyst", "add", name, "--data", data, "--all-partners", "--json").Output()
+	if err != nil {
+		return 0, fmt.Errorf("analyst add: %w", err)
+	}
+	var creds struct{ Password string }
+	if err := json.Unmarshal(out, &creds); err != nil {
+		return 0, err
+	}
+	conn, err := pgx.Connect(ctx, fmt.Sprintf("postgres://%s:%s@%s/warehouse?sslmode=disable", name, creds.Password, sqlAddr))
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close(context.Background())
+	deadline := time.Now().Add(c.duration)
+	n := 0
+	for time.Now().Before(deadline) {
+		rows, err := conn.Query(ctx, analystHeavy)
+		if err != nil {
+			return n, err
+		}
+		for rows.Next() {
+		}
+		if err := rows.Err(); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
 }
