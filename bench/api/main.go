@@ -136,7 +136,10 @@ func run(c config) error {
 	}
 	fmt.Printf("\n%s: warehouse of %s (%s)\n", c.shape, counts[0], db)
 
-	args := []string{"serve", "--data", data, "--http-addr", httpAddr, "--sftp-addr", sftpAddr, "--sql-addr", sqlAddr, "--log-level", "warn"}
+	args := []string{"serve", "--data", data, "--http-addr", httpAddr, "--sftp-addr", sftpAddr, "--log-level", "warn"}
+	if c.analyst {
+		args = append(args, "--sql-addr", sqlAddr)
+	}
 	if c.profile != "" {
 		args = append(args, "--cpuprofile", filepath.Join(c.profile, c.shape+".prof"))
 	}
