@@ -12,7 +12,7 @@ SOURCES := $(shell find . -name '*.go' -not -path './bench/out/*') go.mod go.sum
 # System tools the tests and benchmarks drive: promtool (Debian's prometheus
 # package) checks /metrics, the OpenSSH sftp client and curl walk the
 # quickstart, OpenSSH's sftp-server is the benchmark's reference.
-TOOLS    := promtool:prometheus psql:postgresql-client sftp:openssh-client curl:curl md5sum:coreutils /usr/lib/openssh/sftp-server:openssh-sftp-server /usr/sbin/sshd:openssh-server bc:bc
+TOOLS    := promtool:prometheus psql:postgresql-client /usr/lib/python3/dist-packages/psycopg2:python3-psycopg2 sftp:openssh-client curl:curl md5sum:coreutils /usr/lib/openssh/sftp-server:openssh-sftp-server /usr/sbin/sshd:openssh-server bc:bc
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 build: $(BIN)

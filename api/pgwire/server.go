@@ -74,6 +74,7 @@ func New(cfg Config) (*Server, error) {
 		wire.Version("16.0 (flatfiler, DuckDB)"),
 		wire.GlobalParameters(wire.Parameters{"TimeZone": "UTC", "DateStyle": "ISO, MDY", "standard_conforming_strings": "on"}),
 		wire.Logger(cfg.Logger),
+		wire.ExtendTypes(postgresTypes),
 	}
 	if cfg.TLS != nil {
 		opts = append(opts, wire.TLSConfig(cfg.TLS))

@@ -51,4 +51,19 @@ func TestPsqlOnTheSQLEndpoint(t *testing.T) {
 	if got, err := psql("DELETE FROM users"); err == nil || !strings.Contains(got, "read-only") {
 		t.Errorf("psql DELETE: %v %s", err, got)
 	}
+
+	// psycopg2 (Debian's python3-psycopg2, which make test installs) reads
+	// text: a timestamptz with its zone, a numeric as a Decimal, a
+	// parameter bound client-side.
+	host, port, _ := strings.Cut(ts.sqlLn.Addr().String(), ":")
+	script := `import psycopg2, sys
+c = psycopg2.connect(host=sys.argv[1], port=int(sys.argv[2]), dbname="warehouse", user="ana", password=sys.argv[3])
+cur = c.cursor()
+cur.execute("SELECT TIMESTAMPTZ '2016-07-07 12:34:56.5+00', 1234.50::DECIMAL(18,2), first_name FROM users WHERE partner_customer_id = %s", ("42",))
+print(repr(cur.fetchone()))`
+	got, err := exec.Command("/usr/bin/python3", "-c", script, host, port, creds.Password).CombinedOutput()
+	want := "(datetime.datetime(2016, 7, 7, 12, 34, 56, 500000, tzinfo=datetime.timezone.utc), Decimal('1234.50'), 'Ann')"
+	if err != nil || strings.TrimSpace(string(got)) != want {
+		t.Errorf("psycopg2: %v\n%s\nwant %s", err, got, want)
+	}
 }
