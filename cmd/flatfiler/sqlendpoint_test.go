@@ -35,9 +35,9 @@ func TestPsqlOnTheSQLEndpoint(t *testing.T) {
 		return string(b), err
 	}
 	for command, wants := range map[string][]string{
-		`\l`:                  {"warehouse", "UTF8"},
-		`\dt`:                 {"public | users        | table", "transactions"},
-		`\d transactions`:     {`Table "public.transactions"`, "amount", "numeric(18,2)", "timestamp with time zone"},
+		`\l`:              {"warehouse", "UTF8"},
+		`\dt`:             {"public | users        | table", "transactions"},
+		`\d transactions`: {`Table "public.transactions"`, "amount", "numeric(18,2)", "timestamp with time zone"},
 		"SELECT first_name, login IS NULL AS no_login FROM users": {"Ann", " t", "(1 row)"},
 	} {
 		got, err := psql(command)
