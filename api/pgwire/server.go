@@ -203,8 +203,9 @@ func (s *Server) parse(ctx context.Context, query wire.Query) (wire.PreparedStat
 	return wire.Prepared(wire.NewStatement(run, wire.WithColumns(cols), wire.WithParameters(params))), nil
 }
 
-// run executes a statement and streams its rows: DuckDB's result is read
-// chunk by chunk and written as it comes, so a large result is never held.
+// run executes a statement and writes its rows as the driver hands them
+// over. The driver (duckdb-go v2.5.6) materializes the whole result first:
+// a large one is held in memory before its first row leaves (README).
 func (s *Server) run(ctx context.Context, sess *warehouse.AnalystSession, st *warehouse.Statement, w wire.DataWriter, parameters []wire.Parameter, oids []uint32) error {
 	select {
 	case s.slots <- struct{}{}:
