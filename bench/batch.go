@@ -130,7 +130,7 @@ func benchBatch(bin, dir, size, shape string, small, parallel int, serveArgs ...
 	}
 	server.SFTPPassword = creds.SFTPPassword
 	srv := exec.Command(bin, append([]string{"serve", "--data", data, "--http-addr", batchHTTPAddr, "--sftp-addr", batchSFTPAddr,
-		"--log-level", "warn", "--callback-ca", caFile, "--callback-allow-private"}, serveArgs...)...)
+		"--sql-addr", "", "--log-level", "warn", "--callback-ca", caFile, "--callback-allow-private"}, serveArgs...)...)
 	srv.Stdout, srv.Stderr = io.Discard, os.Stderr
 	if err := srv.Start(); err != nil {
 		return r, err

@@ -37,7 +37,7 @@ client=(-i "$tmp/id" -c "$cipher" -o BatchMode=yes -o StrictHostKeyChecking=no -
 api_key=$(sed 's/.*"api_key":"\([^"]*\)".*/\1/' "$tmp/creds.json")
 ff_sftp=$(free_port)
 ff_http=$(free_port)
-"$bin" serve --data "$tmp/ff" --sftp-addr "127.0.0.1:$ff_sftp" --http-addr "127.0.0.1:$ff_http" --log-level warn \
+"$bin" serve --data "$tmp/ff" --sftp-addr "127.0.0.1:$ff_sftp" --http-addr "127.0.0.1:$ff_http" --sql-addr "" --log-level warn \
 	--max-file-size 64GiB --quota 64GiB >"$tmp/ff.out" 2>"$tmp/ff.err" &
 pids+=($!)
 
