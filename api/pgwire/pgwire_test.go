@@ -235,3 +235,29 @@ func TestTLSAndAddresses(t *testing.T) {
 		t.Errorf("clear text off loopback: %v", err)
 	}
 }
+
+// TestSessionsEndWithTheirConnections: a client gone gives back its
+// warehouse connection.
+func TestSessionsEndWithTheirConnections(t *testing.T) {
+	ctx := context.Background()
+	e := start(t, time.Minute)
+	before := e.store.DB().Stats().InUse
+	for range 5 {
+		c, err := pgx.Connect(ctx, fmt.Sprintf("postgres://ana:%s@%s/warehouse?sslmode=disable", e.pw["ana"], e.addr))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n int64
+		if err := c.QueryRow(ctx, "SELECT count(*) FROM users").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		c.Close(ctx)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for e.store.DB().Stats().InUse > before && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond) // the server notices the close on its own goroutine
+	}
+	if inUse := e.store.DB().Stats().InUse; inUse > before {
+		t.Errorf("%d warehouse connections still held after 5 sessions ended (%d before)", inUse, before)
+	}
+}
