@@ -126,6 +126,50 @@ func TestAnalystScopeAndRefusals(t *testing.T) {
 			t.Errorf("%q: %v, want refused", q, err)
 		}
 	}
+	// psql's parameterized query: PREPARE and EXECUTE, the body and the
+	// arguments held to the same rules.
+	ctx2 := context.Background()
+	if ok, err := scoped.PrepareNamed(ctx2, "PREPARE q (text) AS SELECT count(*) FROM transactions WHERE partner_id = $1"); !ok || err != nil {
+		t.Fatalf("PREPARE: %v %v", ok, err)
+	}
+	for args, want := range map[string]string{"('demo')": "6", "('other')": "0"} {
+		st, ok, err := scoped.Execute(ctx2, "EXECUTE q"+args)
+		if !ok || err != nil {
+			t.Fatalf("EXECUTE q%s: %v %v", args, ok, err)
+		}
+		rows, err := scoped.Query(ctx2, st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n string
+		for rows.Next() {
+			rows.Scan(&n)
+		}
+		rows.Close()
+		if n != want {
+			t.Errorf("EXECUTE q%s: %s, want %s", args, n, want)
+		}
+	}
+	for _, q := range []string{
+		"EXECUTE q((SELECT partner_id FROM main.accounts LIMIT 1))",
+		"EXECUTE q('demo'); DELETE FROM users",
+		"EXECUTE q(1); DROP VIEW users; SELECT (1)",
+		"PREPARE p AS SELECT * FROM main.users",
+		"PREPARE p AS DELETE FROM users",
+	} {
+		_, ok1, err1 := scoped.Execute(ctx2, q)
+		ok2, err2 := scoped.PrepareNamed(ctx2, q)
+		refused := (ok1 && err1 != nil) || (ok2 && err2 != nil)
+		if !refused {
+			if _, err := queryOne(t, scoped, q); err == nil {
+				t.Errorf("%q ran", q)
+			}
+		}
+	}
+	if _, ok, err := scoped.Execute(ctx2, "EXECUTE nope('x')"); !ok || err == nil {
+		t.Errorf("EXECUTE of a statement never prepared: %v %v", ok, err)
+	}
+
 	// The session's views are its own: another connection sees the tables.
 	var n int
 	store.DB().QueryRow("SELECT count(DISTINCT partner_id) FROM transactions").Scan(&n)

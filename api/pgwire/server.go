@@ -182,7 +182,18 @@ func (s *Server) parse(ctx context.Context, query wire.Query) (wire.PreparedStat
 		}
 		return a.statement(), nil
 	}
-	st, err := sess.Prepare(ctx, q)
+	if named, err := sess.PrepareNamed(ctx, q); named {
+		if err != nil {
+			return nil, sqlError(err)
+		}
+		return wire.Prepared(wire.NewStatement(func(ctx context.Context, w wire.DataWriter, _ []wire.Parameter) error {
+			return w.Complete("PREPARE")
+		})), nil
+	}
+	st, executes, err := sess.Execute(ctx, q)
+	if !executes {
+		st, err = sess.Prepare(ctx, q)
+	}
 	if unanswered(q, err) {
 		return answer{columns: []string{"?column?"}}.statement(), nil
 	}

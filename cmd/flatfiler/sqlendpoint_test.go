@@ -51,6 +51,13 @@ func TestPsqlOnTheSQLEndpoint(t *testing.T) {
 	if got, err := psql("DELETE FROM users"); err == nil || !strings.Contains(got, "read-only") {
 		t.Errorf("psql DELETE: %v %s", err, got)
 	}
+	// A parameterized query as psql 15 makes one: PREPARE, then EXECUTE, in one session.
+	cmd := exec.Command("psql", url, "-X", "-c", "PREPARE byid (text) AS SELECT first_name FROM users WHERE partner_customer_id = $1",
+		"-c", "EXECUTE byid('42')")
+	cmd.Env = append(os.Environ(), "PGPASSWORD="+creds.Password)
+	if got, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(got), "Ann") {
+		t.Errorf("psql PREPARE and EXECUTE: %v\n%s", err, got)
+	}
 
 	// psycopg2 (Debian's python3-psycopg2, which make test installs) reads
 	// text: a timestamptz with its zone, a numeric as a Decimal, a
