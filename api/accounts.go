@@ -98,7 +98,7 @@ func (s *Server) deleteAccount(w http.ResponseWriter, r *http.Request, u userReq
 	doc.WriteString("</PartnerCustomerId><AccountId>")
 	escapeText(&doc, a.ID)
 	doc.WriteString("</AccountId></Details></Account></Accounts>")
-	if s.apply(w, r, u.partnerID(), "api:DELETE account "+a.ID, &doc, pipeline.Options{}) {
+	if s.apply(w, r, "Error in account", u.partnerID(), "api:DELETE account "+a.ID, &doc, pipeline.Options{}) {
 		w.WriteHeader(http.StatusNoContent)
 	}
 }

@@ -268,7 +268,7 @@ func (s *Server) deleteUser(w http.ResponseWriter, r *http.Request, c caller, u 
 	doc.WriteString("<Users><User><Details><Action>Delete</Action><PartnerCustomerId>")
 	escapeText(&doc, u.ID)
 	doc.WriteString("</PartnerCustomerId></Details></User></Users>")
-	if s.apply(w, r, c.partner.ID, "api:DELETE user "+u.ID, &doc, pipeline.Options{}) {
+	if s.apply(w, r, "Error in user", c.partner.ID, "api:DELETE user "+u.ID, &doc, pipeline.Options{}) {
 		w.WriteHeader(http.StatusNoContent)
 	}
 }
@@ -285,12 +285,13 @@ func (s *Server) storeUser(w http.ResponseWriter, r *http.Request, partnerID, me
 	}
 	profile := u.Profile
 	profile.User = u.ID
-	return s.apply(w, r, partnerID, "api:"+method+" user "+u.ID, bytes.NewReader(batch),
+	return s.apply(w, r, "Error in user", partnerID, "api:"+method+" user "+u.ID, bytes.NewReader(batch),
 		pipeline.Options{Format: pipeline.PushBatch, Profiles: []warehouse.Profile{profile}})
 }
 
 // apply runs one API write through the pipeline; false: it answered.
-func (s *Server) apply(w http.ResponseWriter, r *http.Request, partnerID, name string, body io.Reader, opts pipeline.Options) bool {
+// message heads a 422 ("Error in user", "Error in account").
+func (s *Server) apply(w http.ResponseWriter, r *http.Request, message, partnerID, name string, body io.Reader, opts pipeline.Options) bool {
 	if s.Pipeline == nil {
 		writeError(w, http.StatusServiceUnavailable, "this server takes no writes", []string{"server: started without a pipeline"})
 		return false
@@ -302,12 +303,12 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request, partnerID, name s
 		return false
 	}
 	if rep.Status != pipeline.StatusSuccess {
-		// checkUser holds the same rules, so this is a rule it lacks.
+		// The write's own checks hold the same rules: this is one they lack.
 		var problems []string
 		for _, e := range rep.Errors {
 			problems = append(problems, e.Field+": "+e.Message)
 		}
-		invalid(w, "Error in user", problems)
+		invalid(w, message, problems)
 		return false
 	}
 	return true

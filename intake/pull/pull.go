@@ -48,7 +48,7 @@ type Harvester struct {
 	Metrics *Metrics
 
 	once      sync.Once
-	client    *httpClient
+	client    *http.Client
 	ids       *requestIDs
 	mu        sync.Mutex
 	endpoints map[string]*endpoint // by partner, rebuilt when its config changes
@@ -82,7 +82,7 @@ func (h *Harvester) now() time.Time {
 // setup makes what the Harvester shares between runs, once.
 func (h *Harvester) setup() {
 	h.once.Do(func() {
-		h.client = &httpClient{newClient(h.AllowPrivate)}
+		h.client = newClient(h.AllowPrivate)
 		h.ids = &requestIDs{now: h.now}
 		h.endpoints = map[string]*endpoint{}
 		if h.Metrics == nil {
@@ -102,14 +102,11 @@ func (h *Harvester) endpoint(partnerID string, cfg harvest.Config) (*endpoint, e
 		e.cfg = cfg
 		return e, nil
 	}
-	e := &endpoint{partner: partnerID, cfg: cfg, key: key, client: h.client.Client, ids: h.ids,
+	e := &endpoint{partner: partnerID, cfg: cfg, key: key, client: h.client, ids: h.ids,
 		slots: make(chan struct{}, cfg.Slots()), metrics: h.Metrics}
 	h.endpoints[partnerID] = e
 	return e, nil
 }
-
-// httpClient wraps the client so the zero Harvester stays copyable in tests.
-type httpClient struct{ *http.Client }
 
 // ErrNoEndpoint is a partner without a pull endpoint.
 var ErrNoEndpoint = errors.New("the partner has no harvest endpoint (flatfiler partner set --harvest-url --harvest-key)")
