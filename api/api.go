@@ -169,23 +169,14 @@ func (s *Server) adminExport(w http.ResponseWriter, r *http.Request) {
 	if !s.admin(w, r) {
 		return
 	}
-	var req struct {
-		Out     string   `json:"out"`
-		Partner string   `json:"partner"`
-		Since   string   `json:"since"`
-		Tables  []string `json:"tables"`
-	}
+	var req warehouse.ExportRequest
 	if !readBody(w, r, 1<<20, "invalid export request", &req) {
 		return
 	}
-	opts := warehouse.ExportOptions{Dir: req.Out, Partner: req.Partner, Tables: req.Tables}
-	if req.Since != "" {
-		d, err := time.Parse(time.DateOnly, req.Since)
-		if err != nil {
-			invalid(w, "invalid export request", []string{fmt.Sprintf("since: %q is not a date (YYYY-MM-DD)", req.Since)})
-			return
-		}
-		opts.Since = d
+	opts, err := req.Options()
+	if err != nil {
+		invalid(w, "invalid export request", []string{err.Error()})
+		return
 	}
 	m, err := s.Store.Export(r.Context(), opts)
 	if err != nil {

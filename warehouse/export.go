@@ -27,6 +27,28 @@ type ExportOptions struct {
 	Tables  []string  // empty: ExportTables
 }
 
+// ExportRequest is an export as `flatfiler export` asks for it, on the
+// command line or of a running server: dates as written.
+type ExportRequest struct {
+	Out     string   `json:"out"`
+	Partner string   `json:"partner,omitempty"`
+	Since   string   `json:"since,omitempty"` // YYYY-MM-DD
+	Tables  []string `json:"tables,omitempty"`
+}
+
+// Options reads the request; its error names the flag.
+func (r ExportRequest) Options() (ExportOptions, error) {
+	opts := ExportOptions{Dir: r.Out, Partner: r.Partner, Tables: r.Tables}
+	if r.Since != "" {
+		d, err := time.Parse(time.DateOnly, r.Since)
+		if err != nil {
+			return opts, fmt.Errorf("--since %q is not a date (YYYY-MM-DD)", r.Since)
+		}
+		opts.Since = d
+	}
+	return opts, nil
+}
+
 // ExportTables are the tables an export writes, each as an analyst reads
 // it: users with what the API gave them, accounts with the user's names,
 // balances, and transactions enriched (enriched_transactions).

@@ -1,40 +1,16 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/flatfiler/flatfiler/warehouse"
 )
-
-// exportRequest is what `flatfiler export` asks a running server for.
-type exportRequest struct {
-	Out     string   `json:"out"`
-	Partner string   `json:"partner,omitempty"`
-	Since   string   `json:"since,omitempty"`
-	Tables  []string `json:"tables,omitempty"`
-}
-
-func (r exportRequest) options() (warehouse.ExportOptions, error) {
-	opts := warehouse.ExportOptions{Dir: r.Out, Partner: r.Partner, Tables: r.Tables}
-	if r.Since != "" {
-		d, err := time.Parse(time.DateOnly, r.Since)
-		if err != nil {
-			return opts, fmt.Errorf("--since %q is not a date (YYYY-MM-DD)", r.Since)
-		}
-		opts.Since = d
-	}
-	return opts, nil
-}
 
 func exportCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("export", flag.ContinueOnError)
@@ -59,11 +35,11 @@ func exportCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		fmt.Fprintf(stderr, "flatfiler export: %v\n", err)
 		return 1
 	}
-	req := exportRequest{Out: dir, Partner: *partnerID, Since: *since}
+	req := warehouse.ExportRequest{Out: dir, Partner: *partnerID, Since: *since}
 	if *tables != "" {
 		req.Tables = strings.Split(*tables, ",")
 	}
-	opts, err := req.options()
+	opts, err := req.Options()
 	if err != nil {
 		fmt.Fprintf(stderr, "flatfiler export: %v\n", err)
 		return 2
@@ -104,25 +80,12 @@ func exportCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 }
 
 // remoteExport has the server that holds the warehouse write the export.
-func remoteExport(ctx context.Context, a adminInfo, r exportRequest) (*warehouse.Manifest, error) {
-	body, _ := json.Marshal(r)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+a.HTTPAddr+"/admin/export", bytes.NewReader(body))
+func remoteExport(ctx context.Context, a adminInfo, r warehouse.ExportRequest) (*warehouse.Manifest, error) {
+	resp, err := adminPost(ctx, a, "/admin/export", r)
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set("Authorization", "Bearer "+a.Token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("the warehouse is held by a server at %s that does not answer: %w", a.HTTPAddr, err)
-	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		var e struct {
-			Error struct{ Message string } `json:"error"`
-		}
-		_ = json.NewDecoder(resp.Body).Decode(&e)
-		return nil, errors.New(e.Error.Message)
-	}
 	m := &warehouse.Manifest{}
 	return m, json.NewDecoder(resp.Body).Decode(m)
 }

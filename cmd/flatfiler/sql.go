@@ -66,24 +66,38 @@ func readAdmin(dataDir string) (adminInfo, bool) {
 
 // remoteQuery runs the query on the server that holds the warehouse.
 func remoteQuery(ctx context.Context, a adminInfo, query, format string, w io.Writer) error {
-	body, _ := json.Marshal(map[string]string{"query": query, "format": format})
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+a.HTTPAddr+"/admin/sql", bytes.NewReader(body))
+	resp, err := adminPost(ctx, a, "/admin/sql", map[string]string{"query": query, "format": format})
 	if err != nil {
 		return err
+	}
+	defer resp.Body.Close()
+	_, err = io.Copy(w, resp.Body)
+	return err
+}
+
+// adminPost sends body as JSON to the server that holds the warehouse,
+// with its admin token; an answer other than 200 is its error's message.
+func adminPost(ctx context.Context, a adminInfo, path string, body any) (*http.Response, error) {
+	data, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+a.HTTPAddr+path, bytes.NewReader(data))
+	if err != nil {
+		return nil, err
 	}
 	req.Header.Set("Authorization", "Bearer "+a.Token)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return fmt.Errorf("the warehouse is held by a server at %s that does not answer: %w", a.HTTPAddr, err)
+		return nil, fmt.Errorf("the warehouse is held by a server at %s that does not answer: %w", a.HTTPAddr, err)
 	}
-	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
+		defer resp.Body.Close()
 		var e struct {
 			Error struct{ Message string } `json:"error"`
 		}
 		_ = json.NewDecoder(resp.Body).Decode(&e)
-		return errors.New(e.Error.Message)
+		return nil, errors.New(e.Error.Message)
 	}
-	_, err = io.Copy(w, resp.Body)
-	return err
+	return resp, nil
 }
