@@ -44,8 +44,7 @@ func stamp(t time.Time) string {
 func (s *Server) partnerHarvest(w http.ResponseWriter, r *http.Request, c caller) {
 	p := c.partner
 	if p.Harvest == nil {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("partner %s has no harvest endpoint", p.ID),
-			[]string{"partner: no pull endpoint is configured; flatfiler partner set " + p.ID + " --harvest-url URL --harvest-key HEX"})
+		noEndpoint(w, http.StatusNotFound, p.ID)
 		return
 	}
 	v := partnerHarvestJSON{URL: p.Harvest.URL, Schedule: p.Harvest.Schedule}
@@ -91,8 +90,7 @@ func harvestView(r *http.Request, run pull.Run) harvestJSON {
 func (s *Server) startHarvest(w http.ResponseWriter, r *http.Request, u userRequest) {
 	p := u.partner
 	if p.Harvest == nil || s.Harvests == nil {
-		writeError(w, http.StatusConflict, fmt.Sprintf("partner %s has no harvest endpoint", p.ID),
-			[]string{"partner: no pull endpoint is configured; flatfiler partner set " + p.ID + " --harvest-url URL --harvest-key HEX"})
+		noEndpoint(w, http.StatusConflict, p.ID)
 		return
 	}
 	run, _, err := s.Harvests.Start(p.ID, p.Harvest, u.user)
@@ -112,4 +110,10 @@ func (s *Server) harvestStatus(w http.ResponseWriter, r *http.Request, u userReq
 		}
 	}
 	writeJSON(w, http.StatusOK, map[string][]harvestJSON{"harvests": out})
+}
+
+// noEndpoint answers for a partner without a pull endpoint, naming the fix.
+func noEndpoint(w http.ResponseWriter, status int, partnerID string) {
+	writeError(w, status, fmt.Sprintf("partner %s has no harvest endpoint", partnerID),
+		[]string{"partner: no pull endpoint is configured; flatfiler partner set " + partnerID + " --harvest-url URL --harvest-key HEX"})
 }
