@@ -7,8 +7,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/duckdb/duckdb-go/v2"
@@ -43,12 +45,17 @@ var ErrRefused = errors.New("refused")
 // AnalystSession is one analyst's connection.
 type AnalystSession struct {
 	conn *sql.Conn
-	// named are the statements the analyst prepared by name (PREPARE).
-	named map[string]bool
+	// named are the statements the analyst prepared by name (PREPARE):
+	// their bodies.
+	named map[string]string
+	spool string // see ResultSpool
 }
 
 // AnalystSession opens a session that sees the partners given (nil: all).
 func (s *Store) AnalystSession(ctx context.Context, partners []string) (*AnalystSession, error) {
+	if err := os.MkdirAll(s.ResultSpool(), 0o700); err != nil {
+		return nil, fmt.Errorf("warehouse: analyst session: %w", err)
+	}
 	conn, err := s.db().Conn(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("warehouse: analyst session: %w", err)
@@ -73,7 +80,7 @@ func (s *Store) AnalystSession(ctx context.Context, partners []string) (*Analyst
 			return nil, fmt.Errorf("warehouse: analyst session: %w", err)
 		}
 	}
-	return &AnalystSession{conn: conn, named: map[string]bool{}}, nil
+	return &AnalystSession{conn: conn, named: map[string]string{}, spool: s.ResultSpool()}, nil
 }
 
 // Close ends the session; its views go with its connection.
@@ -84,6 +91,7 @@ type Column struct {
 	Name  string
 	Kind  Kind
 	Scale int // of a Decimal
+	duck  duckdb.Type
 }
 
 // Kind is a column's or parameter's type as the SQL endpoint maps it.
@@ -149,9 +157,9 @@ type Statement struct {
 	SQL     string
 	Columns []Column
 	Params  []Kind
-	// executes: SQL is an EXECUTE of a named statement whose body and
-	// arguments were checked (Execute); the allow list cannot parse it.
-	executes bool
+	// bound are an EXECUTE's arguments, the values of its body's
+	// parameters (SQL is the body).
+	bound []any
 }
 
 var explainPrefix = regexp.MustCompile(`(?is)^\s*explain(\s+analyze)?\s+`)
@@ -181,42 +189,104 @@ func (a *AnalystSession) PrepareNamed(ctx context.Context, query string) (ok boo
 	if err := a.check(ctx, explainPrefix.ReplaceAllString(body, "")); err != nil {
 		return true, err
 	}
-	// DuckDB's PREPARE takes no type list: the types are inferred.
-	if _, err := a.conn.ExecContext(ctx, "PREPARE "+name+" AS "+body); err != nil {
+	// The type list is not kept: DuckDB infers the parameters' types.
+	if _, err := a.describe(ctx, &Statement{SQL: body}); err != nil {
 		return true, err
 	}
-	a.named[name] = true
+	a.named[name] = body
 	return true, nil
 }
 
 // Execute describes an SQL EXECUTE name(args) of a statement the session
-// prepared; the arguments are checked as a SELECT list, so that they read
-// nothing an analyst may not. ok is false for another statement.
+// prepared: its body, with the arguments' values for its parameters. The
+// arguments are checked as a SELECT list, so that they read nothing an
+// analyst may not, and evaluated once, here. ok is false for another
+// statement.
 func (a *AnalystSession) Execute(ctx context.Context, query string) (st *Statement, ok bool, err error) {
 	m := executeNamed.FindStringSubmatch(query)
 	if m == nil {
 		return nil, false, nil
 	}
 	name, args := strings.ToLower(m[1]), strings.TrimSpace(m[2])
-	if !a.named[name] {
+	body, found := a.named[name]
+	if !found {
 		return nil, true, fmt.Errorf("prepared statement %q does not exist", name)
 	}
-	run := "EXECUTE " + name
+	var bound []any
 	if args != "" {
-		if err := a.check(ctx, "SELECT "+args); err != nil {
+		if bound, err = a.evaluate(ctx, args); err != nil {
 			return nil, true, err
 		}
-		run += "(" + args + ")"
 	}
-	st, err = a.describe(ctx, &Statement{SQL: run, executes: true})
-	return st, true, err
+	st, err = a.describe(ctx, &Statement{SQL: body})
+	if err != nil {
+		return nil, true, err
+	}
+	if len(bound) != len(st.Params) {
+		return nil, true, fmt.Errorf("EXECUTE %s: %d arguments given, the statement takes %d", name, len(bound), len(st.Params))
+	}
+	st.Params, st.bound = nil, bound
+	return st, true, nil
+}
+
+// evaluate gives the values of a checked list of expressions.
+func (a *AnalystSession) evaluate(ctx context.Context, list string) ([]any, error) {
+	query := "SELECT " + list
+	if err := a.check(ctx, query); err != nil {
+		return nil, err
+	}
+	rows, err := a.conn.QueryContext(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	cols, err := rows.Columns()
+	if err != nil {
+		return nil, err
+	}
+	vals := make([]any, len(cols))
+	ptrs := make([]any, len(cols))
+	for i := range vals {
+		ptrs[i] = &vals[i]
+	}
+	if rows.Next() {
+		if err := rows.Scan(ptrs...); err != nil {
+			return nil, err
+		}
+	}
+	return vals, rows.Err()
 }
 
 // describe sets a statement's columns and parameters from DuckDB's
 // preparation of it.
 func (a *AnalystSession) describe(ctx context.Context, st *Statement) (*Statement, error) {
-	query := st.SQL
-	err := a.conn.Raw(func(dc any) error {
+	cols, params, err := a.prepareInfo(ctx, st.SQL)
+	if errors.Is(err, errUntypedResult) && len(params) > 0 {
+		// DuckDB types the result of a statement whose parameter feeds a
+		// table function (range($1)) only once it is bound; a client asks
+		// for the columns before. The same statement with NULLs of the
+		// parameters' types has the same columns.
+		var typed string
+		if typed, err = a.withNullParameters(ctx, st.SQL, params); err == nil {
+			cols, _, err = a.prepareInfo(ctx, typed)
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	st.Columns = cols
+	for _, p := range params {
+		st.Params = append(st.Params, kindOf(p))
+	}
+	return st, nil
+}
+
+var errUntypedResult = errors.New("the result's types are known once the parameters are bound")
+
+// prepareInfo prepares query and gives its columns and its parameters'
+// types (VARCHAR where DuckDB cannot infer one: given as text).
+func (a *AnalystSession) prepareInfo(ctx context.Context, query string) (cols []Column, params []duckdb.Type, err error) {
+	err = a.conn.Raw(func(dc any) error {
 		prep, ok := dc.(driver.ConnPrepareContext)
 		if !ok {
 			return errors.New("the driver cannot prepare")
@@ -227,6 +297,13 @@ func (a *AnalystSession) describe(ctx context.Context, st *Statement) (*Statemen
 		}
 		defer ds.Close()
 		stmt := ds.(*duckdb.Stmt)
+		for i := 1; i <= stmt.NumInput(); i++ {
+			t, err := stmt.ParamType(i)
+			if err != nil || t == duckdb.TYPE_INVALID {
+				t = duckdb.TYPE_VARCHAR
+			}
+			params = append(params, t)
+		}
 		n, err := stmt.ColumnCount()
 		if err != nil {
 			return err
@@ -238,38 +315,119 @@ func (a *AnalystSession) describe(ctx context.Context, st *Statement) (*Statemen
 			}
 			info, err := stmt.ColumnTypeInfo(i)
 			if err != nil {
-				return err
+				return fmt.Errorf("%w: %w", errUntypedResult, err)
 			}
-			c := Column{Name: name, Kind: kindOf(info.InternalType())}
+			c := Column{Name: name, Kind: kindOf(info.InternalType()), duck: info.InternalType()}
 			if d, ok := info.Details().(*duckdb.DecimalDetails); ok {
 				c.Scale = int(d.Scale)
 			}
-			st.Columns = append(st.Columns, c)
-		}
-		for i := 1; i <= stmt.NumInput(); i++ {
-			t, err := stmt.ParamType(i)
-			if err != nil {
-				t = duckdb.TYPE_VARCHAR // not inferred: given as text
-			}
-			st.Params = append(st.Params, kindOf(t))
+			cols = append(cols, c)
 		}
 		return nil
 	})
-	if err != nil {
-		return nil, err
-	}
-	return st, nil
+	return cols, params, err
 }
 
-// Query runs a prepared statement's SQL (checked again: it is what runs;
-// an EXECUTE was checked in its parts by Execute).
-func (a *AnalystSession) Query(ctx context.Context, st *Statement, args ...any) (*sql.Rows, error) {
-	if !st.executes {
-		if err := a.check(ctx, explainPrefix.ReplaceAllString(st.SQL, "")); err != nil {
+// castNames name the parameter types withNullParameters casts to.
+var castNames = map[duckdb.Type]string{
+	duckdb.TYPE_BOOLEAN: "BOOLEAN", duckdb.TYPE_TINYINT: "TINYINT", duckdb.TYPE_SMALLINT: "SMALLINT",
+	duckdb.TYPE_INTEGER: "INTEGER", duckdb.TYPE_BIGINT: "BIGINT", duckdb.TYPE_UTINYINT: "UTINYINT",
+	duckdb.TYPE_USMALLINT: "USMALLINT", duckdb.TYPE_UINTEGER: "UINTEGER", duckdb.TYPE_UBIGINT: "UBIGINT",
+	duckdb.TYPE_HUGEINT: "HUGEINT", duckdb.TYPE_FLOAT: "FLOAT", duckdb.TYPE_DOUBLE: "DOUBLE",
+	duckdb.TYPE_DECIMAL: "DECIMAL(38,10)", duckdb.TYPE_DATE: "DATE", duckdb.TYPE_TIME: "TIME",
+	duckdb.TYPE_TIMESTAMP: "TIMESTAMP", duckdb.TYPE_TIMESTAMP_TZ: "TIMESTAMPTZ", duckdb.TYPE_INTERVAL: "INTERVAL",
+	duckdb.TYPE_UUID: "UUID", duckdb.TYPE_BLOB: "BLOB",
+}
+
+// withNullParameters rewrites query with each parameter a NULL of its
+// type, through DuckDB's own parse tree (json_serialize_sql) and printer
+// (json_deserialize_sql), not by editing the text.
+func (a *AnalystSession) withNullParameters(ctx context.Context, query string, params []duckdb.Type) (string, error) {
+	tree, err := a.parseTree(ctx, query)
+	if err != nil {
+		return "", err
+	}
+	nulls := make(map[string]any, len(params))
+	for i, p := range params {
+		name, ok := castNames[p]
+		if !ok {
+			name = "VARCHAR"
+		}
+		cast, err := a.parseTree(ctx, "SELECT CAST(NULL AS "+name+")")
+		if err != nil {
+			return "", err
+		}
+		node, _ := cast["statements"].([]any)[0].(map[string]any)["node"].(map[string]any)
+		nulls[strconv.Itoa(i+1)] = node["select_list"].([]any)[0]
+	}
+	var replace func(any) any
+	replace = func(n any) any {
+		switch v := n.(type) {
+		case map[string]any:
+			if v["class"] == "PARAMETER" {
+				if id, _ := v["identifier"].(string); nulls[id] != nil {
+					return nulls[id]
+				}
+			}
+			for k, c := range v {
+				v[k] = replace(c)
+			}
+		case []any:
+			for i, c := range v {
+				v[i] = replace(c)
+			}
+		}
+		return n
+	}
+	b, err := json.Marshal(replace(tree))
+	if err != nil {
+		return "", err
+	}
+	var typed string
+	err = a.conn.QueryRowContext(ctx, "SELECT json_deserialize_sql(?::JSON)", string(b)).Scan(&typed)
+	return typed, err
+}
+
+// parseTree is DuckDB's parse of one statement, as JSON.
+func (a *AnalystSession) parseTree(ctx context.Context, query string) (map[string]any, error) {
+	var tree string
+	if err := a.conn.QueryRowContext(ctx, "SELECT json_serialize_sql(?::VARCHAR)::VARCHAR", query).Scan(&tree); err != nil {
+		return nil, err
+	}
+	var parsed map[string]any
+	if err := json.Unmarshal([]byte(tree), &parsed); err != nil {
+		return nil, err
+	}
+	if parsed["error"] == true {
+		return nil, fmt.Errorf("%v", parsed["error_message"])
+	}
+	if list, _ := parsed["statements"].([]any); len(list) != 1 {
+		return nil, fmt.Errorf("%w: one statement at a time", ErrRefused)
+	}
+	return parsed, nil
+}
+
+// Query runs a prepared statement's SQL, checked again: it is what runs.
+// An EXECUTE's arguments were bound by Execute. A SELECT's rows come from
+// the result spool (see Rows); EXPLAIN's few rows from the driver.
+func (a *AnalystSession) Query(ctx context.Context, st *Statement, args ...any) (*Rows, error) {
+	explain := explainPrefix.MatchString(st.SQL)
+	if err := a.check(ctx, explainPrefix.ReplaceAllString(st.SQL, "")); err != nil {
+		return nil, err
+	}
+	if st.bound != nil {
+		args = st.bound
+	}
+	if explain || len(st.Columns) == 0 {
+		rows, err := a.conn.QueryContext(ctx, st.SQL, args...)
+		if err != nil {
 			return nil, err
 		}
+		r := newRows(st.Columns)
+		r.direct = rows
+		return r, nil
 	}
-	return a.conn.QueryContext(ctx, st.SQL, args...)
+	return a.spooled(ctx, st, args)
 }
 
 // check parses query with DuckDB and holds its whole tree to the allow list.

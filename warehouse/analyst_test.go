@@ -4,11 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/big"
+	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/duckdb/duckdb-go/v2"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/flatfiler/flatfiler/pipeline"
@@ -44,18 +49,9 @@ func queryOne(t *testing.T, a *warehouse.AnalystSession, q string) (string, erro
 		return "", err
 	}
 	defer rows.Close()
-	cols, _ := rows.Columns()
 	var out []string
 	for rows.Next() {
-		vals := make([]any, len(cols))
-		ptrs := make([]any, len(cols))
-		for i := range vals {
-			ptrs[i] = &vals[i]
-		}
-		if err := rows.Scan(ptrs...); err != nil {
-			return "", err
-		}
-		out = append(out, fmtAny(vals[0]))
+		out = append(out, fmtAny(rows.Values()[0]))
 	}
 	return strings.Join(out, ","), rows.Err()
 }
@@ -143,7 +139,7 @@ func TestAnalystScopeAndRefusals(t *testing.T) {
 		}
 		var n string
 		for rows.Next() {
-			rows.Scan(&n)
+			n = fmtAny(rows.Values()[0])
 		}
 		rows.Close()
 		if n != want {
@@ -175,5 +171,96 @@ func TestAnalystScopeAndRefusals(t *testing.T) {
 	store.DB().QueryRow("SELECT count(DISTINCT partner_id) FROM transactions").Scan(&n)
 	if n != 2 {
 		t.Errorf("the warehouse's own transactions: %d partners", n)
+	}
+}
+
+// TestAnalystResultsKeepTheirValues: a SELECT's rows come back from the
+// result spool (a Parquet file) as the driver would have given them, type
+// by type, in order, across row groups, with NULLs, duplicate names and
+// no rows at all.
+func TestAnalystResultsKeepTheirValues(t *testing.T) {
+	ctx := context.Background()
+	store := analystStore(t)
+	a, err := store.AnalystSession(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	values := func(t *testing.T, q string, args ...any) [][]any {
+		t.Helper()
+		st, err := a.Prepare(ctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows, err := a.Query(ctx, st, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		var out [][]any
+		for rows.Next() {
+			out = append(out, slices.Clone(rows.Values()))
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	big38, _ := new(big.Int).SetString("170141183460469231731687303715884105727", 10)
+	var uuid duckdb.UUID
+	uuid.Scan("0191a2b3-c4d5-7e6f-8a9b-0c1d2e3f4a5b")
+	for _, tt := range []struct {
+		expr string
+		want any
+	}{
+		{"true", true},
+		{"42::TINYINT", int8(42)},
+		{"-7::SMALLINT", int16(-7)},
+		{"2147483647", int32(2147483647)},
+		{"9223372036854775807", int64(9223372036854775807)},
+		{"250::UTINYINT", uint8(250)},
+		{"18446744073709551615::UBIGINT", uint64(18446744073709551615)},
+		{"1.5::FLOAT", float32(1.5)},
+		{"0.1::DOUBLE", 0.1},
+		{"'-10.00'::DECIMAL(18,2)", duckdb.Decimal{Width: 18, Scale: 2, Value: big.NewInt(-1000)}},
+		{"'12345678901234567890.123456'::DECIMAL(38,6)", duckdb.Decimal{Width: 38, Scale: 6, Value: func() *big.Int { n, _ := new(big.Int).SetString("12345678901234567890123456", 10); return n }()}},
+		{"170141183460469231731687303715884105727::HUGEINT", big38},
+		{"DATE '2016-07-07'", time.Date(2016, 7, 7, 0, 0, 0, 0, time.UTC)},
+		{"TIMESTAMPTZ '2016-07-07 12:34:56.123456+00'", time.Date(2016, 7, 7, 12, 34, 56, 123456000, time.UTC)},
+		{"TIMESTAMP '2016-07-07 12:34:56.123456'", time.Date(2016, 7, 7, 12, 34, 56, 123456000, time.UTC)},
+		{"TIME '23:59:58.000001'", time.Time{}.Add(23*time.Hour + 59*time.Minute + 58*time.Second + time.Microsecond)},
+		{"INTERVAL '1 year 2 months 3 days 04:05:06.000007'", duckdb.Interval{Months: 14, Days: 3, Micros: 4*3600e6 + 5*60e6 + 6e6 + 7}},
+		{"-INTERVAL '36 hours'", duckdb.Interval{Micros: -36 * 3600e6}},
+		{"'0191a2b3-c4d5-7e6f-8a9b-0c1d2e3f4a5b'::UUID", uuid},
+		{"'\\xAA\\x00'::BLOB", []byte{0xaa, 0}},
+		{"'café'", "café"},
+		{"['a', 'b']", `["a","b"]`},
+		{"{'name': 'Food', 'amount': 1.5}", `{"name":"Food","amount":1.5}`},
+		{"MAP {'k': 1}", `{"k":1}`},
+		{"'Food'::ENUM('Food', 'Travel')", "Food"},
+		{"NULL::DECIMAL(18,2)", nil},
+		{"NULL::INTERVAL", nil},
+	} {
+		got := values(t, "SELECT "+tt.expr)
+		if len(got) != 1 || len(got[0]) != 1 || !reflect.DeepEqual(got[0][0], tt.want) {
+			t.Errorf("%s: %#v, want %#v", tt.expr, got, tt.want)
+		}
+	}
+	// Order across many row groups; names that repeat; a trailing comment.
+	got := values(t, "SELECT range AS i, range AS i FROM range(100000) WHERE range % 3 = 0 AND range >= $1 ORDER BY range DESC -- newest first", int64(0))
+	if len(got) != 33334 || got[0][0] != int64(99999) || got[len(got)-1][1] != int64(0) {
+		t.Errorf("ordered rows: %d, first %v, last %v", len(got), got[0], got[len(got)-1])
+	}
+	for i := 1; i < len(got); i++ {
+		if got[i][0].(int64) >= got[i-1][0].(int64) {
+			t.Fatalf("row %d: %v after %v", i, got[i][0], got[i-1][0])
+		}
+	}
+	if got := values(t, "SELECT amount FROM transactions WHERE false"); len(got) != 0 {
+		t.Errorf("no rows: %v", got)
+	}
+	// The spool is empty once the rows are read.
+	if left, _ := os.ReadDir(store.ResultSpool()); len(left) != 0 {
+		t.Errorf("the spool keeps %d files", len(left))
 	}
 }

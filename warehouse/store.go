@@ -143,6 +143,13 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	s.handle.Store(db)
+	if !opts.ReadOnly {
+		// What a crash left: the database's lock says no one reads it.
+		if err := os.RemoveAll(s.ResultSpool()); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("open warehouse %s: result spool: %w", path, err)
+		}
+	}
 	if opts.AccountDirectory {
 		s.directory = &accountDirectory{}
 	}

@@ -214,16 +214,9 @@ func (s *Server) parse(ctx context.Context, query wire.Query) (wire.PreparedStat
 	return wire.Prepared(wire.NewStatement(run, wire.WithColumns(cols), wire.WithParameters(params))), nil
 }
 
-// run executes a statement and writes its rows as the driver hands them
-// over. The driver (duckdb-go v2.5.6) materializes the whole result first:
-// a large one is held in memory before its first row leaves (README).
+// run executes a statement and writes its rows as the client takes them
+// (a SELECT's from the result spool: see warehouse.Rows).
 func (s *Server) run(ctx context.Context, sess *warehouse.AnalystSession, st *warehouse.Statement, w wire.DataWriter, parameters []wire.Parameter, oids []uint32) error {
-	select {
-	case s.slots <- struct{}{}:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	defer func() { <-s.slots }()
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.StatementTimeout)
 	defer cancel()
 	args := make([]any, len(parameters))
@@ -238,23 +231,23 @@ func (s *Server) run(ctx context.Context, sess *warehouse.AnalystSession, st *wa
 		}
 		args[i] = v
 	}
+	// The slot is DuckDB's work: a slow client reading a spooled result
+	// holds none.
+	select {
+	case s.slots <- struct{}{}:
+	case <-ctx.Done():
+		return s.timeout(ctx, ctx.Err())
+	}
 	rows, err := sess.Query(ctx, st, args...)
+	<-s.slots
 	if err != nil {
 		return s.timeout(ctx, sqlError(err))
 	}
 	defer rows.Close()
-	vals := make([]any, len(st.Columns))
-	ptrs := make([]any, len(vals))
-	for i := range vals {
-		ptrs[i] = &vals[i]
-	}
+	out := make([]any, len(st.Columns))
 	n := 0
 	for rows.Next() {
-		if err := rows.Scan(ptrs...); err != nil {
-			return sqlError(err)
-		}
-		out := make([]any, len(vals))
-		for i, v := range vals {
+		for i, v := range rows.Values() {
 			out[i] = toWire(st.Columns[i].Kind, v)
 		}
 		if err := w.Row(out); err != nil {

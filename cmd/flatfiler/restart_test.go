@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"net/url"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
@@ -81,6 +82,7 @@ type child struct {
 	cmd    *exec.Cmd
 	sftp   string
 	http   string
+	sql    string // host:port of the SQL endpoint
 	creds  *partner.Credentials
 	stderr *syncWriter
 }
@@ -155,6 +157,10 @@ func startChildEnv(t *testing.T, dir string, env []string, extra ...string) *chi
 				c.sftp = f[1]
 			case len(f) >= 2 && f[0] == "HTTP":
 				c.http = f[1]
+			case len(f) >= 2 && f[0] == "SQL":
+				if u, err := url.Parse(f[1]); err == nil {
+					c.sql = u.Host
+				}
 			case len(f) == 3 && f[0] == "API" && f[1] == "key":
 				creds.APIKey = f[2]
 			case len(f) == 3 && f[0] == "SFTP" && f[1] == "user":
