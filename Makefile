@@ -11,8 +11,9 @@ SOURCES := $(shell find . -name '*.go' -not -path './bench/out/*') go.mod go.sum
 
 # System tools the tests and benchmarks drive: promtool (Debian's prometheus
 # package) checks /metrics, the OpenSSH sftp client and curl walk the
-# quickstart, OpenSSH's sftp-server is the benchmark's reference.
-TOOLS    := promtool:prometheus psql:postgresql-client /usr/lib/python3/dist-packages/psycopg2:python3-psycopg2 sftp:openssh-client curl:curl md5sum:coreutils /usr/lib/openssh/sftp-server:openssh-sftp-server /usr/sbin/sshd:openssh-server bc:bc
+# quickstart, OpenSSH's sftp-server is the benchmark's reference; psql,
+# psycopg2 and pgjdbc (run by Java) are the SQL endpoint's real clients.
+TOOLS    := promtool:prometheus psql:postgresql-client /usr/lib/python3/dist-packages/psycopg2:python3-psycopg2 javac:default-jdk-headless /usr/share/java/postgresql.jar:libpostgresql-jdbc-java sftp:openssh-client curl:curl md5sum:coreutils /usr/lib/openssh/sftp-server:openssh-sftp-server /usr/sbin/sshd:openssh-server bc:bc
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 build: $(BIN)
@@ -30,7 +31,7 @@ run: $(BIN)
 
 tools:
 	@missing=""; for t in $(TOOLS); do cmd=$${t%%:*}; pkg=$${t#*:}; \
-	  command -v $$cmd >/dev/null 2>&1 || [ -x $$cmd ] || missing="$$missing $$pkg"; done; \
+	  command -v $$cmd >/dev/null 2>&1 || [ -e $$cmd ] || missing="$$missing $$pkg"; done; \
 	  if [ -n "$$missing" ]; then echo "installing$$missing"; \
 	    $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi
 

@@ -47,8 +47,9 @@ type AnalystSession struct {
 	conn *sql.Conn
 	// named are the statements the analyst prepared by name (PREPARE):
 	// their bodies.
-	named map[string]string
-	spool string // see ResultSpool
+	named   map[string]string
+	spool   string   // see ResultSpool
+	catalog *Catalog // see UseCatalog
 }
 
 // AnalystSession opens a session that sees the partners given (nil: all).
@@ -88,10 +89,11 @@ func (a *AnalystSession) Close() error { return a.conn.Close() }
 
 // Column is a result column.
 type Column struct {
-	Name  string
-	Kind  Kind
-	Scale int // of a Decimal
-	duck  duckdb.Type
+	Name      string
+	Kind      Kind
+	Precision int // of a Decimal
+	Scale     int // of a Decimal
+	duck      duckdb.Type
 }
 
 // Kind is a column's or parameter's type as the SQL endpoint maps it.
@@ -160,16 +162,38 @@ type Statement struct {
 	// bound are an EXECUTE's arguments, the values of its body's
 	// parameters (SQL is the body).
 	bound []any
+	// source is the statement as the analyst sent it, when SQL is its
+	// rewrite to read the endpoint's catalog (see redirect).
+	source string
+}
+
+// sent is the statement as the analyst sent it: what the allow list holds.
+func (st *Statement) sent() string {
+	if st.source != "" {
+		return st.source
+	}
+	return st.SQL
 }
 
 var explainPrefix = regexp.MustCompile(`(?is)^\s*explain(\s+analyze)?\s+`)
 
 // Prepare checks a statement and describes it.
 func (a *AnalystSession) Prepare(ctx context.Context, query string) (*Statement, error) {
-	if err := a.check(ctx, explainPrefix.ReplaceAllString(query, "")); err != nil {
+	body := explainPrefix.ReplaceAllString(query, "")
+	if err := a.check(ctx, body); err != nil {
 		return nil, err
 	}
-	return a.describe(ctx, &Statement{SQL: query})
+	st := &Statement{SQL: query}
+	if body == query {
+		rewritten, changed, err := a.redirect(ctx, query)
+		if err != nil {
+			return nil, err
+		}
+		if changed {
+			st.SQL, st.source = rewritten, query
+		}
+	}
+	return a.describe(ctx, st)
 }
 
 var (
@@ -186,11 +210,8 @@ func (a *AnalystSession) PrepareNamed(ctx context.Context, query string) (ok boo
 		return false, nil
 	}
 	name, body := strings.ToLower(m[1]), m[2]
-	if err := a.check(ctx, explainPrefix.ReplaceAllString(body, "")); err != nil {
-		return true, err
-	}
 	// The type list is not kept: DuckDB infers the parameters' types.
-	if _, err := a.describe(ctx, &Statement{SQL: body}); err != nil {
+	if _, err := a.Prepare(ctx, body); err != nil {
 		return true, err
 	}
 	a.named[name] = body
@@ -208,7 +229,7 @@ func (a *AnalystSession) Execute(ctx context.Context, query string) (st *Stateme
 		return nil, false, nil
 	}
 	name, args := strings.ToLower(m[1]), strings.TrimSpace(m[2])
-	body, found := a.named[name]
+	prepared, found := a.named[name]
 	if !found {
 		return nil, true, fmt.Errorf("prepared statement %q does not exist", name)
 	}
@@ -218,8 +239,7 @@ func (a *AnalystSession) Execute(ctx context.Context, query string) (st *Stateme
 			return nil, true, err
 		}
 	}
-	st, err = a.describe(ctx, &Statement{SQL: body})
-	if err != nil {
+	if st, err = a.Prepare(ctx, prepared); err != nil {
 		return nil, true, err
 	}
 	if len(bound) != len(st.Params) {
@@ -319,7 +339,7 @@ func (a *AnalystSession) prepareInfo(ctx context.Context, query string) (cols []
 			}
 			c := Column{Name: name, Kind: kindOf(info.InternalType()), duck: info.InternalType()}
 			if d, ok := info.Details().(*duckdb.DecimalDetails); ok {
-				c.Scale = int(d.Scale)
+				c.Precision, c.Scale = int(d.Width), int(d.Scale)
 			}
 			cols = append(cols, c)
 		}
@@ -394,8 +414,11 @@ func (a *AnalystSession) parseTree(ctx context.Context, query string) (map[strin
 	if err := a.conn.QueryRowContext(ctx, "SELECT json_serialize_sql(?::VARCHAR)::VARCHAR", query).Scan(&tree); err != nil {
 		return nil, err
 	}
+	// Numbers stay as DuckDB wrote them: query_location is a uint64.
+	dec := json.NewDecoder(strings.NewReader(tree))
+	dec.UseNumber()
 	var parsed map[string]any
-	if err := json.Unmarshal([]byte(tree), &parsed); err != nil {
+	if err := dec.Decode(&parsed); err != nil {
 		return nil, err
 	}
 	if parsed["error"] == true {
@@ -412,7 +435,7 @@ func (a *AnalystSession) parseTree(ctx context.Context, query string) (map[strin
 // the result spool (see Rows); EXPLAIN's few rows from the driver.
 func (a *AnalystSession) Query(ctx context.Context, st *Statement, args ...any) (*Rows, error) {
 	explain := explainPrefix.MatchString(st.SQL)
-	if err := a.check(ctx, explainPrefix.ReplaceAllString(st.SQL, "")); err != nil {
+	if err := a.check(ctx, explainPrefix.ReplaceAllString(st.sent(), "")); err != nil {
 		return nil, err
 	}
 	if st.bound != nil {
@@ -458,6 +481,14 @@ func (a *AnalystSession) check(ctx context.Context, query string) error {
 	}
 	ctes := map[string]bool{}
 	collectCTEs(node, ctes)
+	if a.catalog != nil {
+		// A client's unqualified pg_class is the catalog's (redirect).
+		for name := range a.catalog.Tables {
+			if short, ok := strings.CutPrefix(name, "pg_catalog."); ok {
+				ctes[short] = true
+			}
+		}
+	}
 	return checkNode(node, ctes)
 }
 

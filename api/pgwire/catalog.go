@@ -127,8 +127,8 @@ func typeText(c warehouse.Column) string {
 		warehouse.Time: "time without time zone", warehouse.Interval: "interval", warehouse.UUID: "uuid", warehouse.Bytes: "bytea",
 	}
 	if c.Kind == warehouse.Numeric {
-		if c.Scale > 0 {
-			return fmt.Sprintf("numeric(18,%d)", c.Scale)
+		if c.Precision > 0 {
+			return fmt.Sprintf("numeric(%d,%d)", c.Precision, c.Scale)
 		}
 		return "numeric"
 	}

@@ -263,3 +263,32 @@ func TestSessionsEndWithTheirConnections(t *testing.T) {
 		t.Errorf("%d warehouse connections still held after 5 sessions ended (%d before)", inUse, before)
 	}
 }
+
+// TestCatalogForClients: what JDBC drivers and BI tools read of pg_catalog
+// and information_schema describes the analyst's four tables, with
+// Postgres's types, functions and casts, and nothing of the warehouse's
+// own tables; the catalog's database is not an analyst's to read.
+func TestCatalogForClients(t *testing.T) {
+	ctx := context.Background()
+	e := start(t, time.Minute)
+	c := e.connect(t, "dee")
+	for _, tt := range []struct{ query, want string }{
+		{"SELECT string_agg(relname, ',' ORDER BY relname) FROM pg_catalog.pg_class", "accounts,balances,transactions,users"},
+		{"SELECT string_agg(table_name, ',' ORDER BY table_name) FROM information_schema.tables", "accounts,balances,transactions,users"},
+		{"SELECT count(*)::VARCHAR FROM pg_class WHERE relname IN ('ingests', 'enrichments')", "0"},
+		{`SELECT pg_catalog.format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a
+			JOIN pg_catalog.pg_class c ON a.attrelid = c.oid WHERE c.relname = 'transactions' AND a.attname = 'amount'`, "numeric(18,2)"},
+		{"SELECT t.typname FROM pg_attribute a JOIN pg_type t ON a.atttypid = t.oid WHERE a.attrelid = 'transactions'::regclass AND a.attname = 'posted_at'", "timestamptz"},
+		{"SELECT (pg_catalog.current_schemas(false))[1]", "public"},
+		{"SELECT version()", "PostgreSQL 16.0 (flatfiler, DuckDB)"},
+		{"SELECT nspname FROM pg_namespace WHERE nspname ~ 'pub'", "public"},
+	} {
+		var got string
+		if err := c.QueryRow(ctx, tt.query).Scan(&got); err != nil || got != tt.want {
+			t.Errorf("%s: %q %v, want %q", tt.query, got, err, tt.want)
+		}
+	}
+	if _, err := c.Exec(ctx, "SELECT * FROM flatfiler_pg.main.pg_class"); sqlState(err) != "42501" {
+		t.Errorf("the catalog's database read directly: %v", err)
+	}
+}

@@ -123,6 +123,12 @@ func (s *Server) login(ctx context.Context, _, user, password string) (context.C
 	if err != nil {
 		return ctx, false, err
 	}
+	if err := ensureCatalog(ctx, s.cfg.Store, sess); err != nil {
+		sess.Close()
+		s.cfg.Logger.Error("sql endpoint: the catalog for clients", "err", err)
+		return ctx, false, err
+	}
+	sess.UseCatalog(pgCatalog)
 	s.cfg.Logger.Info("sql endpoint: analyst connected", "analyst", user, "partners", strings.Join(a.Scope(), ","))
 	return context.WithValue(ctx, sessionKey{}, sess), true, nil
 }
@@ -202,7 +208,7 @@ func (s *Server) parse(ctx context.Context, query wire.Query) (wire.PreparedStat
 	}
 	cols := make(wire.Columns, len(st.Columns))
 	for i, c := range st.Columns {
-		cols[i] = wire.Column{Name: c.Name, Oid: oidOf(c.Kind), Width: -1, TypeModifier: -1}
+		cols[i] = wire.Column{Name: c.Name, Oid: oidOf(c.Kind), Width: -1, TypeModifier: typeModifier(c)}
 	}
 	params := make([]uint32, len(st.Params))
 	for i, k := range st.Params {

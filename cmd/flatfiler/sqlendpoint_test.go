@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -72,5 +73,51 @@ print(repr(cur.fetchone()))`
 	want := "(datetime.datetime(2016, 7, 7, 12, 34, 56, 500000, tzinfo=datetime.timezone.utc), Decimal('1234.50'), 'Ann')"
 	if err != nil || strings.TrimSpace(string(got)) != want {
 		t.Errorf("psycopg2: %v\n%s\nwant %s", err, got, want)
+	}
+}
+
+// TestJDBCOnTheSQLEndpoint: pgjdbc (Debian's libpostgresql-jdbc-java, the
+// driver DBeaver and Metabase use), run by Java as a tool would: connect,
+// read the database's metadata, list the tables and a table's columns
+// (queries of pg_catalog the endpoint answers), a typed parameterized
+// query, a cursor's fetch size, and a refused write.
+func TestJDBCOnTheSQLEndpoint(t *testing.T) {
+	const driver = "/usr/share/java/postgresql.jar"
+	if _, err := os.Stat(driver); err != nil {
+		t.Fatalf("pgjdbc not installed (make test installs libpostgresql-jdbc-java): %v", err)
+	}
+	java, err := exec.LookPath("java")
+	if err != nil {
+		t.Fatalf("java not installed (make test installs default-jdk-headless: java runs the check from its source): %v", err)
+	}
+	dir := t.TempDir()
+	if code, _, errOut := runCLI(t, "ingest", "--db", filepath.Join(dir, "warehouse.duckdb"), "--as-of", "2016-07-08", "../../fixtures/spec/combined.xml"); code != 0 {
+		t.Fatalf("ingest: %s", errOut)
+	}
+	ts := startTestServer(t, dir, func(c *serveConfig) { c.SQLAddr = "127.0.0.1:0" })
+	code, out, errOut := runCLI(t, "analyst", "add", "ana", "--data", dir, "--all-partners", "--json")
+	var creds struct{ Name, Password string }
+	if code != 0 || json.Unmarshal([]byte(out), &creds) != nil {
+		t.Fatalf("analyst add: %d %q %s", code, out, errOut)
+	}
+	url := "jdbc:postgresql://" + ts.sqlLn.Addr().String() + "/warehouse?sslmode=disable"
+	cmd := exec.Command(java, "-cp", driver, "testdata/jdbc/JdbcCheck.java", url, "ana", creds.Password, "demo", "83")
+	got, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("java: %v\n%s", err, got)
+	}
+	for _, want := range []string{
+		"product PostgreSQL ",
+		"schemas information_schema pg_catalog public",
+		"tables accounts balances transactions users",
+		"columns partner_id:text account_id:text", "amount:numeric(18,2)", "posted_at:timestamptz", "source_line:int4",
+		"keys\n",
+		"row -10.00 2016-07-07T00:00Z Dunkin Donuts numeric timestamptz",
+		"count 100000",
+		"refused 42501",
+	} {
+		if !strings.Contains(string(got), want) {
+			t.Errorf("JDBC: want %q in\n%s", want, got)
+		}
 	}
 }
