@@ -195,6 +195,7 @@ func (s *Store) Begin(ctx context.Context, opts LoadOptions) (*Load, error) {
 	// Resetting it measures the space free now. It fails, harmlessly, while
 	// another load's spill is over the new figure.
 	_, _ = conn.ExecContext(ctx, "RESET max_temp_directory_size")
+	s.loadBegins(ctx, conn)
 	n := loadCounter.Add(1)
 	l := &Load{
 		store: s, conn: conn, opts: opts, started: time.Now().UTC(),
@@ -1087,6 +1088,7 @@ func (l *Load) Rollback() {
 // the next load.
 func (l *Load) discard() {
 	_, err := l.conn.ExecContext(context.Background(), l.expand("DETACH DATABASE IF EXISTS {S}"))
+	l.store.loadEnds(l.conn)
 	l.conn.Close()
 	_ = l.store.Check(err)
 }

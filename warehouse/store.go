@@ -36,7 +36,13 @@ type Options struct {
 	// one at 648 MB (82.6 s, against 98.7 s and 483 MB at 128 MB), so
 	// flatfiler ingest and serve leave it at MemoryLimit unless told.
 	CommitMemoryLimit string
-	Threads           int
+	// ReadMemoryLimit is DuckDB's limit while no file loads (default:
+	// MemoryLimit): its pool is then the reads' cache. The reporting API's
+	// reads find their blocks there instead of loading (and checksumming)
+	// them again; a load lowers the limit to MemoryLimit while it lasts,
+	// DuckDB evicting what does not fit.
+	ReadMemoryLimit string
+	Threads         int
 	TempDir           string // default: PATH.tmp beside the database
 	// AccountDirectory keeps every account in memory, by owner, for the
 	// reporting API's per-user reads (about 130 bytes an account; see
@@ -79,6 +85,10 @@ type Store struct {
 	// one while a file commits.
 	readSlots, commitSlots chan struct{}
 	exportMu               sync.Mutex // one Export at a time
+	// loadsMu guards loads, the loads begun and not ended: while there is
+	// one DuckDB's limit is MemoryLimit, else ReadMemoryLimit.
+	loadsMu sync.Mutex
+	loads   int
 	// reopening is set from the moment the database is found invalidated
 	// until a fresh open has replaced it; down says why, for callers.
 	reopenMu   sync.Mutex
@@ -113,6 +123,9 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	}
 	if opts.CommitMemoryLimit == "" {
 		opts.CommitMemoryLimit = opts.MemoryLimit
+	}
+	if opts.ReadMemoryLimit == "" {
+		opts.ReadMemoryLimit = opts.MemoryLimit
 	}
 	if opts.TempDir == "" {
 		opts.TempDir = path + ".tmp"
@@ -174,7 +187,7 @@ func (s *Store) openDB(ctx context.Context) (*sql.DB, error) {
 	// requests) only repeat the session's time zone; DuckDB refuses to set
 	// temp_directory again once a load has spilled there.
 	global := []string{
-		fmt.Sprintf("SET memory_limit = '%s'", opts.MemoryLimit),
+		fmt.Sprintf("SET memory_limit = '%s'", s.idleMemoryLimit()),
 		fmt.Sprintf("SET temp_directory = %s", quote(opts.TempDir)),
 		// File order is kept through seq columns, not through insertion order.
 		"SET preserve_insertion_order = false",

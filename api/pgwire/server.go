@@ -238,13 +238,13 @@ func (s *Server) run(ctx context.Context, sess *warehouse.AnalystSession, st *wa
 		args[i] = v
 	}
 	// The slot is DuckDB's work: a slow client reading a spooled result
-	// holds none.
+	// holds none. That work runs at the lowest priority (see atLowPriority).
 	select {
 	case s.slots <- struct{}{}:
 	case <-ctx.Done():
 		return s.timeout(ctx, ctx.Err())
 	}
-	rows, err := sess.Query(ctx, st, args...)
+	rows, err := atLowPriority(func() (*warehouse.Rows, error) { return sess.Query(ctx, st, args...) })
 	<-s.slots
 	if err != nil {
 		return s.timeout(ctx, sqlError(err))

@@ -51,6 +51,9 @@ type serveConfig struct {
 	HTTPAddr                       string
 	MemoryLimit                    string
 	CommitMemoryLimit              string
+	// ReadMemoryLimit is DuckDB's pool while no file loads: the API's
+	// cache (warehouse.Options).
+	ReadMemoryLimit string
 	// CheckpointAfter: a file's commit is followed by a checkpoint once the
 	// warehouse's log is this large.
 	CheckpointAfter int64
@@ -144,7 +147,7 @@ func startService(ctx context.Context, cfg serveConfig) (_ *service, err error) 
 	}
 	closers = append(closers, func() { s.inbox.Close() })
 	if s.store, err = warehouse.Open(ctx, filepath.Join(cfg.Data, "warehouse.duckdb"), warehouse.Options{
-		MemoryLimit: cfg.MemoryLimit, CommitMemoryLimit: cfg.CommitMemoryLimit, Threads: cfg.DuckDBThreads, AccountDirectory: true, MaxConcurrentReads: cfg.Cores, Logger: log, Faults: cfg.Faults,
+		MemoryLimit: cfg.MemoryLimit, CommitMemoryLimit: cfg.CommitMemoryLimit, ReadMemoryLimit: cfg.ReadMemoryLimit, Threads: cfg.DuckDBThreads, AccountDirectory: true, MaxConcurrentReads: cfg.Cores, Logger: log, Faults: cfg.Faults,
 		CheckpointAfter: cfg.CheckpointAfter,
 	}); err != nil {
 		return nil, err
@@ -374,6 +377,7 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.DurationVar(&cfg.SQLStatementTimeout, "sql-statement-timeout", 60*time.Second, "longest an analyst's statement runs")
 	fs.IntVar(&cfg.SQLMaxQueries, "sql-max-queries", 1, "analysts' statements running at once (each uses a core; the reporting API keeps the rest)")
 	memory := addMemoryFlags(fs)
+	fs.StringVar(&cfg.ReadMemoryLimit, "read-memory-limit", "1GB", "DuckDB memory limit while no file or batch loads: the reporting API's and analysts' cache (a load lowers it to --memory-limit while it lasts)")
 	fs.Var(sizeFlag{&cfg.CheckpointAfter}, "checkpoint-after", "after a file is committed (durable in DuckDB's log), checkpoint the warehouse if its log is this large")
 	fs.IntVar(&cfg.DuckDBThreads, "duckdb-threads", 1, "DuckDB threads: the API's reads are small, and run fastest one thread each, side by side (a file's load is no slower)")
 	fs.IntVar(&cfg.Workers, "workers", 1, "jobs run at once (one partner's jobs always run in order, one at a time)")
@@ -406,6 +410,12 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if cfg.MemoryLimit, cfg.CommitMemoryLimit, err = memory.limits(); err != nil {
 		fmt.Fprintf(stderr, "flatfiler serve: %v\n", err)
 		return 2
+	}
+	if read, err := gen.ParseSize(cfg.ReadMemoryLimit); err != nil {
+		fmt.Fprintf(stderr, "flatfiler serve: --read-memory-limit: %v\n", err)
+		return 2
+	} else if usual, _ := gen.ParseSize(cfg.MemoryLimit); read < usual {
+		cfg.ReadMemoryLimit = cfg.MemoryLimit
 	}
 	if *schedule != "" {
 		for _, part := range strings.Split(*schedule, ",") {
