@@ -43,7 +43,7 @@ type Options struct {
 	// DuckDB evicting what does not fit.
 	ReadMemoryLimit string
 	Threads         int
-	TempDir           string // default: PATH.tmp beside the database
+	TempDir         string // default: PATH.tmp beside the database
 	// AccountDirectory keeps every account in memory, by owner, for the
 	// reporting API's per-user reads (about 130 bytes an account; see
 	// accountDirectory). Serve sets it; ingest and sql need not.
