@@ -84,8 +84,18 @@ func (s *Store) AnalystSession(ctx context.Context, partners []string) (*Analyst
 	return &AnalystSession{conn: conn, named: map[string]string{}, spool: s.ResultSpool()}, nil
 }
 
-// Close ends the session; its views go with its connection.
-func (a *AnalystSession) Close() error { return a.conn.Close() }
+// Close ends the session; its views go with its connection, which is
+// closed, not pooled.
+func (a *AnalystSession) Close() error {
+	// database/sql would give the connection back to the pool the API
+	// reads from, with the session's views on it shadowing the tables:
+	// ErrBadConn from Raw makes it close the connection instead.
+	err := a.conn.Raw(func(any) error { return driver.ErrBadConn })
+	if errors.Is(err, driver.ErrBadConn) {
+		return nil
+	}
+	return errors.Join(err, a.conn.Close())
+}
 
 // Column is a result column.
 type Column struct {

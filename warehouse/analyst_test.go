@@ -264,3 +264,27 @@ func TestAnalystResultsKeepTheirValues(t *testing.T) {
 		t.Errorf("the spool keeps %d files", len(left))
 	}
 }
+
+// TestAnalystSessionLeavesNoViews: a session's connection is not given
+// back to the pool the API reads from with its scoped views on it (they
+// shadow the tables: the API's queries would see one partner's rows, or
+// miss columns).
+func TestAnalystSessionLeavesNoViews(t *testing.T) {
+	ctx := context.Background()
+	store := analystStore(t)
+	for range 3 {
+		scoped, err := store.AnalystSession(ctx, []string{"demo"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := scoped.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 5 {
+		var partners int
+		if err := store.DB().QueryRowContext(ctx, "SELECT count(DISTINCT partner_id) FROM transactions WHERE account_key IS NOT NULL").Scan(&partners); err != nil || partners != 2 {
+			t.Fatalf("the API's read after sessions closed: %d partners, %v", partners, err)
+		}
+	}
+}
