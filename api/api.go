@@ -20,6 +20,7 @@ import (
 
 	"github.com/flatfiler/flatfiler/intake/batches"
 	"github.com/flatfiler/flatfiler/intake/jobs"
+	"github.com/flatfiler/flatfiler/internal/health"
 	"github.com/flatfiler/flatfiler/intake/partner"
 	"github.com/flatfiler/flatfiler/intake/pull"
 	"github.com/flatfiler/flatfiler/pipeline"
@@ -49,6 +50,8 @@ type Server struct {
 	Enrich *enrich.Engine
 	// Now is the clock for JWT checks and default date ranges; nil: time.Now.
 	Now func() time.Time
+	// Health holds the readiness checks of GET /readyz; nil: none, ready.
+	Health *health.Checker
 }
 
 // Handler routes requests.
@@ -74,6 +77,11 @@ func (s *Server) Handler() http.Handler {
 	s.batchRoutes(route)
 	route("POST /admin/sql", "admin_sql", s.adminSQL)
 	route("POST /admin/export", "admin_export", s.adminExport)
+	// Probes, unauthenticated and not counted as API requests: an
+	// orchestrator asks every few seconds, and a 503 of /readyz is an
+	// answer, not an error of the API's.
+	mux.HandleFunc("GET /healthz", s.healthz)
+	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.Gatherer, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(s.Logger.Handler(), slog.LevelError)}))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if allow := allowedMethods(mux, r); len(allow) > 0 {

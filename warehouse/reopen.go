@@ -176,3 +176,16 @@ func (s *Store) checkpoint(ctx context.Context, conn *sql.Conn) {
 	}
 	_ = s.Check(err)
 }
+
+// Ping reports whether the warehouse answers a query now (GET /readyz):
+// not while it is being reopened after a storage failure.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.Unavailable(); err != nil {
+		return err
+	}
+	var one int
+	if err := s.db().QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
+		return fmt.Errorf("warehouse: %w", s.storageError(err))
+	}
+	return nil
+}

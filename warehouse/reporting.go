@@ -2,6 +2,7 @@ package warehouse
 
 import (
 	"context"
+	"fmt"
 	"sort"
 	"time"
 
@@ -268,4 +269,26 @@ func networthHistory(accts []Account, snaps map[string][]Snapshot, manual []Netw
 		out = append(out, mt)
 	}
 	return out
+}
+
+// LastDelivered is, per partner, when its last file, push batch or pull
+// harvest was applied (the API's own writes left out): what an operator
+// watches for a partner gone quiet.
+func (s *Store) LastDelivered(ctx context.Context) (map[string]time.Time, error) {
+	rows, err := s.db().QueryContext(ctx, `SELECT partner_id, max(finished_at) FROM ingests
+		WHERE status IN ('success', 'partial-success') AND file NOT LIKE 'api:%' GROUP BY partner_id`)
+	if err != nil {
+		return nil, fmt.Errorf("warehouse: last delivered: %w", s.storageError(err))
+	}
+	defer rows.Close()
+	last := map[string]time.Time{}
+	for rows.Next() {
+		var partner string
+		var at time.Time
+		if err := rows.Scan(&partner, &at); err != nil {
+			return nil, err
+		}
+		last[partner] = at
+	}
+	return last, rows.Err()
 }

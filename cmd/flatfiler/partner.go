@@ -20,6 +20,7 @@ const partnerUsage = `Usage:
                            [--product-name NAME] [--modules FILE.json] [--json]
   flatfiler partner set ID [--data DIR] [--domain ...] [--product-name ...] [--modules FILE.json]
                            [--harvest-url URL] [--harvest-key HEX] [--harvest-schedule "every 6h" | "daily 02:00-04:00"]
+                           [--expect-ingest-every 26h]
                            [--harvest-concurrency N] [--harvest-timeout 30s] [--harvest-retries N]`
 
 func partnerCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -152,6 +153,7 @@ func partnerSet(_ context.Context, args []string, stdout, stderr io.Writer) int 
 	hConcurrency := fs.Int("harvest-concurrency", 0, "requests to the endpoint at once (default 2)")
 	hTimeout := fs.Duration("harvest-timeout", 0, "each request's limit, its answer read whole (default 30s)")
 	hRetries := fs.Int("harvest-retries", 0, "further attempts of a request that timed out or met a 5xx or 429 (default 2)")
+	expect := fs.Duration("expect-ingest-every", 0, "the longest expected between two files, batches or harvests of the partner applied (e.g. 26h: the FlatfilerPartnerIngestOverdue alert); 0: none")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: flatfiler partner set ID [flags]\n\nChanges the flags given of a partner; the others are kept.")
 		fs.PrintDefaults()
@@ -182,6 +184,8 @@ func partnerSet(_ context.Context, args []string, stdout, stderr io.Writer) int 
 			changes.Modules, err = readModules(*product.modules)
 		case "harvest-url", "harvest-key", "harvest-schedule", "harvest-concurrency", "harvest-timeout", "harvest-retries":
 			edits = append(edits, f.Name)
+		case "expect-ingest-every":
+			changes.ExpectIngestEvery = expect
 		default:
 			return
 		}
@@ -212,7 +216,7 @@ func partnerSet(_ context.Context, args []string, stdout, stderr io.Writer) int 
 		return 1
 	}
 	if given == 0 {
-		fmt.Fprintln(stderr, "flatfiler partner set: nothing to change: give --domain, --product-name, --modules or --harvest-...")
+		fmt.Fprintln(stderr, "flatfiler partner set: nothing to change: give --domain, --product-name, --modules, --harvest-... or --expect-ingest-every")
 		return 2
 	}
 	reg, err := partner.Open(filepath.Join(*data, "partners"))

@@ -34,6 +34,7 @@ import (
 	"github.com/flatfiler/flatfiler/intake/partner"
 	"github.com/flatfiler/flatfiler/intake/pull"
 	"github.com/flatfiler/flatfiler/intake/sftpd"
+	"github.com/flatfiler/flatfiler/internal/health"
 	"github.com/flatfiler/flatfiler/internal/failpoint"
 	"github.com/flatfiler/flatfiler/pipeline"
 	"github.com/flatfiler/flatfiler/warehouse"
@@ -54,6 +55,9 @@ type serveConfig struct {
 	// ReadMemoryLimit is DuckDB's pool while no file loads: the API's
 	// cache (warehouse.Options).
 	ReadMemoryLimit string
+	// MinFreeSpace is the free space of the data directory under which
+	// the server is not ready (GET /readyz).
+	MinFreeSpace int64
 	// CheckpointAfter: a file's commit is followed by a checkpoint once the
 	// warehouse's log is this large.
 	CheckpointAfter int64
@@ -164,7 +168,10 @@ func startService(ctx context.Context, cfg serveConfig) (_ *service, err error) 
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "flatfiler_warehouse_reopens_total",
 			Help: "Times the warehouse was closed and opened again after DuckDB invalidated it (a failed checkpoint, an internal error).",
-		}, func() float64 { return float64(s.store.Reopens()) }))
+		}, func() float64 { return float64(s.store.Reopens()) }),
+		partner.NewFreshness(s.partners, s.store.LastDelivered))
+	dataDir := health.DataDir{Path: cfg.Data, MinFree: uint64(cfg.MinFreeSpace)}
+	reg.MustRegister(dataDir.Collectors()...)
 	limits := inbox.Limits{MaxFileSize: cfg.MaxFileSize, Quota: cfg.Quota}
 	box := func(id string) (*inbox.Box, error) {
 		lim := limits
@@ -233,6 +240,11 @@ func startService(ctx context.Context, cfg serveConfig) (_ *service, err error) 
 	apiServer := &api.Server{
 		Partners: s.partners, Jobs: s.jobs, Batches: s.batches, Pipeline: pipe, Harvests: s.harvests, Store: s.store, Gatherer: reg,
 		AdminToken: hex.EncodeToString(token), Logger: log, Metrics: api.NewMetrics(reg), Enrich: engine,
+		Health: &health.Checker{Checks: []health.Check{
+			{Name: "warehouse", Run: s.store.Ping},
+			{Name: "jobs", Run: s.jobs.Working},
+			{Name: "data", Run: dataDir.Check},
+		}},
 	}
 	if cfg.SQLAddr != "" {
 		if err := s.startSQL(); err != nil {
@@ -394,6 +406,8 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.StringVar(&cfg.Issuer, "issuer", "flatfiler", "iss of the JWTs batch callbacks carry")
 	fs.DurationVar(&cfg.RetryAfter, "retry-after", 10*time.Second, "a job not applied for the server's storage (full disk, I/O error) runs again after this long, doubling up to 10m; the file is kept")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	logFormat := fs.String("log-format", "text", "text (key=value) or json, one object a line")
+	minFreeSpace := fs.String("min-free-space", "1GiB", "free space of the data directory under which GET /readyz answers 503")
 	cpuProfile := fs.String("cpuprofile", "", "write a Go CPU profile of the whole run to this file (for performance work)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: flatfiler serve [flags]\n\nRuns the SFTP server, the HTTP API and the job workers. Every flag can also be set\nas an environment variable: --sftp-addr as %s.\n\n", envName("sftp-addr"))
@@ -443,7 +457,21 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprintf(stderr, "flatfiler serve: --log-level: %v\n", err)
 		return 2
 	}
-	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	switch *logFormat {
+	case "text":
+		cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	case "json":
+		cfg.Logger = slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+	default:
+		fmt.Fprintf(stderr, "flatfiler serve: --log-format: %q is neither text nor json\n", *logFormat)
+		return 2
+	}
+	minFree, err := gen.ParseSize(*minFreeSpace)
+	if err != nil {
+		fmt.Fprintf(stderr, "flatfiler serve: --min-free-space: %v\n", err)
+		return 2
+	}
+	cfg.MinFreeSpace = minFree
 	if cfg.Faults, err = faultPoints(stderr); err != nil {
 		fmt.Fprintf(stderr, "flatfiler serve: %s: %v\n", faultsEnv, err)
 		return 2

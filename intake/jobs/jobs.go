@@ -23,6 +23,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -173,6 +174,8 @@ type Config struct {
 type Manager struct {
 	cfg Config
 	log *slog.Logger
+	// running counts the workers of Run working the queue.
+	running atomic.Int32
 
 	acceptMu sync.Mutex // one notification at a time: they move files
 

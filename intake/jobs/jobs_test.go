@@ -44,13 +44,17 @@ func newRig(t *testing.T) *rig {
 	return &rig{t: t, dir: dir, inbox: ib, store: store}
 }
 
-func (r *rig) open(retention time.Duration) *Manager {
+func (r *rig) open(retention time.Duration, metrics ...*Metrics) *Manager {
 	r.t.Helper()
-	m, err := Open(context.Background(), Config{
+	cfg := Config{
 		Dir: filepath.Join(r.dir, "jobs"), Retention: retention, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Box:      func(p string) (*inbox.Box, error) { return r.inbox.Box(p, inbox.Limits{}) },
 		Pipeline: &pipeline.Pipeline{Store: r.store, Metrics: pipeline.NewMetrics(prometheus.NewRegistry())},
-	})
+	}
+	if len(metrics) > 0 {
+		cfg.Metrics = metrics[0]
+	}
+	m, err := Open(context.Background(), cfg)
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -92,7 +96,7 @@ func runUntilIdle(t *testing.T, m *Manager) {
 	go func() { m.Run(ctx); close(done) }()
 	deadline := time.Now().Add(time.Minute)
 	for {
-		c := m.counts()
+		c, _ := m.counts(time.Now())
 		if c[Queued] == 0 && c[Processing] == 0 {
 			break
 		}
@@ -322,5 +326,45 @@ func TestQueuedBatchesApplyTogether(t *testing.T) {
 	}
 	if n := r.ingests(); n != 5 {
 		t.Errorf("%d audit rows, want 5 (the broken batch applies nothing)", n)
+	}
+}
+
+// TestOldestQueuedJobMetric: the age of the oldest job waiting grows while
+// no worker runs, and is 0 once the queue is empty.
+func TestOldestQueuedJobMetric(t *testing.T) {
+	r := newRig(t)
+	reg := prometheus.NewRegistry()
+	m := r.open(time.Hour, NewMetrics(reg))
+	oldest := func() float64 {
+		t.Helper()
+		families, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range families {
+			if f.GetName() == "flatfiler_job_oldest_queued_seconds" {
+				return f.GetMetric()[0].GetGauge().GetValue()
+			}
+		}
+		t.Fatal("no flatfiler_job_oldest_queued_seconds")
+		return 0
+	}
+	if got := oldest(); got != 0 {
+		t.Errorf("no job: %v", got)
+	}
+	sum := r.put("users.xml")
+	if _, _, err := m.Accept(context.Background(), "demo", []File{{Name: "users.xml", MD5: sum}}); err != nil {
+		t.Fatal(err)
+	}
+	first := oldest()
+	if first <= 0 {
+		t.Errorf("a job queued: %v", first)
+	}
+	if second := oldest(); second <= first {
+		t.Errorf("the wait did not grow: %v then %v", first, second)
+	}
+	runUntilIdle(t, m)
+	if got := oldest(); got != 0 {
+		t.Errorf("the queue empty: %v", got)
 	}
 }

@@ -1,6 +1,10 @@
 package jobs
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // Metrics of the job queue. The per-state gauges are read from the
 // manager at scrape time, so they cannot drift from the jobs themselves.
@@ -15,6 +19,7 @@ type Metrics struct {
 
 	states *prometheus.Desc
 	depth  *prometheus.Desc
+	oldest *prometheus.Desc
 }
 
 // NewMetrics creates the job metrics and registers them on reg.
@@ -35,6 +40,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		states: prometheus.NewDesc("flatfiler_jobs", "Upload jobs kept (within retention), by state.", []string{"state"}, nil),
 		depth:  prometheus.NewDesc("flatfiler_job_queue_depth", "Upload jobs waiting to run.", nil, nil),
+		oldest: prometheus.NewDesc("flatfiler_job_oldest_queued_seconds",
+			"Age of the oldest job waiting to run (since it was accepted; a retried job since then too); 0 when none waits.", nil, nil),
 	}
 	for _, s := range []string{Success, PartialSuccess, Error} {
 		m.Finished.WithLabelValues(s)
@@ -49,16 +56,18 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	ch <- m.states
 	ch <- m.depth
+	ch <- m.oldest
 }
 
 // Collect implements prometheus.Collector for the state gauges.
 func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
-	counts := map[string]int{}
+	counts, oldest := map[string]int{}, time.Duration(0)
 	if m.manager != nil {
-		counts = m.manager.counts()
+		counts, oldest = m.manager.counts(time.Now())
 	}
 	for _, s := range States {
 		ch <- prometheus.MustNewConstMetric(m.states, prometheus.GaugeValue, float64(counts[s]), s)
 	}
 	ch <- prometheus.MustNewConstMetric(m.depth, prometheus.GaugeValue, float64(counts[Queued]))
+	ch <- prometheus.MustNewConstMetric(m.oldest, prometheus.GaugeValue, oldest.Seconds())
 }

@@ -27,7 +27,11 @@ func (m *Manager) Run(ctx context.Context) {
 	m.sweep()
 	var wg conc.WaitGroup
 	for range m.cfg.Workers {
-		wg.Go(func() { m.work(ctx) })
+		wg.Go(func() {
+			m.running.Add(1)
+			defer m.running.Add(-1)
+			m.work(ctx)
+		})
 	}
 	wg.Go(func() {
 		tick := time.NewTicker(time.Hour)
@@ -465,12 +469,30 @@ func (m *Manager) sweep() {
 }
 
 // counts returns jobs per state.
-func (m *Manager) counts() map[string]int {
+// counts are the jobs by status, and how long the oldest queued job has
+// waited at now.
+func (m *Manager) counts(now time.Time) (map[string]int, time.Duration) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	c := map[string]int{}
+	var oldest time.Duration
 	for _, j := range m.jobs {
 		c[j.Status]++
+		if j.Status == Queued {
+			oldest = max(oldest, now.Sub(j.CreatedAt))
+		}
 	}
-	return c
+	return c, oldest
+}
+
+// ErrWorkersDown is a queue not worked by all its workers: before Run,
+// after it, or a worker gone.
+var ErrWorkersDown = errors.New("job workers not running")
+
+// Working reports whether every worker runs (the readiness check).
+func (m *Manager) Working(context.Context) error {
+	if n := int(m.running.Load()); n < m.cfg.Workers {
+		return fmt.Errorf("%w: %d of %d", ErrWorkersDown, n, m.cfg.Workers)
+	}
+	return nil
 }

@@ -66,6 +66,10 @@ type Partner struct {
 	// Harvest is the partner's pull endpoint (the spec's Data Source
 	// Setup); nil: none. Its key is a secret, as the API key is.
 	Harvest *harvest.Config `json:"harvest,omitempty"`
+	// ExpectIngestEvery is the longest an operator expects between two
+	// files, batches or harvests of the partner applied; 0: no
+	// expectation. It is exported for the "partner overdue" alert.
+	ExpectIngestEvery harvest.Duration `json:"expect_ingest_every,omitempty"`
 }
 
 // Module is one of the partner's PFM modules (the spec's "mobile").
@@ -116,6 +120,8 @@ type Changes struct {
 	// Harvest, if set, changes the pull endpoint's configuration (a new
 	// one if the partner has none); the result must pass Config.Check.
 	Harvest func(*harvest.Config)
+	// ExpectIngestEvery, if set, replaces Partner.ExpectIngestEvery.
+	ExpectIngestEvery *time.Duration
 }
 
 // Registry is the partners directory. It is re-read when the directory
@@ -333,6 +339,12 @@ func (r *Registry) Set(id string, c Changes) error {
 			return fmt.Errorf("partner %s: %w", id, err)
 		}
 		p.Harvest = &h
+	}
+	if c.ExpectIngestEvery != nil {
+		if *c.ExpectIngestEvery < 0 {
+			return fmt.Errorf("partner %s: the expected interval between ingests is negative", id)
+		}
+		p.ExpectIngestEvery = harvest.Duration(*c.ExpectIngestEvery)
 	}
 	data, err := json.MarshalIndent(p, "", "  ")
 	if err != nil {
