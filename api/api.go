@@ -20,9 +20,9 @@ import (
 
 	"github.com/flatfiler/flatfiler/intake/batches"
 	"github.com/flatfiler/flatfiler/intake/jobs"
-	"github.com/flatfiler/flatfiler/internal/health"
 	"github.com/flatfiler/flatfiler/intake/partner"
 	"github.com/flatfiler/flatfiler/intake/pull"
+	"github.com/flatfiler/flatfiler/internal/health"
 	"github.com/flatfiler/flatfiler/pipeline"
 	"github.com/flatfiler/flatfiler/stages/enrich"
 	"github.com/flatfiler/flatfiler/warehouse"

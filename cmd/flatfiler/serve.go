@@ -34,8 +34,8 @@ import (
 	"github.com/flatfiler/flatfiler/intake/partner"
 	"github.com/flatfiler/flatfiler/intake/pull"
 	"github.com/flatfiler/flatfiler/intake/sftpd"
-	"github.com/flatfiler/flatfiler/internal/health"
 	"github.com/flatfiler/flatfiler/internal/failpoint"
+	"github.com/flatfiler/flatfiler/internal/health"
 	"github.com/flatfiler/flatfiler/pipeline"
 	"github.com/flatfiler/flatfiler/warehouse"
 )
