@@ -1,6 +1,10 @@
 package pipeline
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/flatfiler/flatfiler/stages/enrich"
+)
 
 // Metrics of the ingest pipeline, registered on a registry the caller owns
 // (no global registry, as in Prometheus itself).
@@ -37,6 +41,26 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "flatfiler_enrich_transactions_total",
 			Help: "Transactions enriched, by what decided their tag (partner-rule, dictionary, keyword, check; unmatched: a cleaned memo and no tag). User rules are applied at commit and not counted here.",
 		}, []string{"source"}),
+	}
+	// Every series of the closed label sets exists from the first scrape,
+	// so that a rate over it is 0, not absent, and an operator's query
+	// of a label renamed fails at once (monitoring/).
+	for _, kind := range []string{"user", "account", "transaction"} {
+		for _, outcome := range []string{"success", "error"} {
+			m.Records.WithLabelValues(kind, outcome)
+		}
+	}
+	m.Records.WithLabelValues("transaction", "skipped")
+	for _, status := range []string{StatusSuccess, StatusPartialSuccess, StatusError} {
+		m.Files.WithLabelValues(status)
+	}
+	for _, stage := range []string{"validate", "load", "commit", "file"} {
+		m.Stage.WithLabelValues(stage)
+	}
+	for s := range enrich.NumSources {
+		if s != enrich.SourceUserRule { // applied at commit, not counted
+			m.Enriched.WithLabelValues(s.String())
+		}
 	}
 	if reg != nil {
 		reg.MustRegister(m.Records, m.Bytes, m.Files, m.Stage, m.Enriched)

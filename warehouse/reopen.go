@@ -189,3 +189,13 @@ func (s *Store) Ping(ctx context.Context) error {
 	}
 	return nil
 }
+
+// MemoryUsage is what DuckDB's buffer manager holds now, in bytes (its
+// pool: the read cache and a load's working memory); -1 if unknown.
+func (s *Store) MemoryUsage(ctx context.Context) int64 {
+	var used sql.NullInt64
+	if err := s.db().QueryRowContext(ctx, "SELECT sum(memory_usage_bytes)::BIGINT FROM duckdb_memory()").Scan(&used); err != nil || !used.Valid {
+		return -1
+	}
+	return used.Int64
+}

@@ -169,7 +169,15 @@ func startService(ctx context.Context, cfg serveConfig) (_ *service, err error) 
 			Name: "flatfiler_warehouse_reopens_total",
 			Help: "Times the warehouse was closed and opened again after DuckDB invalidated it (a failed checkpoint, an internal error).",
 		}, func() float64 { return float64(s.store.Reopens()) }),
-		partner.NewFreshness(s.partners, s.store.LastDelivered))
+		partner.NewFreshness(s.partners, s.store.LastDelivered),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "flatfiler_duckdb_memory_bytes",
+			Help: "Memory DuckDB's buffer manager holds: its pool (--read-memory-limit while nothing loads, --memory-limit while a file does); -1: unknown.",
+		}, func() float64 {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			return float64(s.store.MemoryUsage(ctx))
+		}))
 	dataDir := health.DataDir{Path: cfg.Data, MinFree: uint64(cfg.MinFreeSpace)}
 	reg.MustRegister(dataDir.Collectors()...)
 	limits := inbox.Limits{MaxFileSize: cfg.MaxFileSize, Quota: cfg.Quota}

@@ -297,6 +297,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		pending: prometheus.NewDesc("flatfiler_batch_callbacks_pending", "Callbacks not delivered yet (the callback queue).", nil, nil),
 		oldest:  prometheus.NewDesc("flatfiler_batch_callback_oldest_pending_seconds", "Age of the oldest batch whose callback is pending; 0 when none is.", nil, nil),
 	}
+	for _, outcome := range []string{"delivered", "retry", "gone", "failed"} {
+		m.Attempts.WithLabelValues(outcome)
+	}
 	if reg != nil {
 		reg.MustRegister(m.Bytes, m.Records, m.Attempts, m)
 	}
