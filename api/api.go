@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 	"github.com/flatfiler/flatfiler/intake/jobs"
 	"github.com/flatfiler/flatfiler/intake/partner"
 	"github.com/flatfiler/flatfiler/intake/pull"
+	"github.com/flatfiler/flatfiler/internal/backup"
 	"github.com/flatfiler/flatfiler/internal/health"
 	"github.com/flatfiler/flatfiler/pipeline"
 	"github.com/flatfiler/flatfiler/stages/enrich"
@@ -52,6 +54,9 @@ type Server struct {
 	Now func() time.Time
 	// Health holds the readiness checks of GET /readyz; nil: none, ready.
 	Health *health.Checker
+	// DataDir is the server's data directory, which /admin/backup copies;
+	// empty: no backup.
+	DataDir string
 }
 
 // Handler routes requests.
@@ -77,6 +82,7 @@ func (s *Server) Handler() http.Handler {
 	s.batchRoutes(route)
 	route("POST /admin/sql", "admin_sql", s.adminSQL)
 	route("POST /admin/export", "admin_export", s.adminExport)
+	route("POST /admin/backup", "admin_backup", s.adminBackup)
 	// Probes, unauthenticated and not counted as API requests: an
 	// orchestrator asks every few seconds, and a 503 of /readyz is an
 	// answer, not an error of the API's.
@@ -194,7 +200,31 @@ func (s *Server) adminExport(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, m)
 }
 
-// admin checks the admin token of `flatfiler sql` and `export`.
+// adminBackup copies the data directory while the server runs (flatfiler
+// backup): {"out": "/absolute/new/dir"}.
+func (s *Server) adminBackup(w http.ResponseWriter, r *http.Request) {
+	if !s.admin(w, r) {
+		return
+	}
+	var req struct {
+		Out string `json:"out"`
+	}
+	if !readBody(w, r, 1<<16, "invalid backup request", &req) {
+		return
+	}
+	if s.DataDir == "" || !filepath.IsAbs(req.Out) {
+		invalid(w, "invalid backup request", []string{"out: an absolute path of a new directory"})
+		return
+	}
+	rep, err := backup.Run(r.Context(), s.DataDir, req.Out, s.Store)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error(), nil)
+		return
+	}
+	writeJSON(w, http.StatusOK, rep)
+}
+
+// admin checks the admin token of `flatfiler sql`, `export` and `backup`.
 func (s *Server) admin(w http.ResponseWriter, r *http.Request) bool {
 	token, ok := bearerToken(r)
 	if s.AdminToken == "" || !ok || subtle.ConstantTimeCompare([]byte(token), []byte(s.AdminToken)) != 1 {

@@ -66,7 +66,7 @@ func (s *Store) AnalystSession(ctx context.Context, partners []string) (*Analyst
 		conn.Close()
 		return nil, fmt.Errorf("warehouse: analyst session: %w", err)
 	}
-	prefix := `"` + strings.ReplaceAll(catalog, `"`, `""`) + `".main.`
+	prefix := ident(catalog) + ".main."
 	scope := ""
 	if partners != nil {
 		list := []string{"NULL"} // no partner: no row

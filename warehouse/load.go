@@ -226,7 +226,7 @@ func (s *Store) Begin(ctx context.Context, opts LoadOptions) (*Load, error) {
 	if err == nil {
 		err = conn.QueryRowContext(ctx, "SELECT EXISTS (SELECT 1 FROM transactions WHERE partner_id = ?), current_database()",
 			opts.Partner).Scan(&l.hadTransactions, &l.warehouse)
-		l.warehouse = `"` + strings.ReplaceAll(l.warehouse, `"`, `""`) + `"`
+		l.warehouse = ident(l.warehouse)
 	}
 	if err != nil {
 		l.discard()

@@ -553,6 +553,9 @@ func (s *Store) IngestReport(ctx context.Context, jobID string) ([]byte, bool, e
 }
 
 // quote makes a SQL string literal.
+// ident quotes an SQL identifier.
+func ident(name string) string { return `"` + strings.ReplaceAll(name, `"`, `""`) + `"` }
+
 func quote(s string) string {
 	out := []byte{'\''}
 	for i := 0; i < len(s); i++ {

@@ -27,6 +27,7 @@ Usage:
   flatfiler sql    [--db PATH] [--format table|csv|json] QUERY
   flatfiler analyst add NAME [--data DIR] [--partners a,b | --all-partners] [--json]
   flatfiler export --out DIR [--db PATH] [--partner ID] [--since DATE] [--tables a,b]
+  flatfiler backup --out DIR [--data DIR]
   flatfiler ban list [--data DIR] [--json] | ban remove ADDRESS [USER] [--data DIR]
   flatfiler gen    [--users N | --size SIZE] [--seed S] [--bad-rate R] -o FILE
   flatfiler enrich [--amount A] [--rules FILE] MEMO...
@@ -87,6 +88,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		"enrich-eval": enrichEvalCmd,
 		"harvest-sim": harvestSimCmd,
 		"export":      exportCmd,
+		"backup":      backupCmd,
 		"analyst":     analystCmd,
 	}
 	cmd, ok := cmds[args[0]]

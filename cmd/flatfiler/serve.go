@@ -248,6 +248,7 @@ func startService(ctx context.Context, cfg serveConfig) (_ *service, err error) 
 	apiServer := &api.Server{
 		Partners: s.partners, Jobs: s.jobs, Batches: s.batches, Pipeline: pipe, Harvests: s.harvests, Store: s.store, Gatherer: reg,
 		AdminToken: hex.EncodeToString(token), Logger: log, Metrics: api.NewMetrics(reg), Enrich: engine,
+		DataDir: cfg.Data,
 		Health: &health.Checker{Checks: []health.Check{
 			{Name: "warehouse", Run: s.store.Ping},
 			{Name: "jobs", Run: s.jobs.Working},
