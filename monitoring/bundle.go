@@ -57,15 +57,15 @@ func Rules(file []byte) ([]Rule, error) {
 // Dashboard is the part of Grafana's dashboard model the bundle uses;
 // decoding refuses any other field, so that the file is what this says.
 type Dashboard struct {
-	Title         string         `json:"title"`
-	UID           string         `json:"uid"`
-	Description   string         `json:"description"`
-	Tags          []string       `json:"tags"`
-	Timezone      string         `json:"timezone"`
-	SchemaVersion int            `json:"schemaVersion"`
-	Version       int            `json:"version"`
-	Editable      bool           `json:"editable"`
-	Refresh       string         `json:"refresh"`
+	Title         string   `json:"title"`
+	UID           string   `json:"uid"`
+	Description   string   `json:"description"`
+	Tags          []string `json:"tags"`
+	Timezone      string   `json:"timezone"`
+	SchemaVersion int      `json:"schemaVersion"`
+	Version       int      `json:"version"`
+	Editable      bool     `json:"editable"`
+	Refresh       string   `json:"refresh"`
 	Time          struct{ From, To string }
 	Templating    struct{ List []Variable }
 	Annotations   struct{ List []json.RawMessage }
