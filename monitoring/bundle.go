@@ -10,8 +10,13 @@ import (
 	"bytes"
 	_ "embed"
 	"encoding/json"
+	"errors"
 	"fmt"
 
+	"github.com/grafana/grafana-foundation-sdk/go/cog"
+	"github.com/grafana/grafana-foundation-sdk/go/cog/plugins"
+	"github.com/grafana/grafana-foundation-sdk/go/dashboard"
+	"github.com/grafana/grafana-foundation-sdk/go/prometheus"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -54,78 +59,50 @@ func Rules(file []byte) ([]Rule, error) {
 	return rules, nil
 }
 
-// Dashboard is the part of Grafana's dashboard model the bundle uses;
-// decoding refuses any other field, so that the file is what this says.
-type Dashboard struct {
-	Title         string   `json:"title"`
-	UID           string   `json:"uid"`
-	Description   string   `json:"description"`
-	Tags          []string `json:"tags"`
-	Timezone      string   `json:"timezone"`
-	SchemaVersion int      `json:"schemaVersion"`
-	Version       int      `json:"version"`
-	Editable      bool     `json:"editable"`
-	Refresh       string   `json:"refresh"`
-	Time          struct{ From, To string }
-	Templating    struct{ List []Variable }
-	Annotations   struct{ List []json.RawMessage }
-	Panels        []Panel `json:"panels"`
+// Query is one of the dashboard's queries.
+type Query struct {
+	Panel, RefID, Expr string
 }
 
-// Variable is a dashboard variable.
-type Variable struct {
-	Name       string      `json:"name"`
-	Label      string      `json:"label"`
-	Type       string      `json:"type"`
-	Query      string      `json:"query"`
-	Datasource *Datasource `json:"datasource,omitempty"`
-	Refresh    int         `json:"refresh,omitempty"`
-	IncludeAll bool        `json:"includeAll,omitempty"`
-	Multi      bool        `json:"multi,omitempty"`
-	AllValue   string      `json:"allValue,omitempty"`
-	Current    struct{}    `json:"current"`
-	Hide       int         `json:"hide"`
-}
-
-// Datasource names a data source; the bundle's panels name the variable.
-type Datasource struct {
-	Type string `json:"type"`
-	UID  string `json:"uid"`
-}
-
-// Panel is a row or a panel.
-type Panel struct {
-	ID          int         `json:"id"`
-	Type        string      `json:"type"`
-	Title       string      `json:"title"`
-	Description string      `json:"description,omitempty"`
-	Collapsed   bool        `json:"collapsed,omitempty"`
-	Datasource  *Datasource `json:"datasource,omitempty"`
-	GridPos     struct {
-		H, W, X, Y int
-	} `json:"gridPos"`
-	Targets     []Target        `json:"targets,omitempty"`
-	FieldConfig json.RawMessage `json:"fieldConfig,omitempty"`
-	Options     json.RawMessage `json:"options,omitempty"`
-	Panels      []Panel         `json:"panels,omitempty"`
-}
-
-// Target is one query of a panel.
-type Target struct {
-	RefID        string      `json:"refId"`
-	Datasource   *Datasource `json:"datasource"`
-	Expr         string      `json:"expr"`
-	LegendFormat string      `json:"legendFormat"`
-	Format       string      `json:"format,omitempty"`
-}
-
-// LoadDashboard decodes dashboard.json strictly.
-func LoadDashboard() (*Dashboard, error) {
-	dec := json.NewDecoder(bytes.NewReader(DashboardJSON))
-	dec.DisallowUnknownFields()
-	var d Dashboard
-	if err := dec.Decode(&d); err != nil {
+// DashboardQueries decodes dashboard.json strictly, as Grafana's schema
+// has it (the foundation SDK's UnmarshalJSONStrict: no field missing,
+// unknown or mistyped), and returns its Prometheus queries.
+func DashboardQueries() ([]Query, error) {
+	plugins.RegisterDefaultPlugins()
+	var d dashboard.Dashboard
+	if err := buildErrors(d.UnmarshalJSONStrict(DashboardJSON)); err != nil {
 		return nil, fmt.Errorf("dashboard.json: %w", err)
 	}
-	return &d, nil
+	// The strict decoding checks the panels but leaves them out of d (the
+	// SDK v0.0.22 decodes panels and rows only in its plain decoding).
+	if err := json.Unmarshal(DashboardJSON, &d); err != nil {
+		return nil, fmt.Errorf("dashboard.json: %w", err)
+	}
+	if err := buildErrors(d.Validate()); err != nil {
+		return nil, fmt.Errorf("dashboard.json: %w", err)
+	}
+	var queries []Query
+	for _, p := range d.Panels {
+		if p.Panel == nil {
+			continue
+		}
+		for _, t := range p.Panel.Targets {
+			q, ok := t.(*prometheus.Dataquery)
+			if !ok {
+				return nil, fmt.Errorf("dashboard.json: panel %q: a query not Prometheus's: %T", *p.Panel.Title, t)
+			}
+			queries = append(queries, Query{Panel: *p.Panel.Title, RefID: *q.RefId, Expr: q.Expr})
+		}
+	}
+	return queries, nil
+}
+
+// buildErrors is err, or nil for the SDK's empty list of errors, which
+// some of its functions return as a non-nil error.
+func buildErrors(err error) error {
+	var list cog.BuildErrors
+	if errors.As(err, &list) && len(list) == 0 {
+		return nil
+	}
+	return err
 }

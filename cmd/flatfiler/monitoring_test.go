@@ -168,7 +168,7 @@ scrape_configs:
 	if err != nil {
 		t.Fatal(err)
 	}
-	dash, err := monitoring.LoadDashboard()
+	dash, err := monitoring.DashboardQueries()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,11 +180,9 @@ scrape_configs:
 	for _, r := range alerts {
 		parses = append(parses, query{"alert " + r.Alert, r.Expr})
 	}
-	for _, p := range dash.Panels {
-		for _, tg := range p.Targets {
-			expr := strings.NewReplacer("$__rate_interval", "1m", "$instance", ".*").Replace(tg.Expr)
-			series = append(series, query{fmt.Sprintf("panel %q %s", p.Title, tg.RefID), expr})
-		}
+	for _, q := range dash {
+		expr := strings.NewReplacer("$__rate_interval", "1m", "$instance", ".*").Replace(q.Expr)
+		series = append(series, query{fmt.Sprintf("panel %q %s", q.Panel, q.RefID), expr})
 	}
 	recorded := regexp.MustCompile(`[a-z_]+:[a-z0-9_]+:[a-z0-9_]+`) // the rules' own series
 	metricName := regexp.MustCompile(`\b(?:flatfiler|process|go)_[a-z0-9_]+\b`)
