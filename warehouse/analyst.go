@@ -387,35 +387,53 @@ func (a *AnalystSession) withNullParameters(ctx context.Context, query string, p
 		if err != nil {
 			return "", err
 		}
-		node, _ := cast["statements"].([]any)[0].(map[string]any)["node"].(map[string]any)
-		nulls[strconv.Itoa(i+1)] = node["select_list"].([]any)[0]
+		nulls[strconv.Itoa(i+1)] = firstSelected(cast)
 	}
-	var replace func(any) any
-	replace = func(n any) any {
-		switch v := n.(type) {
-		case map[string]any:
-			if v["class"] == "PARAMETER" {
-				if id, _ := v["identifier"].(string); nulls[id] != nil {
-					return nulls[id]
-				}
-			}
-			for k, c := range v {
-				v[k] = replace(c)
-			}
-		case []any:
-			for i, c := range v {
-				v[i] = replace(c)
+	rewriteTree(tree, func(node map[string]any) any {
+		if node["class"] == "PARAMETER" {
+			if id, _ := node["identifier"].(string); nulls[id] != nil {
+				return nulls[id]
 			}
 		}
-		return n
+		return nil
+	})
+	return a.printTree(ctx, tree)
+}
+
+// firstSelected is the first expression a parsed SELECT selects.
+func firstSelected(tree map[string]any) any {
+	node, _ := tree["statements"].([]any)[0].(map[string]any)["node"].(map[string]any)
+	return node["select_list"].([]any)[0]
+}
+
+// rewriteTree walks a parse tree, replacing each node for which replace
+// returns one (nil: keep it and walk into it).
+func rewriteTree(n any, replace func(map[string]any) any) any {
+	switch v := n.(type) {
+	case map[string]any:
+		if r := replace(v); r != nil {
+			return r
+		}
+		for k, c := range v {
+			v[k] = rewriteTree(c, replace)
+		}
+	case []any:
+		for i, c := range v {
+			v[i] = rewriteTree(c, replace)
+		}
 	}
-	b, err := json.Marshal(replace(tree))
+	return n
+}
+
+// printTree is the SQL of a parse tree, as DuckDB prints it.
+func (a *AnalystSession) printTree(ctx context.Context, tree map[string]any) (string, error) {
+	b, err := json.Marshal(tree)
 	if err != nil {
 		return "", err
 	}
-	var typed string
-	err = a.conn.QueryRowContext(ctx, "SELECT json_deserialize_sql(?::JSON)", string(b)).Scan(&typed)
-	return typed, err
+	var query string
+	err = a.conn.QueryRowContext(ctx, "SELECT json_deserialize_sql(?::JSON)", string(b)).Scan(&query)
+	return query, err
 }
 
 // parseTree is DuckDB's parse of one statement, as JSON.

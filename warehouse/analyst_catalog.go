@@ -2,7 +2,7 @@ package warehouse
 
 import (
 	"context"
-	"encoding/json"
+	"maps"
 	"regexp"
 	"strings"
 	"sync"
@@ -64,80 +64,64 @@ func (a *AnalystSession) redirect(ctx context.Context, query string) (rewritten 
 		return "", false, err
 	}
 	var call map[string]any // a template of a function call node
-	var walk func(n any) any
-	walk = func(n any) any {
-		switch v := n.(type) {
-		case map[string]any:
+	var redirectNode func(map[string]any) any
+	redirectNode = func(v map[string]any) any {
+		switch {
+		case v["type"] == "BASE_TABLE" && v["catalog_name"] == "":
+			schema, _ := v["schema_name"].(string)
+			name, _ := v["table_name"].(string)
+			key := strings.ToLower(name)
 			switch {
-			case v["type"] == "BASE_TABLE" && v["catalog_name"] == "":
-				schema, _ := v["schema_name"].(string)
-				name, _ := v["table_name"].(string)
-				key := strings.ToLower(name)
-				if schema != "" {
-					key = strings.ToLower(schema) + "." + key
-				} else if !strings.HasPrefix(key, "pg_") {
-					break
-				} else {
-					key = "pg_catalog." + key
-				}
-				if target, ok := c.Tables[key]; ok {
-					v["catalog_name"], v["schema_name"], v["table_name"] = c.Database, "main", target
-					changed = true
-				}
-			case v["class"] == "FUNCTION":
-				name, _ := v["function_name"].(string)
-				schema, _ := v["schema"].(string)
-				if c.Functions[strings.ToLower(name)] && (schema == "" || strings.EqualFold(schema, "pg_catalog")) {
-					v["catalog"], v["schema"] = c.Database, "main"
-					changed = true
-				}
-				if name == "regexp_full_match" && v["is_operator"] == false {
-					// DuckDB reads Postgres's ~ as a whole-string match.
-					v["function_name"] = "regexp_matches"
-				}
-			case v["class"] == "CAST":
-				info, _ := v["cast_type"].(map[string]any)
-				ti, _ := info["type_info"].(map[string]any)
-				name, _ := ti["user_type_name"].(string)
-				if !c.Casts[strings.ToLower(name)] {
-					break
-				}
-				if call == nil {
-					t, terr := a.parseTree(ctx, "SELECT f(NULL)")
-					if terr != nil {
-						err = terr
-						return n
-					}
-					call = t["statements"].([]any)[0].(map[string]any)["node"].(map[string]any)["select_list"].([]any)[0].(map[string]any)
-				}
-				f := map[string]any{}
-				for k, x := range call {
-					f[k] = x
-				}
-				f["function_name"], f["catalog"], f["schema"] = strings.ToLower(name), c.Database, "main"
-				f["children"] = []any{walk(v["child"])}
-				f["alias"] = v["alias"]
+			case schema != "":
+				key = strings.ToLower(schema) + "." + key
+			case strings.HasPrefix(key, "pg_"):
+				key = "pg_catalog." + key
+			default:
+				return nil
+			}
+			if target, ok := c.Tables[key]; ok {
+				v["catalog_name"], v["schema_name"], v["table_name"] = c.Database, "main", target
 				changed = true
-				return f
 			}
-			for k, x := range v {
-				v[k] = walk(x)
+		case v["class"] == "FUNCTION":
+			name, _ := v["function_name"].(string)
+			schema, _ := v["schema"].(string)
+			if c.Functions[strings.ToLower(name)] && (schema == "" || strings.EqualFold(schema, "pg_catalog")) {
+				v["catalog"], v["schema"] = c.Database, "main"
+				changed = true
 			}
-		case []any:
-			for i, x := range v {
-				v[i] = walk(x)
+			if name == "regexp_full_match" && v["is_operator"] == false {
+				// DuckDB reads Postgres's ~ as a whole-string match.
+				v["function_name"] = "regexp_matches"
 			}
+		case v["class"] == "CAST":
+			info, _ := v["cast_type"].(map[string]any)
+			ti, _ := info["type_info"].(map[string]any)
+			name, _ := ti["user_type_name"].(string)
+			if !c.Casts[strings.ToLower(name)] {
+				return nil
+			}
+			if call == nil {
+				t, terr := a.parseTree(ctx, "SELECT f(NULL)")
+				if terr != nil {
+					err = terr
+					return v
+				}
+				call = firstSelected(t).(map[string]any)
+			}
+			f := maps.Clone(call)
+			f["function_name"], f["catalog"], f["schema"] = strings.ToLower(name), c.Database, "main"
+			f["children"] = []any{rewriteTree(v["child"], redirectNode)}
+			f["alias"] = v["alias"]
+			changed = true
+			return f
 		}
-		return n
+		return nil
 	}
-	walk(tree)
+	rewriteTree(tree, redirectNode)
 	if err != nil || !changed {
 		return query, false, err
 	}
-	b, err := json.Marshal(tree)
-	if err != nil {
-		return "", false, err
-	}
-	err = a.conn.QueryRowContext(ctx, "SELECT json_deserialize_sql(?::JSON)", string(b)).Scan(&rewritten)
+	rewritten, err = a.printTree(ctx, tree)
 	return rewritten, err == nil, err
 }
