@@ -47,9 +47,10 @@ type AnalystSession struct {
 	conn *sql.Conn
 	// named are the statements the analyst prepared by name (PREPARE):
 	// their bodies.
-	named   map[string]string
-	spool   string   // see ResultSpool
-	catalog *Catalog // see UseCatalog
+	named     map[string]string
+	spool     string   // see ResultSpool
+	catalog   *Catalog // see UseCatalog
+	maxResult int64    // see LimitResults
 }
 
 // AnalystSession opens a session that sees the partners given (nil: all).

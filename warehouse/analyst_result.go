@@ -151,7 +151,7 @@ func (a *AnalystSession) spooled(ctx context.Context, st *Statement, args []any)
 	body := strings.TrimRight(strings.TrimSpace(st.SQL), "; \t\n")
 	query := "COPY (SELECT " + strings.Join(outs, ", ") + " FROM (\n" + body + "\n) AS result(" + strings.Join(names, ", ") + "))" +
 		" TO " + quote(path) + fmt.Sprintf(" (FORMAT parquet, ROW_GROUP_SIZE %d)", resultRowGroup)
-	if _, err := a.conn.ExecContext(ctx, query, args...); err != nil {
+	if err := a.copyOut(ctx, path, query, args); err != nil {
 		return nil, err
 	}
 	spool, err := file.OpenParquetFile(path, false, file.WithReadProps(&parquet.ReaderProperties{BufferedStreamEnabled: true, BufferSize: 1 << 20}))
@@ -172,6 +172,51 @@ func (a *AnalystSession) spooled(ctx context.Context, st *Statement, args []any)
 		return nil, fmt.Errorf("result spool: %w", err)
 	}
 	return r, nil
+}
+
+// ErrResultTooLarge is a result past the session's LimitResults.
+var ErrResultTooLarge = errors.New("result too large")
+
+// LimitResults caps the bytes a result may take in the spool (0: no
+// cap), so that an analyst's SELECT cannot fill the disk the server
+// receives and applies files on.
+func (a *AnalystSession) LimitResults(bytes int64) { a.maxResult = bytes }
+
+// copyOut runs the COPY into path, watching the file grow: past the cap
+// the statement is interrupted.
+func (a *AnalystSession) copyOut(ctx context.Context, path, query string, args []any) error {
+	if a.maxResult <= 0 {
+		_, err := a.conn.ExecContext(ctx, query, args...)
+		return err
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+				if info, err := os.Stat(path); err == nil && info.Size() > a.maxResult {
+					cancel(ErrResultTooLarge)
+					return
+				}
+			}
+		}
+	}()
+	_, err := a.conn.ExecContext(ctx, query, args...)
+	tooLarge := errors.Is(context.Cause(ctx), ErrResultTooLarge)
+	if info, serr := os.Stat(path); err == nil && serr == nil && info.Size() > a.maxResult {
+		tooLarge = true // grew past the cap between two looks
+	}
+	if tooLarge {
+		return fmt.Errorf("%w: over %d MB (--sql-max-result-size); aggregate, page with LIMIT, or use flatfiler export", ErrResultTooLarge, a.maxResult>>20)
+	}
+	return err
 }
 
 // spoolColumn is how a column is written to the spool: as itself when

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"math/big"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -36,7 +37,7 @@ type endpoint struct {
 
 // start serves a warehouse holding the spec's example for partners demo
 // and other, with analysts ana (all partners) and dee (demo only).
-func start(t *testing.T, timeout time.Duration) *endpoint {
+func start(t *testing.T, timeout time.Duration, tweaks ...func(*pgwire.Config)) *endpoint {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -62,7 +63,11 @@ func start(t *testing.T, timeout time.Duration) *endpoint {
 	if e.pw["dee"], err = analysts.Add("dee", []string{"demo"}, false); err != nil {
 		t.Fatal(err)
 	}
-	srv, err := pgwire.New(pgwire.Config{Store: store, Analysts: analysts, StatementTimeout: timeout, MaxQueries: 2, Logger: slog.New(slog.DiscardHandler)})
+	cfg := pgwire.Config{Store: store, Analysts: analysts, StatementTimeout: timeout, MaxQueries: 2, Logger: slog.New(slog.DiscardHandler)}
+	for _, tweak := range tweaks {
+		tweak(&cfg)
+	}
+	srv, err := pgwire.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -290,5 +295,25 @@ func TestCatalogForClients(t *testing.T) {
 	}
 	if _, err := c.Exec(ctx, "SELECT * FROM flatfiler_pg.main.pg_class"); sqlState(err) != "42501" {
 		t.Errorf("the catalog's database read directly: %v", err)
+	}
+}
+
+// TestResultSizeCap: a result past --sql-max-result-size is refused with
+// SQLSTATE 54000 and the way around it, and leaves nothing in the spool; a
+// smaller one is answered.
+func TestResultSizeCap(t *testing.T) {
+	ctx := context.Background()
+	e := start(t, time.Minute, func(c *pgwire.Config) { c.MaxResultBytes = 1 << 20 })
+	c := e.connect(t, "ana")
+	_, err := c.Exec(ctx, "SELECT md5(range::VARCHAR) || md5((range * 7)::VARCHAR) FROM range(500000)")
+	if sqlState(err) != "54000" || !strings.Contains(err.Error(), "flatfiler export") {
+		t.Errorf("a 30 MB result under a 1 MB cap: %v", err)
+	}
+	var n int64
+	if err := c.QueryRow(ctx, "SELECT count(*) FROM transactions").Scan(&n); err != nil || n != 12 {
+		t.Errorf("a small result after: %d %v", n, err)
+	}
+	if left, _ := os.ReadDir(e.store.ResultSpool()); len(left) != 0 {
+		t.Errorf("the spool keeps %d files", len(left))
 	}
 }

@@ -44,7 +44,9 @@ type Config struct {
 	// MaxQueries bounds analyst statements running at once; default 1, so
 	// that analysts share one core and the reporting API keeps the rest.
 	MaxQueries int
-	Logger     *slog.Logger
+	// MaxResultBytes caps a result in the spool (warehouse.Rows); 0: none.
+	MaxResultBytes int64
+	Logger         *slog.Logger
 }
 
 // Server is the endpoint.
@@ -129,6 +131,7 @@ func (s *Server) login(ctx context.Context, _, user, password string) (context.C
 		return ctx, false, err
 	}
 	sess.UseCatalog(pgCatalog)
+	sess.LimitResults(s.cfg.MaxResultBytes)
 	s.cfg.Logger.Info("sql endpoint: analyst connected", "analyst", user, "partners", strings.Join(a.Scope(), ","))
 	return context.WithValue(ctx, sessionKey{}, sess), true, nil
 }
@@ -282,6 +285,9 @@ func (s *Server) timeout(ctx context.Context, err error) error {
 func sqlError(err error) error {
 	if errors.Is(err, warehouse.ErrRefused) {
 		return pgerror.WithCode(err, codes.InsufficientPrivilege)
+	}
+	if errors.Is(err, warehouse.ErrResultTooLarge) {
+		return pgerror.WithCode(err, codes.ProgramLimitExceeded)
 	}
 	return pgerror.WithCode(err, codes.SyntaxErrorOrAccessRuleViolation)
 }

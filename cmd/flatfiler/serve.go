@@ -49,6 +49,7 @@ type serveConfig struct {
 	SQLAddr, SQLTLSCert, SQLTLSKey string
 	SQLStatementTimeout            time.Duration
 	SQLMaxQueries                  int
+	SQLMaxResultSize               int64
 	HTTPAddr                       string
 	MemoryLimit                    string
 	CommitMemoryLimit              string
@@ -417,6 +418,7 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "text (key=value) or json, one object a line")
 	minFreeSpace := fs.String("min-free-space", "1GiB", "free space of the data directory under which GET /readyz answers 503")
+	maxResult := fs.String("sql-max-result-size", "4GiB", "largest result of an analyst's statement, as it waits on disk for the client (0: no limit)")
 	cpuProfile := fs.String("cpuprofile", "", "write a Go CPU profile of the whole run to this file (for performance work)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: flatfiler serve [flags]\n\nRuns the SFTP server, the HTTP API and the job workers. Every flag can also be set\nas an environment variable: --sftp-addr as %s.\n\n", envName("sftp-addr"))
@@ -481,6 +483,10 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return 2
 	}
 	cfg.MinFreeSpace = minFree
+	if cfg.SQLMaxResultSize, err = gen.ParseSize(*maxResult); err != nil {
+		fmt.Fprintf(stderr, "flatfiler serve: --sql-max-result-size: %v\n", err)
+		return 2
+	}
 	if cfg.Faults, err = faultPoints(stderr); err != nil {
 		fmt.Fprintf(stderr, "flatfiler serve: %s: %v\n", faultsEnv, err)
 		return 2
@@ -563,7 +569,7 @@ func (s *service) startSQL() error {
 		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
 	if s.sql, err = pgwire.New(pgwire.Config{Store: s.store, Analysts: analysts, TLS: tlsConfig,
-		StatementTimeout: cfg.SQLStatementTimeout, MaxQueries: cfg.SQLMaxQueries, Logger: cfg.Logger}); err != nil {
+		StatementTimeout: cfg.SQLStatementTimeout, MaxQueries: cfg.SQLMaxQueries, MaxResultBytes: cfg.SQLMaxResultSize, Logger: cfg.Logger}); err != nil {
 		return err
 	}
 	if s.sqlLn, err = net.Listen("tcp", cfg.SQLAddr); err != nil {
