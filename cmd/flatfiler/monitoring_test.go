@@ -35,7 +35,9 @@ func TestMonitoringBundleAgainstPrometheus(t *testing.T) {
 		t.Fatalf("prometheus not installed (make test installs Debian's prometheus): %v", err)
 	}
 	dir := t.TempDir()
-	ts := startTestServer(t, dir)
+	srv := startChild(t, dir) // flatfiler serve, a process of its own
+	creds := *srv.creds
+	ts := srv.client(t, creds)
 	if code, _, errOut := runCLI(t, "partner", "set", "demo", "--data", dir, "--expect-ingest-every", "24h"); code != 0 {
 		t.Fatalf("partner set: %s", errOut)
 	}
@@ -52,7 +54,7 @@ scrape_configs:
   - job_name: flatfiler
     static_configs:
       - targets: [%q]
-`, ts.httpLn.Addr().String())
+`, strings.TrimPrefix(srv.http, "http://"))
 	os.WriteFile(filepath.Join(promDir, "prometheus.yml"), []byte(config), 0o644)
 	addr := freeLoopbackAddr(t)
 	cmd := exec.Command(prometheus, "--config.file="+filepath.Join(promDir, "prometheus.yml"),
@@ -111,22 +113,26 @@ scrape_configs:
 		data, err := promQuery("/api/v1/query", url.Values{"query": {`up{job="flatfiler"} == 1`}})
 		return err == nil && strings.Contains(string(data), `"job":"flatfiler"`)
 	})
-	c := ts.mustSFTP(ts.demo)
+	c, conn, err := dialChildSFTP(srv.sftp, creds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
 	good := upload(t, c, "combined.xml", specFile(t, "combined.xml"))
 	bad := upload(t, c, "broken.xml", []byte("<Users>\n  <User>\n    <Id>1</Id>\n"))
-	a := ts.call(http.MethodPost, "/api/v2/uploads/received", url.Values{"filenames": {"combined.xml,broken.xml"}, "hashes": {good + "," + bad}}, ts.demo.APIKey)
+	a := ts.call(http.MethodPost, "/api/v2/uploads/received", url.Values{"filenames": {"combined.xml,broken.xml"}, "hashes": {good + "," + bad}}, creds.APIKey)
 	if a.Status != http.StatusAccepted {
 		t.Fatalf("notify: %d %s", a.Status, a.Raw)
 	}
 	ids := jobIDs(t, a)
 	for i, want := range []string{"partial-success", "error"} {
-		if job := ts.waitJob(ts.demo.APIKey, ids[i]); job["status"] != want {
+		if job := ts.waitJob(creds.APIKey, ids[i]); job["status"] != want {
 			t.Fatalf("job %d: %v, want %s", i, job["status"], want)
 		}
 	}
 	// Reads of the reporting API, for its series.
 	for _, path := range []string{"/api/v2/users", "/api/v2/ping", "/api/v2/users/42/networth"} {
-		ts.call(http.MethodGet, path, nil, ts.demo.APIKey)
+		ts.call(http.MethodGet, path, nil, creds.APIKey)
 	}
 
 	// The alert for the bad file fires.
