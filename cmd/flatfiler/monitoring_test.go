@@ -23,8 +23,9 @@ import (
 // prometheus package, which make test installs), started on loopback,
 // scrapes a real server with the bundle's rules and alerts loaded (each
 // alert's "for" shortened to 0s). After a good file and a bad one,
-// delivered over SFTP and notified:
-//   - the file-not-applied alert fires;
+// delivered over SFTP and notified, with the data directory short of
+// --min-free-space and a partner expected every second that sent nothing:
+//   - the alerts for those fire, and not for the partner that delivered;
 //   - every metric the bundle names is in a live scrape (a metric renamed
 //     in the code fails here);
 //   - every dashboard query and recording rule parses and returns series,
@@ -35,11 +36,20 @@ func TestMonitoringBundleAgainstPrometheus(t *testing.T) {
 		t.Fatalf("prometheus not installed (make test installs Debian's prometheus): %v", err)
 	}
 	dir := t.TempDir()
-	srv := startChild(t, dir) // flatfiler serve, a process of its own
+	// The data directory "short of space": its free space under a
+	// --min-free-space no disk has.
+	srv := startChild(t, dir, "--min-free-space", "1000000GiB") // flatfiler serve, a process of its own
 	creds := *srv.creds
 	ts := srv.client(t, creds)
-	if code, _, errOut := runCLI(t, "partner", "set", "demo", "--data", dir, "--expect-ingest-every", "24h"); code != 0 {
-		t.Fatalf("partner set: %s", errOut)
+	// demo delivers within its day; quiet, expected every second, never.
+	for _, args := range [][]string{
+		{"partner", "set", "demo", "--data", dir, "--expect-ingest-every", "24h"},
+		{"partner", "add", "quiet", "--data", dir},
+		{"partner", "set", "quiet", "--data", dir, "--expect-ingest-every", "1s"},
+	} {
+		if code, _, errOut := runCLI(t, args...); code != 0 {
+			t.Fatalf("%v: %s", args, errOut)
+		}
 	}
 	// Prometheus, scraping every second, evaluating every second.
 	promDir := t.TempDir()
@@ -135,8 +145,11 @@ scrape_configs:
 		ts.call(http.MethodGet, path, nil, creds.APIKey)
 	}
 
-	// The alert for the bad file fires.
-	waitFor("FlatfilerFileNotApplied firing", 60*time.Second, func() bool {
+	// The alerts for the failures fire: the bad file, the disk, the quiet
+	// partner (and not demo, which delivered).
+	want := []string{"FlatfilerFileNotApplied", "FlatfilerDataDiskLow", "FlatfilerDataDiskFull", "FlatfilerPartnerIngestOverdue"}
+	var firing map[string]string // alert name: the partners it fires for
+	waitFor(fmt.Sprintf("%v firing", want), 60*time.Second, func() bool {
 		data, err := promQuery("/api/v1/alerts", nil)
 		if err != nil {
 			return false
@@ -148,13 +161,22 @@ scrape_configs:
 			}
 		}
 		json.Unmarshal(data, &alerts)
+		firing = map[string]string{}
 		for _, a := range alerts.Alerts {
-			if a.Labels["alertname"] == "FlatfilerFileNotApplied" && a.State == "firing" {
-				return true
+			if a.State == "firing" {
+				firing[a.Labels["alertname"]] += a.Labels["partner"]
 			}
 		}
-		return false
+		for _, name := range want {
+			if _, ok := firing[name]; !ok {
+				return false
+			}
+		}
+		return true
 	})
+	if p := firing["FlatfilerPartnerIngestOverdue"]; p != "quiet" {
+		t.Errorf("partners overdue: %q, want quiet alone", p)
+	}
 
 	// Every metric the bundle names is in a live scrape.
 	scrape := ts.call(http.MethodGet, "/metrics", nil, "")
