@@ -317,3 +317,51 @@ func TestResultSizeCap(t *testing.T) {
 		t.Errorf("the spool keeps %d files", len(left))
 	}
 }
+
+// TestREADMEQueries: the example queries README gives analysts run on the
+// endpoint as printed, scoped, and answer rows where the spec's example
+// data has them.
+func TestREADMEQueries(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, after, ok := strings.Cut(string(readme), "Questions analysts ask")
+	_, block, ok2 := strings.Cut(after, "```sql\n")
+	block, _, ok3 := strings.Cut(block, "```")
+	if !ok || !ok2 || !ok3 {
+		t.Fatal("README has no block of analysts' example queries")
+	}
+	var queries []string
+	for _, q := range strings.Split(block, ";\n") {
+		if strings.TrimSpace(q) != "" {
+			queries = append(queries, q)
+		}
+	}
+	if len(queries) != 4 {
+		t.Fatalf("%d queries in README's block", len(queries))
+	}
+	ctx := context.Background()
+	e := start(t, time.Minute)
+	c := e.connect(t, "dee")
+	for i, q := range queries {
+		rows, err := c.Query(ctx, q)
+		if err != nil {
+			t.Fatalf("README query %d: %v\n%s", i+1, err, q)
+		}
+		n, partners := 0, map[any]bool{}
+		for rows.Next() {
+			v, _ := rows.Values()
+			partners[v[0]] = true
+			n++
+		}
+		if err := rows.Err(); err != nil {
+			t.Errorf("README query %d: %v", i+1, err)
+		}
+		// The active users' query asks for the last 30 days; the example
+		// data is of 2016.
+		if wantRows := i != 2; wantRows && n == 0 || len(partners) > 1 || n > 0 && !partners["demo"] {
+			t.Errorf("README query %d: %d rows, partners %v", i+1, n, partners)
+		}
+	}
+}
