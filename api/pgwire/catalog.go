@@ -120,19 +120,10 @@ func tableOf(oid string) (string, bool) {
 
 // typeText is a column's type as Postgres's format_type writes it.
 func typeText(c warehouse.Column) string {
-	names := map[warehouse.Kind]string{
-		warehouse.Bool: "boolean", warehouse.Int16: "smallint", warehouse.Int32: "integer", warehouse.Int64: "bigint",
-		warehouse.Float32: "real", warehouse.Float64: "double precision", warehouse.Text: "text", warehouse.Date: "date",
-		warehouse.Timestamp: "timestamp without time zone", warehouse.TimestampTZ: "timestamp with time zone",
-		warehouse.Time: "time without time zone", warehouse.Interval: "interval", warehouse.UUID: "uuid", warehouse.Bytes: "bytea",
+	if c.Kind == warehouse.Numeric && c.Precision > 0 {
+		return fmt.Sprintf("numeric(%d,%d)", c.Precision, c.Scale)
 	}
-	if c.Kind == warehouse.Numeric {
-		if c.Precision > 0 {
-			return fmt.Sprintf("numeric(%d,%d)", c.Precision, c.Scale)
-		}
-		return "numeric"
-	}
-	return names[c.Kind]
+	return pgTypeOf(oidOf(c.Kind)).format
 }
 
 // unanswered reports whether a catalog query DuckDB cannot run gets an

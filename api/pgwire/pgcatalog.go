@@ -33,27 +33,30 @@ const (
 	relationClass = 1259 // pg_class
 )
 
-// pgTypes are the types the endpoint sends, as pg_type lists them, with
+// pgType is a type the endpoint sends, as pg_type lists it, with
 // format_type's text.
-var pgTypes = []struct {
-	oid            uint32
-	name, format   string
-	length         int
-	category       string
-	byValue, array bool
-}{
-	{16, "bool", "boolean", 1, "B", true, false}, {17, "bytea", "bytea", -1, "U", false, false},
-	{18, "char", `"char"`, 1, "Z", true, false}, {19, "name", "name", 64, "S", false, false},
-	{20, "int8", "bigint", 8, "N", true, false}, {21, "int2", "smallint", 2, "N", true, false},
-	{23, "int4", "integer", 4, "N", true, false}, {25, "text", "text", -1, "S", false, false},
-	{26, "oid", "oid", 4, "N", true, false}, {114, "json", "json", -1, "U", false, false},
-	{700, "float4", "real", 4, "N", true, false}, {701, "float8", "double precision", 8, "N", true, false},
-	{1043, "varchar", "character varying", -1, "S", false, false}, {1082, "date", "date", 4, "D", true, false},
-	{1083, "time", "time without time zone", 8, "D", true, false},
-	{1114, "timestamp", "timestamp without time zone", 8, "D", true, false},
-	{1184, "timestamptz", "timestamp with time zone", 8, "D", true, false},
-	{1186, "interval", "interval", 16, "T", false, false}, {1700, "numeric", "numeric", -1, "N", false, false},
-	{2950, "uuid", "uuid", 16, "U", false, false},
+type pgType struct {
+	oid          uint32
+	name, format string
+	length       int
+	category     string
+	byValue      bool
+}
+
+// pgTypes are the endpoint's types.
+var pgTypes = []pgType{
+	{16, "bool", "boolean", 1, "B", true}, {17, "bytea", "bytea", -1, "U", false},
+	{18, "char", `"char"`, 1, "Z", true}, {19, "name", "name", 64, "S", false},
+	{20, "int8", "bigint", 8, "N", true}, {21, "int2", "smallint", 2, "N", true},
+	{23, "int4", "integer", 4, "N", true}, {25, "text", "text", -1, "S", false},
+	{26, "oid", "oid", 4, "N", true}, {114, "json", "json", -1, "U", false},
+	{700, "float4", "real", 4, "N", true}, {701, "float8", "double precision", 8, "N", true},
+	{1043, "varchar", "character varying", -1, "S", false}, {1082, "date", "date", 4, "D", true},
+	{1083, "time", "time without time zone", 8, "D", true},
+	{1114, "timestamp", "timestamp without time zone", 8, "D", true},
+	{1184, "timestamptz", "timestamp with time zone", 8, "D", true},
+	{1186, "interval", "interval", 16, "T", false}, {1700, "numeric", "numeric", -1, "N", false},
+	{2950, "uuid", "uuid", 16, "U", false},
 }
 
 // typeModifier is a column's atttypmod: numeric's precision and scale.
@@ -229,21 +232,15 @@ func ensureCatalog(ctx context.Context, store *warehouse.Store, sess *warehouse.
 		tables = append(tables, fmt.Sprintf("('public', %s, 'flatfiler', NULL, false, false, false, false)", quoteLiteral(table)))
 		isTables = append(isTables, fmt.Sprintf("(%s, 'public', %s, 'BASE TABLE')", quoteLiteral(Database), quoteLiteral(table)))
 		for j, c := range st.Columns {
-			typ := oidOf(c.Kind)
-			length := -1
-			for _, t := range pgTypes {
-				if t.oid == typ {
-					length = t.length
-				}
-			}
+			typ := pgTypeOf(oidOf(c.Kind))
 			attrs = append(attrs, fmt.Sprintf("(%d, %s, %d, -1, %d, %d, 0, -1, %d, false, 'i', 'p', '', false, false, false, '', '', false, true, 0, 0, NULL, NULL, NULL)",
-				oid, quoteLiteral(c.Name), typ, length, j+1, typeModifier(c)))
+				oid, quoteLiteral(c.Name), typ.oid, typ.length, j+1, typeModifier(c)))
 			precision, scale := "NULL", "NULL"
 			if c.Kind == warehouse.Numeric && c.Precision > 0 {
 				precision, scale = fmt.Sprint(c.Precision), fmt.Sprint(c.Scale)
 			}
 			isColumns = append(isColumns, fmt.Sprintf("(%s, 'public', %s, %s, %d, NULL, 'YES', %s, %s, %s, %s)",
-				quoteLiteral(Database), quoteLiteral(table), quoteLiteral(c.Name), j+1, quoteLiteral(typeText(c)), precision, scale, quoteLiteral(pgTypeName(typ))))
+				quoteLiteral(Database), quoteLiteral(table), quoteLiteral(c.Name), j+1, quoteLiteral(typeText(c)), precision, scale, quoteLiteral(typ.name)))
 		}
 	}
 	insert("pg_class", classes...)
@@ -288,13 +285,14 @@ func ensureCatalog(ctx context.Context, store *warehouse.Store, sess *warehouse.
 	return nil
 }
 
-func pgTypeName(oid uint32) string {
+// pgTypeOf is the type of an oid the endpoint sends; text for another.
+func pgTypeOf(oid uint32) pgType {
 	for _, t := range pgTypes {
 		if t.oid == oid {
-			return t.name
+			return t
 		}
 	}
-	return "text"
+	return pgTypeOf(25)
 }
 
 func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
