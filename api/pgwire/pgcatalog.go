@@ -170,6 +170,7 @@ var catalogMacros = []string{
 	"pg_relation_size(r) AS 0::BIGINT",
 	"pg_total_relation_size(r) AS 0::BIGINT",
 	"version() AS 'PostgreSQL 16.0 (flatfiler, DuckDB)'",
+	"current_setting(n) AS (SELECT setting FROM " + catalogDB + ".main.pg_settings WHERE name = lower(n))",
 	"regclass(x) AS coalesce((SELECT oid FROM " + catalogDB + ".main.pg_class WHERE relname = split_part(x::VARCHAR, '.', -1)), " +
 		"CASE split_part(x::VARCHAR, '.', -1) WHEN 'pg_class' THEN 1259 WHEN 'pg_type' THEN 1247 WHEN 'pg_proc' THEN 1255 " +
 		"WHEN 'pg_namespace' THEN 2615 WHEN 'pg_attribute' THEN 1249 WHEN 'pg_constraint' THEN 2606 WHEN 'pg_database' THEN 1262 END, " +

@@ -286,6 +286,8 @@ func TestCatalogForClients(t *testing.T) {
 		{"SELECT t.typname FROM pg_attribute a JOIN pg_type t ON a.atttypid = t.oid WHERE a.attrelid = 'transactions'::regclass AND a.attname = 'posted_at'", "timestamptz"},
 		{"SELECT (pg_catalog.current_schemas(false))[1]", "public"},
 		{"SELECT version()", "PostgreSQL 16.0 (flatfiler, DuckDB)"},
+		{"SELECT current_setting('server_version_num')", "160000"},
+		{"SELECT pg_catalog.current_setting('DateStyle')", "ISO, MDY"},
 		{"SELECT nspname FROM pg_namespace WHERE nspname ~ 'pub'", "public"},
 	} {
 		var got string

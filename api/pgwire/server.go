@@ -153,7 +153,7 @@ var (
 
 // shown are the settings clients ask for with SHOW.
 var shown = map[string]string{
-	"server_version": "16.0", "server_encoding": "UTF8", "client_encoding": "UTF8", "standard_conforming_strings": "on",
+	"server_version": "16.0", "server_version_num": "160000", "server_encoding": "UTF8", "client_encoding": "UTF8", "standard_conforming_strings": "on",
 	"timezone": "UTC", "datestyle": "ISO, MDY", "transaction_isolation": "read committed", "integer_datetimes": "on",
 	"default_transaction_read_only": "on", "transaction_read_only": "on", "max_identifier_length": "63",
 }
