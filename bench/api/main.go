@@ -48,7 +48,8 @@ type config struct {
 	nightly          string // the nightly file's size
 	duration, warmup time.Duration
 	ingest           bool
-	analyst          bool   // measure also beside an analyst's heavy aggregate
+	analyst          bool // measure also beside an analyst's heavy aggregate
+	serveArgs        []string
 	profile          string // the server's CPU profile, SHAPE.prof in this directory
 }
 
@@ -70,7 +71,9 @@ func main() {
 	flag.BoolVar(&c.ingest, "ingest", true, "measure also while a nightly file is ingested")
 	flag.BoolVar(&c.analyst, "analyst", true, "measure also while an analyst runs a heavy aggregate over the SQL endpoint")
 	flag.StringVar(&c.profile, "serve-cpuprofile", "", "write the server's CPU profile of each shape to DIR/SHAPE.prof")
+	serveArgs := flag.String("serve-args", "", `more flags for flatfiler serve, space-separated (e.g. "--sql-snapshot-every 1h")`)
 	flag.Parse()
+	c.serveArgs = strings.Fields(*serveArgs)
 	dir := c.dir
 	for _, shape := range strings.Split(*shapes, ",") {
 		c.shape, c.dir, c.users = strings.TrimSpace(shape), filepath.Join(dir, strings.TrimSpace(shape)), *users
@@ -143,6 +146,7 @@ func run(c config) error {
 	if c.profile != "" {
 		args = append(args, "--cpuprofile", filepath.Join(c.profile, c.shape+".prof"))
 	}
+	args = append(args, c.serveArgs...)
 	srv := exec.Command(c.bin, args...)
 	srv.Stdout, srv.Stderr = io.Discard, os.Stderr
 	if err := srv.Start(); err != nil {
@@ -155,6 +159,14 @@ func run(c config) error {
 	if err := proc.WaitReady(httpAddr, apiKey); err != nil {
 		return err
 	}
+	var analyst analystCreds
+	if c.analyst {
+		// Added, and answered once, before anything is measured: with
+		// --sql-snapshot-every the endpoint answers once its copy is taken.
+		if analyst, err = readyAnalyst(c, data); err != nil {
+			return err
+		}
+	}
 	load(c, users, lasting(c.warmup))
 	fmt.Printf("%d connections; expenses, networth and transactions page 1 in turn, random users; measured after %s of warm-up\n\n", c.conns, c.warmup)
 	fmt.Println("| phase | endpoint | requests | per second | p50 | p99 | max | errors |")
@@ -164,7 +176,7 @@ func run(c config) error {
 		var queries int
 		stats := load(c, users, func(ctx context.Context) error {
 			var err error
-			queries, err = analystLoad(ctx, c, data)
+			queries, err = analystLoad(ctx, c, analyst)
 			return err
 		})
 		stats.print("beside an analyst")
@@ -392,19 +404,47 @@ func metric(name string) (string, error) {
 const analystHeavy = `SELECT a.account_type, t.tag, count(*), sum(t.amount)
 FROM transactions t JOIN accounts a USING (partner_id, account_id) GROUP BY ALL`
 
-// analystLoad runs analystHeavy over the SQL endpoint, one after another,
-// for the phase's length, and returns how many completed.
-func analystLoad(ctx context.Context, c config, data string) (int, error) {
-	name := fmt.Sprintf("bench%d", time.Now().UnixNano())
-	out, err := exec.Command(c.bin, "analyst", "add", name, "--data", data, "--all-partners", "--json").Output()
+// analystCreds is the bench's analyst.
+type analystCreds struct{ name, password string }
+
+func (a analystCreds) url() string {
+	return fmt.Sprintf("postgres://%s:%s@%s/warehouse?sslmode=disable", a.name, a.password, sqlAddr)
+}
+
+// readyAnalyst adds an analyst and waits, up to 5 minutes, until the SQL
+// endpoint answers it.
+func readyAnalyst(c config, data string) (analystCreds, error) {
+	a := analystCreds{name: fmt.Sprintf("bench%d", time.Now().UnixNano())}
+	out, err := exec.Command(c.bin, "analyst", "add", a.name, "--data", data, "--all-partners", "--json").Output()
 	if err != nil {
-		return 0, fmt.Errorf("analyst add: %w", err)
+		return a, fmt.Errorf("analyst add: %w", err)
 	}
 	var creds struct{ Password string }
 	if err := json.Unmarshal(out, &creds); err != nil {
-		return 0, err
+		return a, err
 	}
-	conn, err := pgx.Connect(ctx, fmt.Sprintf("postgres://%s:%s@%s/warehouse?sslmode=disable", name, creds.Password, sqlAddr))
+	a.password = creds.Password
+	ctx := context.Background()
+	for deadline := time.Now().Add(5 * time.Minute); ; time.Sleep(time.Second) {
+		conn, err := pgx.Connect(ctx, a.url())
+		if err == nil {
+			var one int
+			err = conn.QueryRow(ctx, "SELECT 1").Scan(&one)
+			conn.Close(ctx)
+		}
+		if err == nil {
+			return a, nil
+		}
+		if time.Now().After(deadline) {
+			return a, fmt.Errorf("the SQL endpoint did not answer an analyst: %w", err)
+		}
+	}
+}
+
+// analystLoad runs analystHeavy over the SQL endpoint, one after another,
+// for the phase's length, and returns how many completed.
+func analystLoad(ctx context.Context, c config, a analystCreds) (int, error) {
+	conn, err := pgx.Connect(ctx, a.url())
 	if err != nil {
 		return 0, err
 	}
