@@ -71,7 +71,7 @@ func main() {
 	flag.BoolVar(&c.ingest, "ingest", true, "measure also while a nightly file is ingested")
 	flag.BoolVar(&c.analyst, "analyst", true, "measure also while an analyst runs a heavy aggregate over the SQL endpoint")
 	flag.StringVar(&c.profile, "serve-cpuprofile", "", "write the server's CPU profile of each shape to DIR/SHAPE.prof")
-	serveArgs := flag.String("serve-args", "", `more flags for flatfiler serve, space-separated (e.g. "--sql-snapshot-every 1h")`)
+	serveArgs := flag.String("serve-args", "", `more flags for flatfiler serve, space-separated (e.g. "--read-memory-limit 128MB")`)
 	flag.Parse()
 	c.serveArgs = strings.Fields(*serveArgs)
 	dir := c.dir
@@ -161,8 +161,8 @@ func run(c config) error {
 	}
 	var analyst analystCreds
 	if c.analyst {
-		// Added, and answered once, before anything is measured: with
-		// --sql-snapshot-every the endpoint answers once its copy is taken.
+		// Added, and answered once, before anything is measured: its
+		// first login builds the endpoint's catalog.
 		if analyst, err = readyAnalyst(c, data); err != nil {
 			return err
 		}
