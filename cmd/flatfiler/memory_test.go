@@ -150,7 +150,7 @@ func TestLargeBatchKeepsMemoryFlat(t *testing.T) {
 // leave the SQL endpoint for a real client (pgx) while the server's peak
 // RSS stays flat. Held whole (as the driver holds a result), they took
 // the server to 531 MB. Through the result spool: 166 MB at 200,000 rows
-// (the sort fits DuckDB's 128 MB pool), 243 MB at two million and 250 MB
+// (the sort fits DuckDB's 128 MB pool), 228 to 243 MB at two million and 250 MB
 // at five million (953 MB of text): the pool, full, spills.
 func TestAnalystResultKeepsMemoryFlat(t *testing.T) {
 	if testing.Short() {
