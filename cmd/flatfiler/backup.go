@@ -43,34 +43,25 @@ func backupCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		fmt.Fprintf(stderr, "flatfiler backup: no warehouse in %s: %v\n", *data, err)
 		return 1
 	}
-	store, err := warehouse.Open(ctx, filepath.Join(*data, backup.WarehouseFile), warehouse.Options{})
+	err = onWarehouse(ctx, filepath.Join(*data, backup.WarehouseFile), warehouse.Options{},
+		func(store *warehouse.Store) (err error) { rep, err = backup.Run(ctx, *data, dir, store); return err },
+		func(admin adminInfo) (err error) { rep, err = remoteBackup(ctx, admin, dir); return err })
 	if err != nil {
-		// A running server holds the warehouse; it makes the copy.
-		admin, ok := readAdmin(*data)
-		if !ok {
-			fmt.Fprintf(stderr, "flatfiler backup: %v\n", err)
-			return 1
-		}
-		resp, err := adminPost(ctx, admin, "/admin/backup", map[string]string{"out": dir})
-		if err != nil {
-			fmt.Fprintf(stderr, "flatfiler backup: %v\n", err)
-			return 1
-		}
-		defer resp.Body.Close()
-		rep = &backup.Report{}
-		if err := json.NewDecoder(resp.Body).Decode(rep); err != nil {
-			fmt.Fprintf(stderr, "flatfiler backup: %v\n", err)
-			return 1
-		}
-	} else {
-		rep, err = backup.Run(ctx, *data, dir, store)
-		store.Close()
-		if err != nil {
-			fmt.Fprintf(stderr, "flatfiler backup: %v\n", err)
-			return 1
-		}
+		fmt.Fprintf(stderr, "flatfiler backup: %v\n", err)
+		return 1
 	}
 	fmt.Fprintf(stdout, "backed up to %s: %d files (%d MB) and the warehouse (%d MB) in %.1f s\n",
 		rep.Out, rep.Files, rep.Bytes>>20, rep.Warehouse>>20, rep.Seconds)
 	return 0
+}
+
+// remoteBackup has the server that holds the warehouse make the copy.
+func remoteBackup(ctx context.Context, a adminInfo, out string) (*backup.Report, error) {
+	resp, err := adminPost(ctx, a, "/admin/backup", map[string]string{"out": out})
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	rep := &backup.Report{}
+	return rep, json.NewDecoder(resp.Body).Decode(rep)
 }

@@ -45,25 +45,12 @@ func exportCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return 2
 	}
 	var m *warehouse.Manifest
-	store, err := warehouse.Open(ctx, *db, warehouse.Options{ReadOnly: true})
+	err = onWarehouse(ctx, *db, warehouse.Options{ReadOnly: true},
+		func(store *warehouse.Store) (err error) { m, err = store.Export(ctx, opts); return err },
+		func(admin adminInfo) (err error) { m, err = remoteExport(ctx, admin, req); return err })
 	if err != nil {
-		// A running server holds the warehouse; ask it.
-		admin, ok := readAdmin(filepath.Dir(*db))
-		if !ok {
-			fmt.Fprintf(stderr, "flatfiler export: %v\n", err)
-			return 1
-		}
-		if m, err = remoteExport(ctx, admin, req); err != nil {
-			fmt.Fprintf(stderr, "flatfiler export: %v\n", err)
-			return 1
-		}
-	} else {
-		m, err = store.Export(ctx, opts)
-		store.Close()
-		if err != nil {
-			fmt.Fprintf(stderr, "flatfiler export: %v\n", err)
-			return 1
-		}
+		fmt.Fprintf(stderr, "flatfiler export: %v\n", err)
+		return 1
 	}
 	var rows int64
 	for _, f := range m.Files {

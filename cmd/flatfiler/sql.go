@@ -34,25 +34,30 @@ func sqlCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	query := strings.Join(rest, " ")
-	store, err := warehouse.Open(ctx, *db, warehouse.Options{ReadOnly: true})
+	err = onWarehouse(ctx, *db, warehouse.Options{ReadOnly: true},
+		func(store *warehouse.Store) error { return store.Query(ctx, query, *format, stdout) },
+		func(admin adminInfo) error { return remoteQuery(ctx, admin, query, *format, stdout) })
 	if err != nil {
-		// A running server holds the warehouse; ask it.
-		if admin, ok := readAdmin(filepath.Dir(*db)); ok {
-			if err := remoteQuery(ctx, admin, query, *format, stdout); err != nil {
-				fmt.Fprintf(stderr, "flatfiler sql: %v\n", err)
-				return 1
-			}
-			return 0
-		}
-		fmt.Fprintf(stderr, "flatfiler sql: %v\n", err)
-		return 1
-	}
-	defer store.Close()
-	if err := store.Query(ctx, query, *format, stdout); err != nil {
 		fmt.Fprintf(stderr, "flatfiler sql: %v\n", err)
 		return 1
 	}
 	return 0
+}
+
+// onWarehouse runs local on the warehouse at path, or, when a running
+// server holds it (DuckDB lets one process open it), remote through that
+// server's admin endpoint.
+func onWarehouse(ctx context.Context, path string, opts warehouse.Options, local func(*warehouse.Store) error, remote func(adminInfo) error) error {
+	store, err := warehouse.Open(ctx, path, opts)
+	if err != nil {
+		admin, ok := readAdmin(filepath.Dir(path))
+		if !ok {
+			return err
+		}
+		return remote(admin)
+	}
+	defer store.Close()
+	return local(store)
 }
 
 func readAdmin(dataDir string) (adminInfo, bool) {
