@@ -12,8 +12,9 @@ SOURCES := $(shell find . -name '*.go' -not -path './bench/out/*') go.mod go.sum
 # System tools the tests and benchmarks drive: promtool (Debian's prometheus
 # package) checks /metrics, the OpenSSH sftp client and curl walk the
 # quickstart, OpenSSH's sftp-server is the benchmark's reference; psql,
-# psycopg2 and pgjdbc (run by Java) are the SQL endpoint's real clients.
-TOOLS    := promtool:prometheus psql:postgresql-client /usr/lib/python3/dist-packages/psycopg2:python3-psycopg2 javac:default-jdk-headless /usr/share/java/postgresql.jar:libpostgresql-jdbc-java sftp:openssh-client curl:curl md5sum:coreutils /usr/lib/openssh/sftp-server:openssh-sftp-server /usr/sbin/sshd:openssh-server bc:bc
+# psycopg2 and pgjdbc (run by Java) are the SQL endpoint's real clients;
+# PostgreSQL's server (not on PATH in Debian) holds the cluster tests' leases.
+TOOLS    := promtool:prometheus psql:postgresql-client /usr/lib/postgresql/*/bin/initdb:postgresql /usr/lib/python3/dist-packages/psycopg2:python3-psycopg2 javac:default-jdk-headless /usr/share/java/postgresql.jar:libpostgresql-jdbc-java sftp:openssh-client curl:curl md5sum:coreutils /usr/lib/openssh/sftp-server:openssh-sftp-server /usr/sbin/sshd:openssh-server bc:bc
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 build: $(BIN)
