@@ -1,0 +1,159 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/flatfiler/flatfiler/internal/pgtest"
+)
+
+func testDB(t *testing.T) *pgxpool.Pool {
+	t.Helper()
+	pg := pgtest.Start(t)
+	ctx := context.Background()
+	db, err := pgxpool.New(ctx, pg.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(db.Close)
+	if err := Migrate(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	// A second node migrating finds the table there.
+	if err := Migrate(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
+
+// expire ends a lease as if its holder had stopped renewing it TTL ago.
+func expire(t *testing.T, db *pgxpool.Pool, name string) {
+	t.Helper()
+	if _, err := db.Exec(context.Background(), `UPDATE flatfiler_leases SET expires_at = now() - interval '1 second' WHERE name = $1`, name); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestLeaseHasOneHolderAtATime(t *testing.T) {
+	db := testDB(t)
+	ctx := context.Background()
+	a := &Lease{DB: db, Name: "warehouse", Node: "a", TTL: time.Minute}
+	b := &Lease{DB: db, Name: "warehouse", Node: "b", TTL: time.Minute}
+
+	tokA, _, err := a.TryAcquire(ctx)
+	if err != nil || tokA != 1 {
+		t.Fatalf("a: token %d, %v; want the first token", tokA, err)
+	}
+	if tok, _, err := b.TryAcquire(ctx); err != nil || tok != 0 {
+		t.Fatalf("b took a held lease: token %d, %v", tok, err)
+	}
+	if err := a.Advertise(ctx, tokA, "127.0.0.1:1", "127.0.0.1:2"); err != nil {
+		t.Fatal(err)
+	}
+	h, err := CurrentHolder(ctx, db, "warehouse")
+	if err != nil || h.Node != "a" || h.HTTPAddr != "127.0.0.1:1" || h.SQLAddr != "127.0.0.1:2" {
+		t.Fatalf("holder %+v, %v", h, err)
+	}
+
+	// Released: the next node takes it at once, with a greater token, and
+	// the old token no longer renews or advertises.
+	if err := a.Release(ctx, tokA); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := CurrentHolder(ctx, db, "warehouse"); !errors.Is(err, ErrNoHolder) {
+		t.Fatalf("released lease still held: %v", err)
+	}
+	tokB, _, err := b.TryAcquire(ctx)
+	if err != nil || tokB <= tokA {
+		t.Fatalf("b: token %d, %v; want more than %d", tokB, err, tokA)
+	}
+	if _, err := a.Renew(ctx, tokA); !errors.Is(err, ErrLost) {
+		t.Fatalf("a renewed b's lease: %v", err)
+	}
+	if err := a.Advertise(ctx, tokA, "x", "y"); !errors.Is(err, ErrLost) {
+		t.Fatalf("a advertised on b's lease: %v", err)
+	}
+
+	// Expired without a release: taken over the same way.
+	expire(t, db, "warehouse")
+	if _, err := b.Renew(ctx, tokB); !errors.Is(err, ErrLost) {
+		t.Fatalf("an expired lease was renewed: %v", err)
+	}
+	tokA2, _, err := a.TryAcquire(ctx)
+	if err != nil || tokA2 <= tokB {
+		t.Fatalf("a after expiry: token %d, %v", tokA2, err)
+	}
+}
+
+func TestHeldLeaseIsLostWhenTakenOver(t *testing.T) {
+	db := testDB(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a := &Lease{DB: db, Name: "warehouse", Node: "a", TTL: 300 * time.Millisecond}
+	held, err := a.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// b waits, trying, while a renews.
+	b := &Lease{DB: db, Name: "warehouse", Node: "b", TTL: 300 * time.Millisecond}
+	got := make(chan *Held, 1)
+	go func() {
+		h, err := b.Acquire(ctx)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- h
+	}()
+	select {
+	case <-held.Lost():
+		t.Fatalf("a lost its lease while renewing it: %v", held.Err())
+	case <-got:
+		t.Fatal("b took a lease a was renewing")
+	case <-time.After(time.Second): // a few renewals
+	}
+	expire(t, db, "warehouse") // a's process stalls past its TTL
+	hb := <-got
+	<-held.Lost()
+	if !errors.Is(held.Err(), ErrLost) {
+		t.Fatalf("a lost its lease for %v; want ErrLost", held.Err())
+	}
+	if hb.Token <= held.Token {
+		t.Fatalf("b's token %d is not past a's %d", hb.Token, held.Token)
+	}
+	h, err := CurrentHolder(ctx, db, "warehouse")
+	if err != nil || h.Node != "b" {
+		t.Fatalf("holder %+v, %v; want b", h, err)
+	}
+}
+
+// A holder that cannot reach PostgreSQL steps down by its own clock.
+func TestHeldLeaseIsLostWithoutPostgres(t *testing.T) {
+	pg := pgtest.Start(t)
+	ctx := context.Background()
+	db, err := pgxpool.New(ctx, pg.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := Migrate(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	a := &Lease{DB: db, Name: "warehouse", Node: "a", TTL: 500 * time.Millisecond}
+	held, err := a.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	pg.Stop()
+	<-held.Lost()
+	if !errors.Is(held.Err(), ErrLost) {
+		t.Fatalf("lost for %v; want ErrLost", held.Err())
+	}
+	if waited := time.Since(start); waited > 2*a.TTL {
+		t.Fatalf("stepped down %s after PostgreSQL went; the lease was %s", waited, a.TTL)
+	}
+}
