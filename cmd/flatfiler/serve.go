@@ -90,6 +90,9 @@ type serveConfig struct {
 	Issuer              string
 	Logger              *slog.Logger
 	Faults              *failpoint.Set
+	// node, in a cluster, owns what outlives this node's turns as the
+	// leader: partners, inbox, SFTP and the listeners (cluster.go).
+	node *node
 }
 
 // service is a running server: SFTP, HTTP, job workers, one warehouse.
@@ -137,7 +140,9 @@ func startService(ctx context.Context, cfg serveConfig) (_ *service, err error) 
 	if err := os.MkdirAll(cfg.Data, 0o700); err != nil {
 		return nil, err
 	}
-	if s.partners, err = partner.Open(filepath.Join(cfg.Data, "partners")); err != nil {
+	if cfg.node != nil {
+		s.partners, s.inbox = cfg.node.partners, cfg.node.inbox
+	} else if s.partners, err = partner.Open(filepath.Join(cfg.Data, "partners")); err != nil {
 		return nil, err
 	}
 	if s.partners.Len() == 0 {
@@ -147,10 +152,12 @@ func startService(ctx context.Context, cfg serveConfig) (_ *service, err error) 
 		}
 		s.demo = &creds
 	}
-	if s.inbox, err = inbox.Open(filepath.Join(cfg.Data, "sftp")); err != nil {
-		return nil, err
+	if cfg.node == nil {
+		if s.inbox, err = inbox.Open(filepath.Join(cfg.Data, "sftp")); err != nil {
+			return nil, err
+		}
+		closers = append(closers, func() { s.inbox.Close() })
 	}
-	closers = append(closers, func() { s.inbox.Close() })
 	if s.store, err = warehouse.Open(ctx, filepath.Join(cfg.Data, "warehouse.duckdb"), warehouse.Options{
 		MemoryLimit: cfg.MemoryLimit, CommitMemoryLimit: cfg.CommitMemoryLimit, ReadMemoryLimit: cfg.ReadMemoryLimit, Threads: cfg.DuckDBThreads, AccountDirectory: true, MaxConcurrentReads: cfg.Cores, Logger: log, Faults: cfg.Faults,
 		CheckpointAfter: cfg.CheckpointAfter,
@@ -223,11 +230,10 @@ func startService(ctx context.Context, cfg serveConfig) (_ *service, err error) 
 	}); err != nil {
 		return nil, err
 	}
-	if s.sftp, err = sftpd.New(s.partners, s.inbox, sftpd.Options{
-		HostKeyDir: filepath.Join(cfg.Data, "host_keys"), BanFile: sftpd.BanFile(cfg.Data), IdleTimeout: cfg.IdleTimeout, Limits: limits,
-		FailureDelay: cfg.FailureDelay, Logger: log, Metrics: sftpd.NewMetrics(reg),
-	}); err != nil {
-		return nil, err
+	if cfg.node == nil {
+		if s.sftp, err = newSFTP(cfg, s.partners, s.inbox, reg); err != nil {
+			return nil, err
+		}
 	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
@@ -256,36 +262,50 @@ func startService(ctx context.Context, cfg serveConfig) (_ *service, err error) 
 			{Name: "data", Run: dataDir.Check},
 		}},
 	}
+	if cfg.node != nil {
+		// The node's SFTP server counts into its own registry.
+		apiServer.Gatherer = prometheus.Gatherers{reg, cfg.node.metrics}
+	}
 	if cfg.SQLAddr != "" {
 		if err := s.startSQL(); err != nil {
 			return nil, err
 		}
 		closers = append(closers, func() { s.sqlLn.Close() })
 	}
-	if s.sftpLn, err = net.Listen("tcp", cfg.SFTPAddr); err != nil {
-		return nil, fmt.Errorf("sftp: %w", err)
+	if cfg.node == nil {
+		if s.sftpLn, err = net.Listen("tcp", cfg.SFTPAddr); err != nil {
+			return nil, fmt.Errorf("sftp: %w", err)
+		}
+		closers = append(closers, func() { s.sftpLn.Close() })
+		if s.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+			return nil, fmt.Errorf("http: %w", err)
+		}
+		closers = append(closers, func() { s.httpLn.Close() })
 	}
-	closers = append(closers, func() { s.sftpLn.Close() })
-	if s.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
-		return nil, fmt.Errorf("http: %w", err)
+	httpAddr := cfg.HTTPAddr
+	if s.httpLn != nil {
+		httpAddr = s.httpLn.Addr().String()
 	}
-	closers = append(closers, func() { s.httpLn.Close() })
-	admin, _ := json.Marshal(adminInfo{HTTPAddr: s.httpLn.Addr().String(), Token: apiServer.AdminToken})
+	admin, _ := json.Marshal(adminInfo{HTTPAddr: httpAddr, Token: apiServer.AdminToken})
 	if err := os.WriteFile(filepath.Join(cfg.Data, adminFile), admin, 0o600); err != nil {
 		return nil, err
 	}
 
-	s.http = &http.Server{Handler: apiServer.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
-	s.wg.Go(func() {
-		if err := s.http.Serve(s.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("http server", "err", err)
-		}
-	})
-	s.wg.Go(func() {
-		if err := s.sftp.Serve(runCtx, s.sftpLn); err != nil {
-			log.Error("sftp server", "err", err)
-		}
-	})
+	if cfg.node != nil {
+		cfg.node.lead(apiServer.Handler())
+	} else {
+		s.http = &http.Server{Handler: apiServer.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+		s.wg.Go(func() {
+			if err := s.http.Serve(s.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("http server", "err", err)
+			}
+		})
+		s.wg.Go(func() {
+			if err := s.sftp.Serve(runCtx, s.sftpLn); err != nil {
+				log.Error("sftp server", "err", err)
+			}
+		})
+	}
 	if s.sql != nil {
 		s.wg.Go(func() {
 			if err := s.sql.Serve(s.sqlLn); err != nil && !errors.Is(err, net.ErrClosed) {
@@ -329,8 +349,12 @@ func (s *service) stop() {
 	log.Info("shutting down: no new uploads or notifications")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_ = s.http.Shutdown(ctx)
-	s.sftp.Shutdown(ctx)
+	if s.cfg.node != nil {
+		s.cfg.node.follow() // requests go to the next leader, when there is one
+	} else {
+		_ = s.http.Shutdown(ctx)
+		s.sftp.Shutdown(ctx)
+	}
 	if s.sql != nil {
 		_ = s.sql.Close()
 	}
@@ -338,7 +362,9 @@ func (s *service) stop() {
 	s.wg.Wait()
 	s.harvests.Wait()
 	_ = os.Remove(filepath.Join(s.cfg.Data, adminFile))
-	s.inbox.Close()
+	if s.cfg.node == nil {
+		s.inbox.Close()
+	}
 	if err := s.store.Close(); err != nil {
 		log.Error("closing the warehouse", "err", err)
 	}
@@ -419,6 +445,11 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	logFormat := fs.String("log-format", "text", "text (key=value) or json, one object a line")
 	minFreeSpace := fs.String("min-free-space", "1GiB", "free space of the data directory under which GET /readyz answers 503")
 	maxResult := fs.String("sql-max-result-size", "4GiB", "largest result of an analyst's statement, as it waits on disk for the client (0: no limit)")
+	var cc clusterConfig
+	fs.StringVar(&cc.Postgres, "postgres", "", "run as one node of a cluster sharing --data (a directory every node mounts): PostgreSQL URL of the cluster's lease; the node holding it writes the warehouse, the others forward to it (docs/scale-out.md); empty: a single server")
+	fs.StringVar(&cc.Node, "node", defaultNodeName(), "this node's name in the cluster")
+	fs.DurationVar(&cc.LeaseTTL, "lease-ttl", 15*time.Second, "with --postgres: how long the warehouse lease lasts unrenewed, so how soon another node takes over from a dead one")
+	fs.StringVar(&cc.Advertise, "advertise-host", "", "with --postgres: the host other nodes reach this one at (default the listen address's, or the host name for a wildcard)")
 	cpuProfile := fs.String("cpuprofile", "", "write a Go CPU profile of the whole run to this file (for performance work)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: flatfiler serve [flags]\n\nRuns the SFTP server, the HTTP API and the job workers. Every flag can also be set\nas an environment variable: --sftp-addr as %s.\n\n", envName("sftp-addr"))
@@ -500,6 +531,17 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		}
 		defer stop()
 	}
+	if cc.Postgres != "" {
+		if cc.LeaseTTL < time.Second {
+			fmt.Fprintf(stderr, "flatfiler serve: --lease-ttl %s: at least 1s\n", cc.LeaseTTL)
+			return 2
+		}
+		if err := runNode(ctx, cfg, cc, stdout); err != nil {
+			fmt.Fprintf(stderr, "flatfiler serve: %v\n", err)
+			return 1
+		}
+		return 0
+	}
 	s, err := startService(ctx, cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "flatfiler serve: %v\n", err)
@@ -511,7 +553,6 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 }
 
 func (s *service) printBanner(w io.Writer) {
-	sftpHost, sftpPort, _ := net.SplitHostPort(s.sftpLn.Addr().String())
 	fmt.Fprintf(w, "flatfiler serve: data in %s\n", s.cfg.Data)
 	fmt.Fprintf(w, "  SFTP  %s\n", s.sftpLn.Addr())
 	for _, fp := range s.sftp.Fingerprints() {
@@ -522,14 +563,31 @@ func (s *service) printBanner(w io.Writer) {
 		fmt.Fprintf(w, "  SQL   postgres://ANALYST@%s/warehouse  (analysts: flatfiler analyst add NAME --all-partners)\n", s.sqlLn.Addr())
 	}
 	fmt.Fprintf(w, "  partners: %s\n", strings.Join(s.partners.IDs(), ", "))
-	if c := s.demo; c != nil {
-		fmt.Fprintf(w, "\nFirst start: created partner %q. Its secrets are shown this once:\n", c.PartnerID)
-		fmt.Fprintf(w, "  API key        %s\n  SFTP user      %s\n  SFTP password  %s\n", c.APIKey, c.SFTPUser, c.SFTPPassword)
-		fmt.Fprintf(w, "\nDeliver the spec's example (in another terminal):\n")
-		fmt.Fprintf(w, "  FLATFILER_API_KEY=%s FLATFILER_SFTP_PASSWORD=%s \\\n    scripts/deliver.sh fixtures/spec/combined.xml\n", c.APIKey, c.SFTPPassword)
-		fmt.Fprintf(w, "or by hand: sftp -P %s %s@%s, then curl -X POST 'http://%s/api/v2/uploads/received?api_key=...&filenames=...&hashes=...'\n",
-			sftpPort, c.SFTPUser, sftpHost, s.httpLn.Addr())
+	printDemo(w, s.demo, s.sftpLn.Addr().String(), s.httpLn.Addr().String())
+}
+
+// printDemo shows the demo partner's secrets, the once they exist: when
+// this start created it.
+func printDemo(w io.Writer, c *partner.Credentials, sftpAddr, httpAddr string) {
+	if c == nil {
+		return
 	}
+	sftpHost, sftpPort, _ := net.SplitHostPort(sftpAddr)
+	fmt.Fprintf(w, "\nFirst start: created partner %q. Its secrets are shown this once:\n", c.PartnerID)
+	fmt.Fprintf(w, "  API key        %s\n  SFTP user      %s\n  SFTP password  %s\n", c.APIKey, c.SFTPUser, c.SFTPPassword)
+	fmt.Fprintf(w, "\nDeliver the spec's example (in another terminal):\n")
+	fmt.Fprintf(w, "  FLATFILER_API_KEY=%s FLATFILER_SFTP_PASSWORD=%s \\\n    scripts/deliver.sh fixtures/spec/combined.xml\n", c.APIKey, c.SFTPPassword)
+	fmt.Fprintf(w, "or by hand: sftp -P %s %s@%s, then curl -X POST 'http://%s/api/v2/uploads/received?api_key=...&filenames=...&hashes=...'\n",
+		sftpPort, c.SFTPUser, sftpHost, httpAddr)
+}
+
+// newSFTP makes the SFTP server of the partners' inboxes.
+func newSFTP(cfg serveConfig, partners *partner.Registry, ib *inbox.Inbox, reg prometheus.Registerer) (*sftpd.Server, error) {
+	limits := inbox.Limits{MaxFileSize: cfg.MaxFileSize, Quota: cfg.Quota}
+	return sftpd.New(partners, ib, sftpd.Options{
+		HostKeyDir: filepath.Join(cfg.Data, "host_keys"), BanFile: sftpd.BanFile(cfg.Data), IdleTimeout: cfg.IdleTimeout, Limits: limits,
+		FailureDelay: cfg.FailureDelay, Logger: cfg.Logger, Metrics: sftpd.NewMetrics(reg),
+	})
 }
 
 // callbackTransport trusts the system's CAs and those in the PEM file caFile.
@@ -571,6 +629,10 @@ func (s *service) startSQL() error {
 	if s.sql, err = pgwire.New(pgwire.Config{Store: s.store, Analysts: analysts, TLS: tlsConfig,
 		StatementTimeout: cfg.SQLStatementTimeout, MaxQueries: cfg.SQLMaxQueries, MaxResultBytes: cfg.SQLMaxResultSize, Logger: cfg.Logger}); err != nil {
 		return err
+	}
+	if cfg.node != nil {
+		s.sqlLn = cfg.node.sqlForLeader()
+		return nil
 	}
 	if s.sqlLn, err = net.Listen("tcp", cfg.SQLAddr); err != nil {
 		return fmt.Errorf("sql: %w", err)

@@ -148,24 +148,36 @@ func CurrentHolder(ctx context.Context, db *pgxpool.Pool, name string) (Holder, 
 	return h, nil
 }
 
-// Held is a lease this node holds, kept by Keep.
+// Held is a lease this node holds, kept renewed until Release or until
+// it is lost.
 type Held struct {
 	Token int64
+	lease *Lease
+	stop  context.CancelFunc
 	lost  chan struct{}
 	err   error
 }
 
-// Lost is closed when the lease is no longer this node's; Err says why.
+// Lost is closed when the lease is no longer renewed; Err says why.
 func (h *Held) Lost() <-chan struct{} { return h.lost }
 
 // Err is why the lease was lost, once Lost is closed.
 func (h *Held) Err() error { <-h.lost; return h.err }
 
-// Acquire waits until this node holds the lease, trying every TTL/3, then
-// keeps it renewed (every TTL/3) until ctx ends or it is lost. A renewal
-// that fails (PostgreSQL unreachable) is tried again until the deadline
-// the last good one gave; past it the lease counts as lost, since another
-// node may by then hold it.
+// Release stops renewing the lease and gives it up, so another node need
+// not wait for it to expire.
+func (h *Held) Release(ctx context.Context) error {
+	h.stop()
+	<-h.lost
+	return h.lease.Release(ctx, h.Token)
+}
+
+// Acquire waits, trying every TTL/3, until this node holds the lease or
+// ctx ends. The lease is then renewed every TTL/3, whatever becomes of
+// ctx, until Release or until it is lost: a renewal that fails (PostgreSQL
+// out of reach) is tried again until the deadline the last good one gave;
+// past it the lease counts as lost, since another node may hold it by
+// then.
 func (l *Lease) Acquire(ctx context.Context) (*Held, error) {
 	every := l.TTL / 3
 	var token int64
@@ -184,20 +196,21 @@ func (l *Lease) Acquire(ctx context.Context) (*Held, error) {
 		case <-t.C:
 		}
 	}
-	h := &Held{Token: token, lost: make(chan struct{})}
+	keep, stop := context.WithCancel(context.WithoutCancel(ctx))
+	h := &Held{Token: token, lease: l, stop: stop, lost: make(chan struct{})}
 	go func() {
 		defer close(h.lost)
 		t := time.NewTimer(every)
 		defer t.Stop()
 		for {
 			select {
-			case <-ctx.Done():
-				h.err = ctx.Err()
+			case <-keep.Done():
+				h.err = keep.Err()
 				return
 			case <-t.C:
 			}
 			// A renewal must not outlast the lease it renews.
-			rctx, cancel := context.WithDeadline(ctx, deadline)
+			rctx, cancel := context.WithDeadline(keep, deadline)
 			next, err := l.Renew(rctx, token)
 			cancel()
 			switch {
@@ -205,6 +218,9 @@ func (l *Lease) Acquire(ctx context.Context) (*Held, error) {
 				deadline = next
 			case errors.Is(err, ErrLost):
 				h.err = ErrLost
+				return
+			case keep.Err() != nil:
+				h.err = keep.Err()
 				return
 			case !time.Now().Before(deadline):
 				h.err = fmt.Errorf("%w: not renewed in time: %w", ErrLost, err)

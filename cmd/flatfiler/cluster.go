@@ -1,0 +1,354 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/flatfiler/flatfiler/intake/inbox"
+	"github.com/flatfiler/flatfiler/intake/partner"
+	"github.com/flatfiler/flatfiler/intake/sftpd"
+	"github.com/flatfiler/flatfiler/internal/cluster"
+	"github.com/flatfiler/flatfiler/internal/health"
+)
+
+// warehouseLease is the lease that makes a node the warehouse's writer.
+const warehouseLease = "warehouse"
+
+// clusterConfig is what `serve --postgres` adds.
+type clusterConfig struct {
+	Postgres string
+	Node     string
+	LeaseTTL time.Duration
+	// Advertise is the host other nodes reach this one at; default the
+	// listen address's, or the host name when that is a wildcard.
+	Advertise string
+}
+
+// node is one process of a cluster sharing a data directory. It runs the
+// SFTP server and holds the HTTP and SQL listeners for its whole life;
+// while it holds the warehouse lease it is the leader and runs a service
+// (serve.go) on them, else it forwards requests to the leader.
+type node struct {
+	cfg      clusterConfig
+	log      *slog.Logger
+	db       *pgxpool.Pool
+	dir      *cluster.Directory
+	partners *partner.Registry
+	inbox    *inbox.Inbox
+	sftp     *sftpd.Server
+	// metrics is what the node counts whatever its role; runtime, the Go
+	// and process collectors, is served only while it follows (the
+	// leader's service registers its own).
+	metrics, runtime *prometheus.Registry
+	leader           prometheus.Gauge
+
+	sftpLn, httpLn, sqlLn net.Listener
+	http                  *http.Server
+	standby               http.Handler
+	api                   atomic.Pointer[http.Handler] // the leader's; nil while following
+	leaderSQL             atomic.Pointer[handoff]      // the leader's SQL endpoint's listener
+	wg                    sync.WaitGroup
+}
+
+// lead routes the node's HTTP requests to the service's API.
+func (n *node) lead(api http.Handler) {
+	n.api.Store(&api)
+	n.leader.Set(1)
+}
+
+// follow routes them to the leader, wherever it is.
+func (n *node) follow() {
+	n.api.Store(nil)
+	if l := n.leaderSQL.Swap(nil); l != nil {
+		l.Close()
+	}
+	n.leader.Set(0)
+}
+
+// sqlForLeader is the listener the leader's SQL endpoint serves: the
+// node's connections, handed over.
+func (n *node) sqlForLeader() net.Listener {
+	l := &handoff{addr: n.sqlLn.Addr(), conns: make(chan net.Conn), closed: make(chan struct{})}
+	n.leaderSQL.Store(l)
+	return l
+}
+
+func (n *node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if api := n.api.Load(); api != nil {
+		(*api).ServeHTTP(w, r)
+		return
+	}
+	n.standby.ServeHTTP(w, r)
+}
+
+// runNode is `serve --postgres`: the node waits for the warehouse lease,
+// leads while it holds it, and follows again if it loses it.
+func runNode(ctx context.Context, cfg serveConfig, cc clusterConfig, stdout io.Writer) error {
+	log := cfg.Logger.With("node", cc.Node)
+	cfg.Logger = log
+	db, err := pgxpool.New(ctx, cc.Postgres)
+	if err != nil {
+		return fmt.Errorf("--postgres: %w", err)
+	}
+	defer db.Close()
+	if err := cluster.Migrate(ctx, db); err != nil {
+		return err
+	}
+	n, err := openNode(cfg, cc, db)
+	if err != nil {
+		return err
+	}
+	defer n.close()
+	// Listeners bound to port 0 keep their port across roles.
+	cfg.SFTPAddr, cfg.HTTPAddr = n.sftpLn.Addr().String(), n.httpLn.Addr().String()
+	if n.sqlLn != nil {
+		cfg.SQLAddr = n.sqlLn.Addr().String()
+	}
+	cfg.node = n
+	n.serve(ctx)
+	fmt.Fprintf(stdout, "flatfiler serve: node %s of the cluster in %s, data in %s\n", cc.Node, redactURL(cc.Postgres), cfg.Data)
+	fmt.Fprintf(stdout, "  SFTP  %s\n  HTTP  http://%s\n", n.sftpLn.Addr(), n.httpLn.Addr())
+	if n.sqlLn != nil {
+		fmt.Fprintf(stdout, "  SQL   postgres://ANALYST@%s/warehouse\n", n.sqlLn.Addr())
+	}
+	fmt.Fprintf(stdout, "  following until it holds the warehouse lease\n")
+
+	lease := &cluster.Lease{DB: db, Name: warehouseLease, Node: cc.Node, TTL: cc.LeaseTTL}
+	httpAdv, sqlAdv := advertised(n.httpLn, cc.Advertise), ""
+	if n.sqlLn != nil {
+		sqlAdv = advertised(n.sqlLn, cc.Advertise)
+	}
+	for {
+		held, err := lease.Acquire(ctx)
+		if err != nil {
+			return nil // ctx ended: shut down
+		}
+		log.Info("took the warehouse lease", "token", held.Token)
+		lctx, cancel := context.WithCancel(ctx)
+		svc, err := startService(lctx, cfg)
+		if err != nil {
+			cancel()
+			// Most often the last leader still has the warehouse open (its
+			// DuckDB lock), stepping down: give the lease back and try again.
+			log.Error("could not lead: the warehouse did not open", "err", err)
+			_ = held.Release(context.WithoutCancel(ctx))
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(cc.LeaseTTL / 3):
+			}
+			continue
+		}
+		if err := lease.Advertise(ctx, held.Token, httpAdv, sqlAdv); err != nil {
+			log.Error("advertising the leader's addresses", "err", err)
+		}
+		log.Info("leading: the warehouse is open here", "http", httpAdv, "sql", sqlAdv)
+		fmt.Fprintf(stdout, "  leading (lease token %d)\n", held.Token)
+		printDemo(stdout, svc.demo, cfg.SFTPAddr, cfg.HTTPAddr)
+		select {
+		case <-held.Lost():
+			log.Error("lost the warehouse lease; stepping down", "err", held.Err())
+			cancel()
+			<-svc.Done()
+			fmt.Fprintf(stdout, "  following\n")
+		case <-ctx.Done():
+			<-svc.Done()
+			cancel()
+			if err := held.Release(context.Background()); err != nil {
+				log.Warn("releasing the warehouse lease", "err", err)
+			}
+			return nil
+		}
+	}
+}
+
+// openNode opens what the node keeps whatever its role and binds its
+// listeners.
+func openNode(cfg serveConfig, cc clusterConfig, db *pgxpool.Pool) (_ *node, err error) {
+	n := &node{cfg: cc, log: cfg.Logger, db: db, metrics: prometheus.NewRegistry(), runtime: prometheus.NewRegistry(),
+		dir: &cluster.Directory{DB: db, Name: warehouseLease, Self: cc.Node}}
+	defer func() {
+		if err != nil {
+			n.close()
+		}
+	}()
+	n.leader = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "flatfiler_cluster_leader",
+		Help: "1 while this node holds the warehouse lease and writes; 0 while it forwards to the node that does.",
+	})
+	n.metrics.MustRegister(n.leader)
+	n.runtime.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if err := os.MkdirAll(cfg.Data, 0o700); err != nil {
+		return nil, err
+	}
+	if n.partners, err = partner.Open(filepath.Join(cfg.Data, "partners")); err != nil {
+		return nil, err
+	}
+	if n.inbox, err = inbox.Open(filepath.Join(cfg.Data, "sftp")); err != nil {
+		return nil, err
+	}
+	if n.sftp, err = newSFTP(cfg, n.partners, n.inbox, n.metrics); err != nil {
+		return nil, err
+	}
+	if n.sftpLn, err = net.Listen("tcp", cfg.SFTPAddr); err != nil {
+		return nil, fmt.Errorf("sftp: %w", err)
+	}
+	if n.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+		return nil, fmt.Errorf("http: %w", err)
+	}
+	if cfg.SQLAddr != "" {
+		if n.sqlLn, err = net.Listen("tcp", cfg.SQLAddr); err != nil {
+			return nil, fmt.Errorf("sql: %w", err)
+		}
+	}
+	dataDir := health.DataDir{Path: cfg.Data, MinFree: uint64(cfg.MinFreeSpace)}
+	ready := &health.Checker{Checks: []health.Check{
+		{Name: "leader", Run: func(ctx context.Context) error { _, err := n.dir.Leader(ctx); return err }},
+		{Name: "data", Run: dataDir.Check},
+	}}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(prometheus.Gatherers{n.metrics, n.runtime}, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", health.Alive)
+	mux.Handle("GET /readyz", ready)
+	mux.Handle("/", cluster.Forwarder(n.dir, cfg.Logger))
+	n.standby = mux
+	n.http = &http.Server{Handler: n, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)}
+	return n, nil
+}
+
+func (n *node) serve(ctx context.Context) {
+	n.wg.Go(func() {
+		if err := n.http.Serve(n.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.log.Error("http server", "err", err)
+		}
+	})
+	n.wg.Go(func() {
+		if err := n.sftp.Serve(context.WithoutCancel(ctx), n.sftpLn); err != nil {
+			n.log.Error("sftp server", "err", err)
+		}
+	})
+	if n.sqlLn != nil {
+		n.wg.Go(func() {
+			if err := n.acceptSQL(); err != nil {
+				n.log.Error("sql endpoint", "err", err)
+			}
+		})
+	}
+}
+
+// acceptSQL hands each analyst's connection to this node's SQL endpoint
+// while it leads, else pipes it to the leader's.
+func (n *node) acceptSQL() error {
+	for {
+		conn, err := n.sqlLn.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return err
+		}
+		go func() {
+			if l := n.leaderSQL.Load(); l != nil && l.deliver(conn) {
+				return
+			}
+			cluster.ForwardConn(conn, n.dir, n.log)
+		}()
+	}
+}
+
+func (n *node) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if n.http != nil {
+		_ = n.http.Shutdown(ctx)
+	}
+	if n.sftp != nil {
+		n.sftp.Shutdown(ctx)
+	}
+	for _, ln := range []net.Listener{n.sftpLn, n.httpLn, n.sqlLn} {
+		if ln != nil {
+			ln.Close()
+		}
+	}
+	n.wg.Wait()
+	if n.inbox != nil {
+		n.inbox.Close()
+	}
+}
+
+// advertised is the address other nodes reach a listener at.
+func advertised(ln net.Listener, host string) string {
+	addr := ln.Addr().(*net.TCPAddr)
+	if host == "" {
+		if !addr.IP.IsUnspecified() {
+			return addr.String()
+		}
+		host, _ = os.Hostname()
+	}
+	return net.JoinHostPort(host, fmt.Sprint(addr.Port))
+}
+
+// handoff is a listener fed with connections another accepted.
+type handoff struct {
+	addr      net.Addr
+	conns     chan net.Conn
+	closed    chan struct{}
+	closeOnce sync.Once
+}
+
+func (l *handoff) deliver(c net.Conn) bool {
+	select {
+	case l.conns <- c:
+		return true
+	case <-l.closed:
+		return false
+	}
+}
+
+func (l *handoff) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *handoff) Close() error {
+	l.closeOnce.Do(func() { close(l.closed) })
+	return nil
+}
+
+func (l *handoff) Addr() net.Addr { return l.addr }
+
+// redactURL is a connection URL fit for a log: without its password.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return u.Redacted()
+}
+
+// defaultNodeName is unique per process on a machine, and across
+// machines by their host names.
+func defaultNodeName() string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%s-%d", host, os.Getpid())
+}
