@@ -4,13 +4,18 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/flatfiler/flatfiler/intake/partner"
 	"github.com/flatfiler/flatfiler/internal/failpoint"
@@ -56,6 +61,10 @@ func startNode(t *testing.T, dir, name string, env []string, extra ...string) *c
 				n.sftp = f[1]
 			case len(f) >= 2 && f[0] == "HTTP":
 				n.http = f[1]
+			case len(f) >= 2 && f[0] == "SQL":
+				if u, err := url.Parse(f[1]); err == nil {
+					n.sql = u.Host
+				}
 			case len(f) > 1 && f[0] == "following": // started: following until it holds the lease
 				close(listening)
 			case len(f) == 1 && f[0] == "following":
@@ -175,12 +184,17 @@ func TestClusterNodeKilledMidJob(t *testing.T) {
 	for i, point := range []string{failpoint.LoadBeforeCommit, failpoint.JobIngested} {
 		t.Run(point, func(t *testing.T) {
 			ctx := context.Background()
-			url, err := pg.Database(ctx, fmt.Sprintf("cluster%d", i))
+			pgURL, err := pg.Database(ctx, fmt.Sprintf("cluster%d", i))
 			if err != nil {
 				t.Fatal(err)
 			}
 			dir := t.TempDir()
-			args := []string{"--postgres", url, "--lease-ttl", ttl.String(), "--shutdown-grace", "0s"}
+			code, out, errOut := runCLI(t, "analyst", "add", "ana", "--data", dir, "--all-partners", "--json")
+			var analyst struct{ Name, Password string }
+			if code != 0 || json.Unmarshal([]byte(out), &analyst) != nil {
+				t.Fatalf("analyst add: %d %q %s", code, out, errOut)
+			}
+			args := []string{"--postgres", pgURL, "--lease-ttl", ttl.String(), "--shutdown-grace", "0s"}
 			a := startNode(t, dir, "a", []string{faultsEnv + "=" + point + "=crash"}, args...)
 			a.await(t, "leading", time.Minute)
 			b := startNode(t, dir, "b", nil, args...)
@@ -199,7 +213,7 @@ func TestClusterNodeKilledMidJob(t *testing.T) {
 			// Uploaded to one follower, notified through the other: both
 			// reach the leader's jobs through the shared directory and the
 			// forwarded request.
-			sc, conn, err := dialChildSFTP(b.sftp, creds)
+			sc, sshConn, err := dialChildSFTP(b.sftp, creds)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -207,7 +221,7 @@ func TestClusterNodeKilledMidJob(t *testing.T) {
 				upload(t, sc, name, files.data[i])
 			}
 			sc.Close()
-			conn.Close()
+			sshConn.Close()
 			answer := c.client(t, creds).tryNotify(creds.APIKey, files.names, files.sums())
 
 			if !waitExit(t, a.child, time.Minute) || !strings.Contains(a.stderr.String(), "failpoint "+point+": crash") {
@@ -252,6 +266,21 @@ func TestClusterNodeKilledMidJob(t *testing.T) {
 			}
 			if probe.reads == 0 || probe.lastAnswered.IsZero() {
 				t.Error("no read was answered")
+			}
+
+			// An analyst connected to the follower is answered by the leader.
+			conn, err := pgx.Connect(ctx, "postgres://ana:"+analyst.Password+"@"+follower.sql+"/warehouse?sslmode=disable")
+			if err != nil {
+				t.Fatalf("analyst through the follower: %v", err)
+			}
+			// The clean run's fingerprint: a header, then one row.
+			fp := strings.Split(strings.TrimSpace(files.want), "\n")
+			want := strings.Split(fp[1], ",")[slices.Index(strings.Split(fp[0], ","), "transactions")]
+			var got string
+			err = conn.QueryRow(ctx, "SELECT count(*)::text FROM transactions").Scan(&got)
+			conn.Close(ctx)
+			if err != nil || got != want {
+				t.Errorf("analyst through the follower: %s transactions, %v; want %s, as after one clean run", got, err, want)
 			}
 
 			// The follower first, so that it does not take the lease
