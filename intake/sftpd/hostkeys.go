@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/flatfiler/flatfiler/internal/durable"
 )
 
 // hostKeys loads the server's host keys from dir, generating those missing.
@@ -61,8 +63,16 @@ func generateHostKey(path string, gen func() (crypto.Signer, error)) ([]byte, er
 		return nil, err
 	}
 	data := pem.EncodeToMemory(block)
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	// Nodes of a cluster may start at once on one empty directory: the
+	// key is written whole under a name of its own, then linked into
+	// place, which only one of them can do. The others read the winner's.
+	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".*.tmp")
 	if err != nil {
+		return nil, err
+	}
+	defer os.Remove(f.Name())
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
 		return nil, err
 	}
 	if _, err := f.Write(data); err != nil {
@@ -74,6 +84,14 @@ func generateHostKey(path string, gen func() (crypto.Signer, error)) ([]byte, er
 		return nil, err
 	}
 	if err := f.Close(); err != nil {
+		return nil, err
+	}
+	if err := os.Link(f.Name(), path); errors.Is(err, os.ErrExist) {
+		return os.ReadFile(path)
+	} else if err != nil {
+		return nil, err
+	}
+	if err := durable.SyncDir(filepath.Dir(path)); err != nil {
 		return nil, err
 	}
 	if pub, err := ssh.NewPublicKey(key.Public()); err == nil {

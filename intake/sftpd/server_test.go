@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -92,6 +94,37 @@ func TestHostKeysAreGeneratedOnce(t *testing.T) {
 	rsaKey, ok := signer.PublicKey().(ssh.CryptoPublicKey).CryptoPublicKey().(*rsa.PublicKey)
 	if !ok || rsaKey.N.BitLen() != 3072 {
 		t.Errorf("RSA host key: %T, want 3072 bits", signer.PublicKey())
+	}
+}
+
+// Nodes of a cluster starting at once on one empty directory agree on one
+// set of keys, and none fails for the others' files.
+func TestHostKeysOfNodesStartingAtOnce(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "keys")
+	const nodes = 4
+	fingerprints := make([][]string, nodes)
+	errs := make([]error, nodes)
+	var wg sync.WaitGroup
+	for i := range nodes {
+		wg.Go(func() {
+			signers, err := hostKeys(dir)
+			errs[i] = err
+			for _, s := range signers {
+				fingerprints[i] = append(fingerprints[i], ssh.FingerprintSHA256(s.PublicKey()))
+			}
+		})
+	}
+	wg.Wait()
+	for i := range nodes {
+		if errs[i] != nil || !slices.Equal(fingerprints[i], fingerprints[0]) || len(fingerprints[i]) != 2 {
+			t.Errorf("node %d: %v %v; node 0 has %v", i, errs[i], fingerprints[i], fingerprints[0])
+		}
+	}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if strings.HasSuffix(e.Name(), ".tmp") {
+			t.Errorf("left behind: %s", e.Name())
+		}
 	}
 }
 
