@@ -53,8 +53,14 @@ join() { local IFS=,; echo "$*"; }
 query="filenames=$(join "${names[@]}")&hashes=$(join "${hashes[@]}")"
 [ -n "${FLATFILER_TYPES:-}" ] && query="$query&types=$FLATFILER_TYPES"
 echo "notifying $url/api/v2/uploads/received" >&2
-status=$(curl -sS -o "$workdir/notified.json" -w '%{http_code}' -u "$FLATFILER_API_KEY:" \
-	-X POST "$url/api/v2/uploads/received?$query")
+# 503: no node holds the warehouse for a moment (a cluster's takeover);
+# nothing was taken, and the same notification again is safe.
+for _ in $(seq 60); do
+	status=$(curl -sS -o "$workdir/notified.json" -w '%{http_code}' -u "$FLATFILER_API_KEY:" \
+		-X POST "$url/api/v2/uploads/received?$query")
+	[ "$status" != 503 ] && break
+	sleep 1
+done
 if [ "$status" != 202 ]; then
 	echo "notification refused (HTTP $status):" >&2
 	cat "$workdir/notified.json" >&2
@@ -66,8 +72,9 @@ mapfile -t jobs < <(grep -o '"job_id": *"[^"]*"' "$workdir/notified.json" | sed 
 failed=0
 for job in "${jobs[@]}"; do
 	while :; do
-		curl -sS -u "$FLATFILER_API_KEY:" "$url/api/v2/uploads/$job" >"$workdir/job.json"
-		state=$(grep -o '"status": *"[^"]*"' "$workdir/job.json" | head -1 | sed 's/.*"\([^"]*\)"$/\1/')
+		code=$(curl -sS -o "$workdir/job.json" -w '%{http_code}' -u "$FLATFILER_API_KEY:" "$url/api/v2/uploads/$job") || true
+		state=$(grep -o '"status": *"[^"]*"' "$workdir/job.json" | head -1 | sed 's/.*"\([^"]*\)"$/\1/') || true
+		[ "$code" = 503 ] && state=processing # a takeover: ask again
 		case "$state" in
 		queued | processing) sleep 0.5 ;;
 		*) break ;;
