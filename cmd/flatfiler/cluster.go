@@ -11,6 +11,8 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/flatfiler/flatfiler/api"
 	"github.com/flatfiler/flatfiler/intake/inbox"
 	"github.com/flatfiler/flatfiler/intake/partner"
 	"github.com/flatfiler/flatfiler/intake/sftpd"
@@ -27,14 +30,39 @@ import (
 	"github.com/flatfiler/flatfiler/internal/health"
 )
 
-// warehouseLease is the lease that makes a node the warehouse's writer.
+// warehouseLease is the lease that makes a node the writer of a cluster's
+// single warehouse; with --shards, each shard has its own (shardLease).
 const warehouseLease = "warehouse"
+
+// shard is one warehouse of a cluster, with its lease and data directory.
+type shard struct {
+	name, lease, dir string
+}
+
+// clusterShards lays the shards out: one, the data directory itself, or
+// shards/NAME/ under it, each a data directory of its own for the
+// warehouse, jobs, batches and harvests; partners, SFTP folders, host keys
+// and analysts stay at the top, shared.
+func clusterShards(data string, n int) []shard {
+	if n <= 1 {
+		return []shard{{name: "", lease: warehouseLease, dir: data}}
+	}
+	out := make([]shard, n)
+	for i := range out {
+		name := fmt.Sprintf("s%d", i)
+		out[i] = shard{name: name, lease: "shard/" + name, dir: filepath.Join(data, "shards", name)}
+	}
+	return out
+}
 
 // clusterConfig is what `serve --postgres` adds.
 type clusterConfig struct {
 	Postgres string
 	Node     string
 	LeaseTTL time.Duration
+	// Shards is how many warehouses the cluster's partners are spread
+	// over; a node writes one at a time, so nodes = shards + spares.
+	Shards int
 	// Advertise is the host other nodes reach this one at; default the
 	// listen address's, or the host name when that is a wildcard.
 	Advertise string
@@ -47,6 +75,9 @@ type clusterConfig struct {
 type node struct {
 	cfg      clusterConfig
 	log      *slog.Logger
+	root     string       // the shared data directory
+	shards   []shard      // the cluster's warehouses
+	led      atomic.Int32 // index of the shard this node leads; -1: none
 	db       *pgxpool.Pool
 	dir      *cluster.Directory
 	partners *partner.Registry
@@ -60,7 +91,7 @@ type node struct {
 
 	sftpLn, httpLn, sqlLn net.Listener
 	http                  *http.Server
-	standby               http.Handler
+	standby, forward      http.Handler
 	api                   atomic.Pointer[http.Handler] // the leader's; nil while following
 	leaderSQL             atomic.Pointer[handoff]      // the leader's SQL endpoint's listener
 	wg                    sync.WaitGroup
@@ -70,6 +101,30 @@ type node struct {
 func (n *node) lead(api http.Handler) {
 	n.api.Store(&api)
 	n.leader.Set(1)
+}
+
+// owns says whether a partner's data lives in the shard this node leads.
+func (n *node) owns(partnerID string) bool {
+	return n.shardOf(partnerID) == int(n.led.Load())
+}
+
+func (n *node) shardOf(partnerID string) int {
+	return cluster.ShardOf(partnerID, len(n.shards))
+}
+
+// requestShard is the shard a request is for: its partner's, or, for a
+// request that names none (no credentials, a probe), this node's own, or
+// the first.
+type requestShard struct{}
+
+func (n *node) shardFor(r *http.Request) int {
+	if id, ok := api.ClaimedPartner(r, n.partners); ok {
+		return n.shardOf(id)
+	}
+	if led := int(n.led.Load()); led >= 0 {
+		return led
+	}
+	return 0
 }
 
 // follow routes them to the leader, wherever it is.
@@ -89,9 +144,26 @@ func (n *node) sqlForLeader() net.Listener {
 	return l
 }
 
+// ServeHTTP answers a request here when this node leads the shard of its
+// partner, and forwards it to the shard's leader otherwise. Probes and
+// /metrics are always this node's own; /admin/ requests (flatfiler sql,
+// export, backup) carry a shard's token and are sent to its leader by the
+// command.
 func (n *node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if api := n.api.Load(); api != nil {
-		(*api).ServeHTTP(w, r)
+	local := n.api.Load()
+	switch {
+	case r.URL.Path == "/metrics" || r.URL.Path == "/healthz" || r.URL.Path == "/readyz":
+	case local != nil && strings.HasPrefix(r.URL.Path, "/admin/"):
+	default:
+		target := n.shardFor(r)
+		if local != nil && target == int(n.led.Load()) {
+			break
+		}
+		n.forward.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestShard{}, target)))
+		return
+	}
+	if local != nil {
+		(*local).ServeHTTP(w, r)
 		return
 	}
 	n.standby.ServeHTTP(w, r)
@@ -108,6 +180,9 @@ func runNode(ctx context.Context, cfg serveConfig, cc clusterConfig, stdout io.W
 	}
 	defer db.Close()
 	if err := cluster.Migrate(ctx, db); err != nil {
+		return err
+	}
+	if err := cluster.Shards(ctx, db, max(cc.Shards, 1)); err != nil {
 		return err
 	}
 	n, err := openNode(cfg, cc, db)
@@ -127,26 +202,38 @@ func runNode(ctx context.Context, cfg serveConfig, cc clusterConfig, stdout io.W
 	if n.sqlLn != nil {
 		fmt.Fprintf(stdout, "  SQL   postgres://ANALYST@%s/warehouse\n", n.sqlLn.Addr())
 	}
-	fmt.Fprintf(stdout, "  following until it holds the warehouse lease\n")
+	fmt.Fprintf(stdout, "  following until it holds a warehouse's lease\n")
 
-	lease := &cluster.Lease{DB: db, Name: warehouseLease, Node: cc.Node, TTL: cc.LeaseTTL}
+	// Each node tries the shards from its own place in the list, so that
+	// nodes starting together spread over them rather than queue on one.
+	var leases []*cluster.Lease
+	for i := range n.shards {
+		sh := n.shards[(cluster.ShardOf(cc.Node, len(n.shards))+i)%len(n.shards)]
+		leases = append(leases, &cluster.Lease{DB: db, Name: sh.lease, Node: cc.Node, TTL: cc.LeaseTTL})
+	}
 	httpAdv, sqlAdv := advertised(n.httpLn, cc.Advertise), ""
 	if n.sqlLn != nil {
 		sqlAdv = advertised(n.sqlLn, cc.Advertise)
 	}
 	for {
-		held, err := lease.Acquire(ctx)
+		held, lease, err := cluster.AcquireAny(ctx, leases)
 		if err != nil {
 			return nil // ctx ended: shut down
 		}
-		log.Info("took the warehouse lease", "token", held.Token)
+		idx := slices.IndexFunc(n.shards, func(sh shard) bool { return sh.lease == lease.Name })
+		sh := n.shards[idx]
+		n.led.Store(int32(idx))
+		log.Info("took the warehouse lease", "lease", lease.Name, "token", held.Token)
 		lctx, cancel := context.WithCancel(ctx)
-		svc, err := startService(lctx, cfg)
+		scfg := cfg
+		scfg.Data = sh.dir
+		svc, err := startService(lctx, scfg)
 		if err != nil {
 			cancel()
 			// Most often the last leader still has the warehouse open (its
 			// DuckDB lock), stepping down: give the lease back and try again.
-			log.Error("could not lead: the warehouse did not open", "err", err)
+			log.Error("could not lead: the warehouse did not open", "lease", lease.Name, "err", err)
+			n.led.Store(-1)
 			_ = held.Release(context.WithoutCancel(ctx))
 			select {
 			case <-ctx.Done():
@@ -158,14 +245,15 @@ func runNode(ctx context.Context, cfg serveConfig, cc clusterConfig, stdout io.W
 		if err := lease.Advertise(ctx, held.Token, httpAdv, sqlAdv); err != nil {
 			log.Error("advertising the leader's addresses", "err", err)
 		}
-		log.Info("leading: the warehouse is open here", "http", httpAdv, "sql", sqlAdv)
-		fmt.Fprintf(stdout, "  leading (lease token %d)\n", held.Token)
+		log.Info("leading: the warehouse is open here", "lease", lease.Name, "http", httpAdv, "sql", sqlAdv)
+		fmt.Fprintf(stdout, "  leading %s (lease token %d)\n", lease.Name, held.Token)
 		printDemo(stdout, svc.demo, cfg.SFTPAddr, cfg.HTTPAddr)
 		select {
 		case <-held.Lost():
-			log.Error("lost the warehouse lease; stepping down", "err", held.Err())
+			log.Error("lost the warehouse lease; stepping down", "lease", lease.Name, "err", held.Err())
 			cancel()
 			<-svc.Done()
+			n.led.Store(-1)
 			fmt.Fprintf(stdout, "  following\n")
 		case <-ctx.Done():
 			<-svc.Done()
@@ -182,7 +270,8 @@ func runNode(ctx context.Context, cfg serveConfig, cc clusterConfig, stdout io.W
 // listeners.
 func openNode(cfg serveConfig, cc clusterConfig, db *pgxpool.Pool) (_ *node, err error) {
 	n := &node{cfg: cc, log: cfg.Logger, db: db, metrics: prometheus.NewRegistry(), runtime: prometheus.NewRegistry(),
-		dir: &cluster.Directory{DB: db, Name: warehouseLease, Self: cc.Node}}
+		root: cfg.Data, shards: clusterShards(cfg.Data, cc.Shards), dir: &cluster.Directory{DB: db, Self: cc.Node}}
+	n.led.Store(-1)
 	defer func() {
 		if err != nil {
 			n.close()
@@ -219,14 +308,28 @@ func openNode(cfg serveConfig, cc clusterConfig, db *pgxpool.Pool) (_ *node, err
 	}
 	dataDir := health.DataDir{Path: cfg.Data, MinFree: uint64(cfg.MinFreeSpace)}
 	ready := &health.Checker{Checks: []health.Check{
-		{Name: "leader", Run: func(ctx context.Context) error { _, err := n.dir.Leader(ctx); return err }},
+		{Name: "leaders", Run: func(ctx context.Context) error {
+			for _, sh := range n.shards {
+				if _, err := n.dir.Leader(ctx, sh.lease); err != nil {
+					return fmt.Errorf("%s: %w", sh.lease, err)
+				}
+			}
+			return nil
+		}},
 		{Name: "data", Run: dataDir.Check},
 	}}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(prometheus.Gatherers{n.metrics, n.runtime}, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", health.Alive)
 	mux.Handle("GET /readyz", ready)
-	mux.Handle("/", cluster.Forwarder(n.dir, cfg.Logger))
+	n.forward = cluster.Forwarder(n.dir, func(r *http.Request) string {
+		i, ok := r.Context().Value(requestShard{}).(int)
+		if !ok {
+			i = n.shardFor(r)
+		}
+		return n.shards[i].lease
+	}, cfg.Logger)
+	mux.Handle("/", n.forward)
 	n.standby = mux
 	n.http = &http.Server{Handler: n, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)}
 	return n, nil
@@ -267,7 +370,10 @@ func (n *node) acceptSQL() error {
 			if l := n.leaderSQL.Load(); l != nil && l.deliver(conn) {
 				return
 			}
-			cluster.ForwardConn(conn, n.dir, n.log)
+			// An analyst reaches the shard of the node it connected to
+			// (or the first): a cluster's shards are one lake through
+			// flatfiler export, not one database.
+			cluster.ForwardConn(conn, n.dir, n.shards[0].lease, n.log)
 		}()
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -17,7 +19,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/flatfiler/flatfiler/fixtures/gen"
 	"github.com/flatfiler/flatfiler/intake/partner"
+	"github.com/flatfiler/flatfiler/internal/cluster"
 	"github.com/flatfiler/flatfiler/internal/failpoint"
 	"github.com/flatfiler/flatfiler/internal/pgtest"
 )
@@ -69,8 +73,8 @@ func startNode(t *testing.T, dir, name string, env []string, extra ...string) *c
 				close(listening)
 			case len(f) == 1 && f[0] == "following":
 				n.roles <- "following"
-			case len(f) >= 1 && f[0] == "leading":
-				n.roles <- "leading"
+			case len(f) >= 2 && f[0] == "leading": // leading LEASE (lease token N)
+				n.roles <- "leading " + f[1]
 			case len(f) == 3 && f[0] == "API" && f[1] == "key":
 				creds.APIKey = f[2]
 			case len(f) == 3 && f[0] == "SFTP" && f[1] == "user":
@@ -101,7 +105,7 @@ func (n *clusterNode) await(t *testing.T, role string, within time.Duration) {
 			if !ok {
 				t.Fatalf("node %s ended before %s:\n%s", n.name, role, n.stderr.String())
 			}
-			if r == role {
+			if r == role || strings.HasPrefix(r, role+" ") {
 				return
 			}
 		case <-timeout:
@@ -232,12 +236,12 @@ func TestClusterNodeKilledMidJob(t *testing.T) {
 			select {
 			case r := <-b.roles:
 				leader, follower = b, c
-				if r != "leading" {
+				if !strings.HasPrefix(r, "leading") {
 					t.Fatalf("b was %s, not leading", r)
 				}
 			case r := <-c.roles:
 				leader, follower = c, b
-				if r != "leading" {
+				if !strings.HasPrefix(r, "leading") {
 					t.Fatalf("c was %s, not leading", r)
 				}
 			case <-time.After(time.Minute):
@@ -289,5 +293,174 @@ func TestClusterNodeKilledMidJob(t *testing.T) {
 			_ = follower.cmd.Wait()
 			checkSettled(t, dir, leader.child, files.want, len(files.names))
 		})
+	}
+}
+
+// addPartnerOn adds a partner whose ID the cluster places on the shard
+// given, and returns its secrets.
+func addPartnerOn(t *testing.T, dir string, shard, shards int) partner.Credentials {
+	t.Helper()
+	for i := 0; ; i++ {
+		id := fmt.Sprintf("fi%d", i)
+		if cluster.ShardOf(id, shards) != shard {
+			continue
+		}
+		code, out, errOut := runCLI(t, "partner", "add", id, "--data", dir, "--domain", id+".example", "--json")
+		var creds partner.Credentials
+		if code != 0 || json.Unmarshal([]byte(out), &creds) != nil {
+			t.Fatalf("partner add %s: %d %s %s", id, code, out, errOut)
+		}
+		return creds
+	}
+}
+
+// deliverTo uploads a file over one node's SFTP and notifies it through
+// another node's HTTP, and returns the job's ID.
+func deliverTo(t *testing.T, sftpNode, httpNode *clusterNode, creds partner.Credentials, name string, data []byte) string {
+	t.Helper()
+	sc, sshConn, err := dialChildSFTP(sftpNode.sftp, creds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := upload(t, sc, name, data)
+	sc.Close()
+	sshConn.Close()
+	a := httpNode.client(t, creds).notify(creds.APIKey, []string{name}, []string{sum})
+	if a.Status != http.StatusAccepted {
+		t.Fatalf("notify %s through %s: %d %s", name, httpNode.name, a.Status, a.Raw)
+	}
+	return jobIDs(t, a)[0]
+}
+
+// TestClusterShardsNodeKilledMidJob spreads two partners over two shards
+// written by two of three nodes, the third a spare. The node writing one
+// partner's shard is killed with -9 in the middle of its file; the spare
+// takes the shard and applies the file once, while the other partner's
+// reads, sent to any node, never fail.
+func TestClusterShardsNodeKilledMidJob(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts PostgreSQL and server processes")
+	}
+	pg := pgtest.Start(t)
+	ctx := context.Background()
+	pgURL, err := pg.Database(ctx, "shards")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, work := t.TempDir(), t.TempDir()
+	const shards = 2
+	creds := []partner.Credentials{addPartnerOn(t, dir, 0, shards), addPartnerOn(t, dir, 1, shards)}
+	// The killed partner's file is long enough to be caught mid-load.
+	var files [2][]byte
+	want := make([]string, 2)
+	for i, size := range []int64{2 << 20, 24 << 20} {
+		var buf bytes.Buffer
+		if _, err := gen.Write(&buf, gen.Options{Bytes: size, Seed: uint64(60 + i), BadRate: 0.001}); err != nil {
+			t.Fatal(err)
+		}
+		files[i] = buf.Bytes()
+		path := filepath.Join(work, fmt.Sprintf("f%d.xml", i))
+		os.WriteFile(path, files[i], 0o644)
+		clean := filepath.Join(work, fmt.Sprintf("clean%d.duckdb", i))
+		if code, _, errOut := runCLI(t, "ingest", "--db", clean, "--partner", creds[i].PartnerID, path); code != 0 {
+			t.Fatalf("clean ingest: %s", errOut)
+		}
+		want[i] = fingerprint(t, clean)
+	}
+
+	const ttl = 2 * time.Second
+	args := []string{"--postgres", pgURL, "--shards", fmt.Sprint(shards), "--lease-ttl", ttl.String(), "--shutdown-grace", "0s"}
+	var nodes []*clusterNode
+	leads := map[string]*clusterNode{} // lease -> node
+	for _, name := range []string{"a", "b", "c"} {
+		n := startNode(t, dir, name, nil, args...)
+		nodes = append(nodes, n)
+	}
+	// Two nodes lead a shard each; the third waits.
+	for len(leads) < shards {
+		select {
+		case r := <-nodes[0].roles:
+			leads[r] = nodes[0]
+		case r := <-nodes[1].roles:
+			leads[r] = nodes[1]
+		case r := <-nodes[2].roles:
+			leads[r] = nodes[2]
+		case <-time.After(time.Minute):
+			t.Fatalf("shards led after a minute: %v", leads)
+		}
+	}
+	victim := leads["leading shard/s1"]
+	if victim == nil || leads["leading shard/s0"] == nil {
+		t.Fatalf("leaders: %v", leads)
+	}
+	var spare *clusterNode
+	for _, n := range nodes {
+		if n != victim && n != leads["leading shard/s0"] {
+			spare = n
+		}
+	}
+
+	probeCtx, stopProbes := context.WithCancel(ctx)
+	probes := []*readProbe{{}, {}}
+	var probing sync.WaitGroup
+	for i := range probes {
+		probing.Go(func() { probes[i].run(probeCtx, creds[i].APIKey, nodes) })
+	}
+	// Each file uploaded to one node and notified through another,
+	// neither of them the partner's shard's leader.
+	first := deliverTo(t, victim, spare, creds[0], "f0.xml", files[0])
+	second := deliverTo(t, leads["leading shard/s0"], spare, creds[1], "f1.xml", files[1])
+
+	ts := spare.client(t, creds[1])
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(5 * time.Millisecond) {
+		j := ts.call(http.MethodGet, "/api/v2/uploads/"+second, nil, creds[1].APIKey).Body["upload"].(map[string]any)
+		if j["status"] == "processing" && j["bytes_done"].(float64) > 0 {
+			break
+		}
+		if j["status"] != "queued" && j["status"] != "processing" || time.Now().After(deadline) {
+			t.Fatalf("the job ended before the kill: %v", j)
+		}
+	}
+	if err := victim.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = victim.cmd.Wait()
+	killed := time.Now()
+	spare.await(t, "leading shard/s1", time.Minute)
+	takeover := time.Since(killed)
+
+	for i, id := range []string{first, second} {
+		if j := spare.client(t, creds[i]).waitJob(creds[i].APIKey, id); j["status"] != "success" && j["status"] != "partial-success" {
+			t.Errorf("%s's job: %v", creds[i].PartnerID, j)
+		}
+	}
+	stopProbes()
+	probing.Wait()
+	for i, p := range probes {
+		t.Logf("%s (shard s%d): %d reads, %d answered by a second node, %d by none, longest without an answer %s",
+			creds[i].PartnerID, i, p.reads, p.retried, p.failed, p.longest.Round(time.Millisecond))
+	}
+	t.Logf("shard s1's node killed mid-file; %s led it %s later", spare.name, takeover.Round(time.Millisecond))
+	if probes[0].failed > 0 {
+		t.Errorf("the other shard's partner had %d reads no node answered", probes[0].failed)
+	}
+	if bound := 2*ttl + 10*time.Second; takeover > bound || probes[1].longest > bound {
+		t.Errorf("takeover %s, reads unanswered for %s; want each under %s", takeover, probes[1].longest, bound)
+	}
+
+	for _, n := range nodes {
+		if n != victim {
+			_ = n.cmd.Process.Signal(syscall.SIGTERM)
+			_ = n.cmd.Wait()
+		}
+	}
+	for i := range shards {
+		db := filepath.Join(dir, "shards", fmt.Sprintf("s%d", i), "warehouse.duckdb")
+		if got := fingerprint(t, db); got != want[i] {
+			t.Errorf("shard s%d:\n%s\nwant, as after one clean run of its partner's file:\n%s", i, got, want[i])
+		}
+		if code, out, errOut := runCLI(t, "sql", "--db", db, "--format", "csv", "SELECT count(*) AS n FROM ingests"); code != 0 || out != "n\n1\n" {
+			t.Errorf("shard s%d's ingests: %d %q %s; want one", i, code, out, errOut)
+		}
 	}
 }

@@ -147,10 +147,13 @@ func startService(ctx context.Context, cfg serveConfig) (_ *service, err error) 
 	}
 	if s.partners.Len() == 0 {
 		creds, err := s.partners.Add("demo", partner.NewOptions{Domain: "demo.flatfiler.local"})
-		if err != nil {
+		switch {
+		case errors.Is(err, partner.ErrExists): // another shard's leader made it first
+		case err != nil:
 			return nil, err
+		default:
+			s.demo = &creds
 		}
-		s.demo = &creds
 	}
 	if cfg.node == nil {
 		if s.inbox, err = inbox.Open(filepath.Join(cfg.Data, "sftp")); err != nil {
@@ -166,6 +169,14 @@ func startService(ctx context.Context, cfg serveConfig) (_ *service, err error) 
 	}
 	closers = append(closers, func() { s.store.Close() })
 
+	// root holds what every shard of a cluster shares; owns says which
+	// partners this warehouse holds.
+	root, owns := cfg.Data, func(string) bool { return true }
+	if cfg.node != nil {
+		root, owns = cfg.node.root, cfg.node.owns
+	}
+	freshness := partner.NewFreshness(s.partners, s.store.LastDelivered)
+	freshness.Owns = owns
 	// One registry for everything, as Prometheus itself does: no globals.
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -177,7 +188,7 @@ func startService(ctx context.Context, cfg serveConfig) (_ *service, err error) 
 			Name: "flatfiler_warehouse_reopens_total",
 			Help: "Times the warehouse was closed and opened again after DuckDB invalidated it (a failed checkpoint, an internal error).",
 		}, func() float64 { return float64(s.store.Reopens()) }),
-		partner.NewFreshness(s.partners, s.store.LastDelivered),
+		freshness,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "flatfiler_duckdb_memory_bytes",
 			Help: "Memory DuckDB's buffer manager holds: its pool (--read-memory-limit while nothing loads, --memory-limit while a file does); -1: unknown.",
@@ -201,7 +212,7 @@ func startService(ctx context.Context, cfg serveConfig) (_ *service, err error) 
 		}
 		return s.inbox.Box(id, lim)
 	}
-	rules, err := pipeline.RulesFiles(filepath.Join(cfg.Data, "partners"))
+	rules, err := pipeline.RulesFiles(filepath.Join(root, "partners"))
 	if err != nil {
 		return nil, err
 	}
@@ -319,7 +330,7 @@ func startService(ctx context.Context, cfg serveConfig) (_ *service, err error) 
 		s.harvests.Schedule(runCtx, func() map[string]*harvest.Config {
 			out := map[string]*harvest.Config{}
 			for _, id := range s.partners.IDs() {
-				if p, ok := s.partners.Get(id); ok && p.Harvest != nil {
+				if p, ok := s.partners.Get(id); ok && p.Harvest != nil && owns(id) {
 					out[id] = p.Harvest
 				}
 			}
@@ -449,6 +460,7 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.StringVar(&cc.Postgres, "postgres", "", "run as one node of a cluster sharing --data (a directory every node mounts): PostgreSQL URL of the cluster's lease; the node holding it writes the warehouse, the others forward to it (docs/scale-out.md); empty: a single server")
 	fs.StringVar(&cc.Node, "node", defaultNodeName(), "this node's name in the cluster")
 	fs.DurationVar(&cc.LeaseTTL, "lease-ttl", 15*time.Second, "with --postgres: how long the warehouse lease lasts unrenewed, so how soon another node takes over from a dead one")
+	fs.IntVar(&cc.Shards, "shards", 1, "with --postgres: warehouses the partners are spread over, each written by one node at a time (run shards + spare nodes); fixed at the cluster's first start")
 	fs.StringVar(&cc.Advertise, "advertise-host", "", "with --postgres: the host other nodes reach this one at (default the listen address's, or the host name for a wildcard)")
 	cpuProfile := fs.String("cpuprofile", "", "write a Go CPU profile of the whole run to this file (for performance work)")
 	fs.Usage = func() {
@@ -614,7 +626,11 @@ func callbackTransport(caFile string) (*http.Transport, error) {
 // startSQL opens the analysts' SQL endpoint.
 func (s *service) startSQL() error {
 	cfg := s.cfg
-	analysts, err := pgwire.OpenAnalysts(filepath.Join(cfg.Data, "analysts"))
+	root := cfg.Data
+	if cfg.node != nil {
+		root = cfg.node.root
+	}
+	analysts, err := pgwire.OpenAnalysts(filepath.Join(root, "analysts"))
 	if err != nil {
 		return err
 	}

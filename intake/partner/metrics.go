@@ -15,6 +15,9 @@ type Freshness struct {
 	// LastDelivered is, per partner, when its last file, batch or harvest
 	// was applied (warehouse.Store.LastDelivered).
 	LastDelivered func(context.Context) (map[string]time.Time, error)
+	// Owns, if set, says which partners this warehouse holds (a cluster's
+	// shard): the others' deliveries are another shard's to report.
+	Owns func(id string) bool
 
 	last, expected *prometheus.Desc
 }
@@ -49,6 +52,9 @@ func (f *Freshness) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	for _, id := range f.Partners.IDs() {
+		if f.Owns != nil && !f.Owns(id) {
+			continue
+		}
 		p, ok := f.Partners.Get(id)
 		if !ok {
 			continue

@@ -16,40 +16,42 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// Directory says where the leader answers. It caches the lease's row for
-// MaxAge, and forgets it when a forward to it fails, so a new leader is
-// found within one request of the old one's end.
+// Directory says where each lease's holder answers. It caches a lease's
+// row for MaxAge, and forgets it when a forward to it fails, so a new
+// holder is found within one request of the old one's end.
 type Directory struct {
 	DB     *pgxpool.Pool
-	Name   string
 	MaxAge time.Duration // default 1s
-	// Self is this node: holding the lease but not serving yet, it is no
-	// leader to forward to (that would forward to itself).
+	// Self is this node: holding a lease but not serving yet, it is no
+	// holder to forward to (that would forward to itself).
 	Self string
 
 	mu     sync.Mutex
-	cached Holder
-	at     time.Time
+	cached map[string]cachedHolder
 }
 
-// ErrNotAdvertised: a node holds the lease but is still opening the
+type cachedHolder struct {
+	h  Holder
+	at time.Time
+}
+
+// ErrNotAdvertised: a node holds the lease but is still opening its
 // warehouse, so it does not answer yet.
 var ErrNotAdvertised = errors.New("the leader is still starting")
 
-// Leader returns the current leader and its addresses.
-func (d *Directory) Leader(ctx context.Context) (Holder, error) {
+// Leader returns the current holder of the named lease and its addresses.
+func (d *Directory) Leader(ctx context.Context, name string) (Holder, error) {
 	maxAge := d.MaxAge
 	if maxAge <= 0 {
 		maxAge = time.Second
 	}
 	d.mu.Lock()
-	if d.cached.Node != "" && time.Since(d.at) < maxAge {
-		h := d.cached
+	if c, ok := d.cached[name]; ok && time.Since(c.at) < maxAge {
 		d.mu.Unlock()
-		return h, nil
+		return c.h, nil
 	}
 	d.mu.Unlock()
-	h, err := CurrentHolder(ctx, d.DB, d.Name)
+	h, err := CurrentHolder(ctx, d.DB, name)
 	if err == nil && (h.HTTPAddr == "" || h.Node == d.Self) {
 		err = ErrNotAdvertised
 	}
@@ -57,47 +59,56 @@ func (d *Directory) Leader(ctx context.Context) (Holder, error) {
 		return Holder{}, err
 	}
 	d.mu.Lock()
-	d.cached, d.at = h, time.Now()
+	if d.cached == nil {
+		d.cached = map[string]cachedHolder{}
+	}
+	d.cached[name] = cachedHolder{h, time.Now()}
 	d.mu.Unlock()
 	return h, nil
 }
 
-// Forget drops the cached leader.
-func (d *Directory) Forget() {
+// Forget drops the cached holder of a lease.
+func (d *Directory) Forget(name string) {
 	d.mu.Lock()
-	d.cached = Holder{}
+	delete(d.cached, name)
 	d.mu.Unlock()
 }
 
-// Forwarder sends every request to the leader's HTTP address, unchanged,
-// and the answer back. When no leader answers it says so with 503 and
-// Retry-After, in the API's error shape: the request was not taken, and
-// a partner sends it again (notifications and batches are idempotent).
-func Forwarder(dir *Directory, log *slog.Logger) http.Handler {
+// Forwarder sends each request to the holder of the lease that lease names
+// for it (the shard of the request's partner), unchanged, and the answer
+// back. When nobody answers for that lease it says so with 503 and
+// Retry-After, in the API's error shape: the request was not taken, and a
+// partner sends it again (notifications and batches are idempotent).
+func Forwarder(dir *Directory, lease func(*http.Request) string, log *slog.Logger) http.Handler {
 	type target struct{}
+	type forward struct {
+		url   *url.URL
+		lease string
+	}
 	proxy := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.SetURL(pr.In.Context().Value(target{}).(*url.URL))
+			pr.SetURL(pr.In.Context().Value(target{}).(forward).url)
 			pr.Out.Host = pr.In.Host
 			pr.SetXForwarded()
 		},
 		// Streams (a batch's body, a long export's answer) go as they come.
 		FlushInterval: -1,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			dir.Forget()
-			log.Warn("forwarding to the leader failed", "method", r.Method, "path", r.URL.Path, "err", err)
-			unavailable(w, "the node holding the warehouse did not answer; nothing was taken, send the request again")
+			dir.Forget(r.Context().Value(target{}).(forward).lease)
+			log.Warn("forwarding failed", "method", r.Method, "path", r.URL.Path, "err", err)
+			unavailable(w, "the node holding this partner's warehouse did not answer; nothing was taken, send the request again")
 		},
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h, err := dir.Leader(r.Context())
+		name := lease(r)
+		h, err := dir.Leader(r.Context(), name)
 		if err != nil {
-			log.Warn("no leader to forward to", "path", r.URL.Path, "err", err)
-			unavailable(w, "no node holds the warehouse right now (one is taking over); nothing was taken, send the request again")
+			log.Warn("nobody to forward to", "lease", name, "path", r.URL.Path, "err", err)
+			unavailable(w, "no node holds this partner's warehouse right now (one is taking over); nothing was taken, send the request again")
 			return
 		}
-		u := &url.URL{Scheme: "http", Host: h.HTTPAddr}
-		proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), target{}, u)))
+		f := forward{url: &url.URL{Scheme: "http", Host: h.HTTPAddr}, lease: name}
+		proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), target{}, f)))
 	})
 }
 
@@ -118,12 +129,13 @@ func unavailable(w http.ResponseWriter, message string) {
 }
 
 // ForwardConn pipes a connection, bytes as they are (TLS included, end to
-// end), to the leader's SQL endpoint, until either side closes.
-func ForwardConn(conn net.Conn, dir *Directory, log *slog.Logger) {
+// end), to the SQL endpoint of the lease's holder, until either side
+// closes.
+func ForwardConn(conn net.Conn, dir *Directory, lease string, log *slog.Logger) {
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	h, err := dir.Leader(ctx)
+	h, err := dir.Leader(ctx, lease)
 	if err == nil && h.SQLAddr == "" {
 		err = errors.New("the leader has no SQL endpoint")
 	}
@@ -132,8 +144,8 @@ func ForwardConn(conn net.Conn, dir *Directory, log *slog.Logger) {
 		up, err = (&net.Dialer{}).DialContext(ctx, "tcp", h.SQLAddr)
 	}
 	if err != nil {
-		dir.Forget()
-		log.Warn("no leader to forward an analyst's connection to", "err", err)
+		dir.Forget(lease)
+		log.Warn("no leader to forward an analyst's connection to", "lease", lease, "err", err)
 		return
 	}
 	defer up.Close()

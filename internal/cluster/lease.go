@@ -13,6 +13,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -30,6 +32,10 @@ CREATE TABLE IF NOT EXISTS flatfiler_leases (
 	sql_addr    text NOT NULL DEFAULT '',
 	acquired_at timestamptz NOT NULL,
 	expires_at  timestamptz NOT NULL
+);
+CREATE TABLE IF NOT EXISTS flatfiler_cluster (
+	key   text PRIMARY KEY,
+	value text NOT NULL
 )`
 
 // Migrate creates the cluster's table if it is not there.
@@ -48,6 +54,31 @@ func Migrate(ctx context.Context, db *pgxpool.Pool) error {
 		return fmt.Errorf("cluster: creating flatfiler_leases: %w", err)
 	}
 	return tx.Commit(ctx)
+}
+
+// Shards records the cluster's shard count at its first node's start and
+// checks every later node against it: partners are placed by it, so a
+// node that counted otherwise would look for them in the wrong warehouse.
+func Shards(ctx context.Context, db *pgxpool.Pool, want int) error {
+	var have string
+	err := db.QueryRow(ctx, `
+WITH mine AS (INSERT INTO flatfiler_cluster (key, value) VALUES ('shards', $1) ON CONFLICT (key) DO NOTHING RETURNING value)
+SELECT value FROM mine UNION ALL SELECT value FROM flatfiler_cluster WHERE key = 'shards' LIMIT 1`, strconv.Itoa(want)).Scan(&have)
+	if err != nil {
+		return fmt.Errorf("cluster: recording the shard count: %w", err)
+	}
+	if have != strconv.Itoa(want) {
+		return fmt.Errorf("cluster: this cluster has %s shards; the node was started with --shards %d (partners are placed by the count, which cannot change)", have, want)
+	}
+	return nil
+}
+
+// ShardOf places a partner: a hash of its ID over the shards, so every
+// node, and every command, finds it in the same warehouse.
+func ShardOf(partnerID string, shards int) int {
+	h := fnv.New32a()
+	h.Write([]byte(partnerID))
+	return int(h.Sum32() % uint32(shards))
 }
 
 // Holder is who holds a lease, and where it answers.
@@ -179,23 +210,35 @@ func (h *Held) Release(ctx context.Context) error {
 // past it the lease counts as lost, since another node may hold it by
 // then.
 func (l *Lease) Acquire(ctx context.Context) (*Held, error) {
-	every := l.TTL / 3
-	var token int64
-	var deadline time.Time
+	h, _, err := AcquireAny(ctx, []*Lease{l})
+	return h, err
+}
+
+// AcquireAny waits until this node holds one of the leases, trying them in
+// order every TTL/3 (of the first), and keeps the one it got as Acquire
+// does: a node leads one shard, whichever is free first.
+func AcquireAny(ctx context.Context, leases []*Lease) (*Held, *Lease, error) {
+	every := leases[0].TTL / 3
 	for {
-		var err error
-		token, deadline, err = l.TryAcquire(ctx)
-		if err == nil && token > 0 {
-			break
+		for _, l := range leases {
+			token, deadline, err := l.TryAcquire(ctx)
+			if err == nil && token > 0 {
+				return l.keep(ctx, token, deadline), l, nil
+			}
 		}
 		t := time.NewTimer(every)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return nil, ctx.Err()
+			return nil, nil, ctx.Err()
 		case <-t.C:
 		}
 	}
+}
+
+// keep renews a lease just taken until Release or until it is lost.
+func (l *Lease) keep(ctx context.Context, token int64, deadline time.Time) *Held {
+	every := l.TTL / 3
 	keep, stop := context.WithCancel(context.WithoutCancel(ctx))
 	h := &Held{Token: token, lease: l, stop: stop, lost: make(chan struct{})}
 	go func() {
@@ -229,5 +272,5 @@ func (l *Lease) Acquire(ctx context.Context) (*Held, error) {
 			t.Reset(min(every, time.Until(deadline)/2+time.Millisecond))
 		}
 	}()
-	return h, nil
+	return h
 }

@@ -3,6 +3,8 @@ package cluster
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -155,5 +157,39 @@ func TestHeldLeaseIsLostWithoutPostgres(t *testing.T) {
 	}
 	if waited := time.Since(start); waited > 2*a.TTL {
 		t.Fatalf("stepped down %s after PostgreSQL went; the lease was %s", waited, a.TTL)
+	}
+}
+
+// The shard count is fixed by the first node; a node counting otherwise
+// is refused, since it would look for partners in the wrong warehouse.
+func TestShardCountIsTheFirstNodes(t *testing.T) {
+	db := testDB(t)
+	ctx := context.Background()
+	if err := Shards(ctx, db, 3); err != nil {
+		t.Fatal(err)
+	}
+	if err := Shards(ctx, db, 3); err != nil {
+		t.Fatalf("a second node with the same count: %v", err)
+	}
+	if err := Shards(ctx, db, 4); err == nil || !strings.Contains(err.Error(), "has 3 shards") {
+		t.Fatalf("a node with another count: %v", err)
+	}
+}
+
+// Placement spreads partners over every shard and never moves one.
+func TestShardOfSpreadsAndStays(t *testing.T) {
+	counts := make([]int, 4)
+	for i := range 1000 {
+		id := fmt.Sprintf("fi%d", i)
+		s := ShardOf(id, 4)
+		if s != ShardOf(id, 4) {
+			t.Fatalf("%s moved", id)
+		}
+		counts[s]++
+	}
+	for s, n := range counts {
+		if n < 200 || n > 300 {
+			t.Errorf("shard %d holds %d of 1000 partners: %v", s, n, counts)
+		}
 	}
 }
