@@ -277,11 +277,8 @@ func openNode(cfg serveConfig, cc clusterConfig, db *pgxpool.Pool) (_ *node, err
 			n.close()
 		}
 	}()
-	n.leader = prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "flatfiler_cluster_leader",
-		Help: "1 while this node holds the warehouse lease and writes; 0 while it forwards to the node that does.",
-	})
-	n.metrics.MustRegister(n.leader)
+	n.leader = leaderGauge()
+	n.metrics.MustRegister(n.leader, shardsGauge(len(n.shards)))
 	n.runtime.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if err := os.MkdirAll(cfg.Data, 0o700); err != nil {
 		return nil, err
@@ -396,6 +393,23 @@ func (n *node) close() {
 	if n.inbox != nil {
 		n.inbox.Close()
 	}
+}
+
+// leaderGauge is 1 while the process writes a warehouse.
+func leaderGauge() prometheus.Gauge {
+	return prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "flatfiler_cluster_leader",
+		Help: "1 while this process holds a warehouse's lease and writes it (a single server always); 0 while it forwards to the nodes that do.",
+	})
+}
+
+// shardsGauge says how many shards the cluster has, so that an alert can
+// count the nodes leading one against it.
+func shardsGauge(n int) prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "flatfiler_cluster_shards",
+		Help: "Warehouses the cluster's partners are spread over (--shards); 1 for a single server.",
+	}, func() float64 { return float64(n) })
 }
 
 // advertised is the address other nodes reach a listener at.

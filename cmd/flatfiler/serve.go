@@ -199,6 +199,12 @@ func startService(ctx context.Context, cfg serveConfig) (_ *service, err error) 
 		}))
 	dataDir := health.DataDir{Path: cfg.Data, MinFree: uint64(cfg.MinFreeSpace)}
 	reg.MustRegister(dataDir.Collectors()...)
+	if cfg.node == nil {
+		// A single server is a cluster of one shard that it always leads.
+		leader := leaderGauge()
+		leader.Set(1)
+		reg.MustRegister(leader, shardsGauge(1))
+	}
 	limits := inbox.Limits{MaxFileSize: cfg.MaxFileSize, Quota: cfg.Quota}
 	box := func(id string) (*inbox.Box, error) {
 		lim := limits
