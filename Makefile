@@ -7,7 +7,7 @@ BIN     := bin/flatfiler
 DB      ?= data/warehouse.duckdb
 SOURCES := $(shell find . -name '*.go' -not -path './bench/out/*') go.mod go.sum
 
-.PHONY: build run test fuzz vet bench bench-api clean tools enrich-eval
+.PHONY: build run test fuzz vet bench bench-api bench-cluster clean tools enrich-eval
 
 # System tools the tests and benchmarks drive: promtool (Debian's prometheus
 # package) checks /metrics, the OpenSSH sftp client and curl walk the
@@ -74,6 +74,12 @@ bench: $(BIN) tools
 # one is 7 GB); every run starts from a copy of it.
 bench-api: $(BIN) tools
 	$(GO) run $(GOTAGS) ./bench/api --bin $(BIN)
+
+# A nightly delivery of many partners to one node, then to three nodes with
+# three shards, all on this machine (PostgreSQL started by the benchmark, as
+# the tests start it); not in CI.
+bench-cluster: $(BIN) tools
+	$(GO) run $(GOTAGS) ./bench/cluster --bin $(BIN)
 
 clean:
 	rm -rf bin bench/out

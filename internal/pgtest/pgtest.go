@@ -54,7 +54,7 @@ func Binaries() (initdb, postgres string, err error) {
 // Start runs a new cluster for t and stops it at t's end.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	s, err := start()
+	s, err := New()
 	if err != nil {
 		t.Fatalf("pgtest: %v", err)
 	}
@@ -62,7 +62,8 @@ func Start(t testing.TB) *Server {
 	return s
 }
 
-func start() (_ *Server, err error) {
+// New runs a new cluster; Stop ends it. For benchmarks: tests use Start.
+func New() (_ *Server, err error) {
 	initdb, postgres, err := Binaries()
 	if err != nil {
 		return nil, err

@@ -17,10 +17,12 @@ import (
 	"golang.org/x/crypto/ssh"
 )
 
-// Server is a flatfiler serve the benchmark started, and the demo
-// partner's secrets.
+// Server is a flatfiler serve the benchmark started (or the nodes of a
+// cluster a file is uploaded to and notified through), and a partner's
+// secrets: the demo partner's unless User says another.
 type Server struct {
 	HTTPAddr, SFTPAddr   string
+	User                 string // SFTP user; default demo
 	APIKey, SFTPPassword string
 	PollEvery            time.Duration // default 100 ms
 }
@@ -42,8 +44,12 @@ func Deliver(ctx context.Context, s Server, path string) (Delivered, error) {
 	if err != nil {
 		return d, err
 	}
+	user := s.User
+	if user == "" {
+		user = "demo"
+	}
 	conn, err := ssh.Dial("tcp", s.SFTPAddr, &ssh.ClientConfig{
-		User: "demo", Auth: []ssh.AuthMethod{ssh.Password(s.SFTPPassword)},
+		User: user, Auth: []ssh.AuthMethod{ssh.Password(s.SFTPPassword)},
 		HostKeyCallback: ssh.InsecureIgnoreHostKey(), // loopback, a server this run started
 	})
 	if err != nil {
