@@ -23,6 +23,8 @@ import (
 	"github.com/flatfiler/flatfiler/intake/partner"
 	"github.com/flatfiler/flatfiler/internal/cluster"
 	"github.com/flatfiler/flatfiler/internal/failpoint"
+	"github.com/flatfiler/flatfiler/internal/objstore"
+	"github.com/flatfiler/flatfiler/internal/objstore/s3test"
 	"github.com/flatfiler/flatfiler/internal/pgtest"
 )
 
@@ -368,8 +370,11 @@ func TestClusterShardsNodeKilledMidJob(t *testing.T) {
 		want[i] = fingerprint(t, clean)
 	}
 
+	// Processed files go to object storage, not the shared disk.
+	s3 := s3test.Start(t, "archive")
 	const ttl = 2 * time.Second
-	args := []string{"--postgres", pgURL, "--shards", fmt.Sprint(shards), "--lease-ttl", ttl.String(), "--shutdown-grace", "0s"}
+	args := []string{"--postgres", pgURL, "--shards", fmt.Sprint(shards), "--lease-ttl", ttl.String(), "--shutdown-grace", "0s",
+		"--archive-store", s3.Location}
 	var nodes []*clusterNode
 	leads := map[string]*clusterNode{} // lease -> node
 	for _, name := range []string{"a", "b", "c"} {
@@ -429,10 +434,13 @@ func TestClusterShardsNodeKilledMidJob(t *testing.T) {
 	spare.await(t, "leading shard/s1", time.Minute)
 	takeover := time.Since(killed)
 
+	var archived []string // object keys
 	for i, id := range []string{first, second} {
-		if j := spare.client(t, creds[i]).waitJob(creds[i].APIKey, id); j["status"] != "success" && j["status"] != "partial-success" {
+		j := spare.client(t, creds[i]).waitJob(creds[i].APIKey, id)
+		if j["status"] != "success" && j["status"] != "partial-success" {
 			t.Errorf("%s's job: %v", creds[i].PartnerID, j)
 		}
+		archived = append(archived, fmt.Sprintf("%s/%s/%s-f%d.xml", creds[i].PartnerID, j["created_at"].(string)[:10], id, i))
 	}
 	stopProbes()
 	probing.Wait()
@@ -448,11 +456,31 @@ func TestClusterShardsNodeKilledMidJob(t *testing.T) {
 		t.Errorf("takeover %s, reads unanswered for %s; want each under %s", takeover, probes[1].longest, bound)
 	}
 
+	// The offload follows a job's end, a file at a time.
+	leftOnDisk := func() []string {
+		left, _ := filepath.Glob(filepath.Join(dir, "shards", "*", "jobs", "archive", "*", "*", "*"))
+		return left
+	}
+	for deadline := time.Now().Add(time.Minute); len(leftOnDisk()) > 0 && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
 	for _, n := range nodes {
 		if n != victim {
 			_ = n.cmd.Process.Signal(syscall.SIGTERM)
 			_ = n.cmd.Wait()
 		}
+	}
+	store, err := objstore.Open(ctx, s3.Location)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, key := range archived {
+		if size, ok, err := store.Size(ctx, key); err != nil || !ok || size != int64(len(files[i])) {
+			t.Errorf("archived %s: %d bytes, %v, %v; want %d in object storage", key, size, ok, err, len(files[i]))
+		}
+	}
+	if left := leftOnDisk(); len(left) > 0 {
+		t.Errorf("processed files left on the shared disk: %v", left)
 	}
 	for i := range shards {
 		db := filepath.Join(dir, "shards", fmt.Sprintf("s%d", i), "warehouse.duckdb")

@@ -36,6 +36,7 @@ import (
 	"github.com/flatfiler/flatfiler/intake/sftpd"
 	"github.com/flatfiler/flatfiler/internal/failpoint"
 	"github.com/flatfiler/flatfiler/internal/health"
+	"github.com/flatfiler/flatfiler/internal/objstore"
 	"github.com/flatfiler/flatfiler/pipeline"
 	"github.com/flatfiler/flatfiler/warehouse"
 )
@@ -74,6 +75,9 @@ type serveConfig struct {
 	Retention    time.Duration
 	Grace        time.Duration
 	FailureDelay time.Duration
+	// ArchiveStore, if set, is where processed flat files go instead of
+	// staying in the archive folder (objstore.Open's location).
+	ArchiveStore string
 	// RetryAfter is the first wait of a job whose attempt failed for the
 	// server's storage; it doubles up to ten minutes.
 	RetryAfter time.Duration
@@ -227,10 +231,16 @@ func startService(ctx context.Context, cfg serveConfig) (_ *service, err error) 
 		return nil, err
 	}
 	pipe := &pipeline.Pipeline{Store: s.store, Metrics: pipeline.NewMetrics(reg), Enrich: engine}
+	var offload jobs.ArchiveStore
+	if cfg.ArchiveStore != "" {
+		if offload, err = objstore.Open(ctx, cfg.ArchiveStore); err != nil {
+			return nil, fmt.Errorf("--archive-store: %w", err)
+		}
+	}
 	if s.jobs, err = jobs.Open(ctx, jobs.Config{
 		Dir: filepath.Join(cfg.Data, "jobs"), Box: box, Pipeline: pipe, Workers: cfg.Workers, ParseWorkers: cfg.Cores,
 		Retention: cfg.Retention, Grace: cfg.Grace, RetryAfter: cfg.RetryAfter, Logger: log, Metrics: jobs.NewMetrics(reg),
-		Faults: cfg.Faults,
+		Faults: cfg.Faults, Offload: offload,
 		// Set before the jobs run: a batch become final has its callback due.
 		Finished: func(j jobs.Job) { s.batches.Finished(j) },
 	}); err != nil {
@@ -449,6 +459,7 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.Var(sizeFlag{&cfg.MaxFileSize}, "max-file-size", "largest file a partner may upload, unless the partner sets its own")
 	fs.Var(sizeFlag{&cfg.Quota}, "quota", "bytes a partner's SFTP folder may hold, unless the partner sets its own")
 	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", 10*time.Minute, "close SFTP sessions with no request for this long (transfers count as activity)")
+	fs.StringVar(&cfg.ArchiveStore, "archive-store", "", "keep processed flat files in S3-compatible object storage instead of the archive folder: s3://BUCKET/PREFIX[?endpoint=HOST:PORT&region=R&ca=FILE], credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
 	fs.DurationVar(&cfg.Retention, "archive-retention", 30*24*time.Hour, "keep processed files and finished jobs this long")
 	fs.DurationVar(&cfg.Grace, "shutdown-grace", 10*time.Second, "at shutdown, let a running job finish for this long before it is stopped and queued again")
 	fs.Int64Var(&cfg.MaxBatchSize, "max-batch-size", 256<<20, "largest push batch body (PUT /api/v2/batches), bytes; larger ones are refused with 413")

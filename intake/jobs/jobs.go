@@ -165,6 +165,9 @@ type Config struct {
 	Metrics              *Metrics
 	// Faults are the process's named fault points, for crash tests.
 	Faults *failpoint.Set
+	// Offload, if set, takes processed flat files off the disk once
+	// archived (object storage); Retention then applies there.
+	Offload ArchiveStore
 	// Finished, if set, is told of each job that became final. It is
 	// called with the manager's lock held: it must not block or call back.
 	Finished func(Job)
@@ -185,6 +188,8 @@ type Manager struct {
 	byKey  map[string]*notification
 	busy   map[string]bool // partners with a job processing
 	wake   chan struct{}
+
+	offloadWake chan struct{}
 }
 
 func (m *Manager) notifDir() string   { return filepath.Join(m.cfg.Dir, "notifications") }
@@ -222,7 +227,7 @@ func Open(ctx context.Context, cfg Config) (*Manager, error) {
 	m := &Manager{
 		cfg: cfg, log: cfg.Logger,
 		notifs: map[string]*notification{}, jobs: map[string]*Job{},
-		byKey: map[string]*notification{}, busy: map[string]bool{}, wake: make(chan struct{}, 1),
+		byKey: map[string]*notification{}, busy: map[string]bool{}, wake: make(chan struct{}, 1), offloadWake: make(chan struct{}, 1),
 	}
 	for _, d := range []string{m.notifDir(), m.spoolDir(), m.archiveDir()} {
 		if err := os.MkdirAll(d, 0o700); err != nil {

@@ -46,14 +46,22 @@ func newRig(t *testing.T) *rig {
 
 func (r *rig) open(retention time.Duration, metrics ...*Metrics) *Manager {
 	r.t.Helper()
+	return r.openWith(retention, func(cfg *Config) {
+		if len(metrics) > 0 {
+			cfg.Metrics = metrics[0]
+		}
+	})
+}
+
+// openWith opens a manager with the rig's configuration, changed.
+func (r *rig) openWith(retention time.Duration, change func(*Config)) *Manager {
+	r.t.Helper()
 	cfg := Config{
 		Dir: filepath.Join(r.dir, "jobs"), Retention: retention, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Box:      func(p string) (*inbox.Box, error) { return r.inbox.Box(p, inbox.Limits{}) },
 		Pipeline: &pipeline.Pipeline{Store: r.store, Metrics: pipeline.NewMetrics(prometheus.NewRegistry())},
 	}
-	if len(metrics) > 0 {
-		cfg.Metrics = metrics[0]
-	}
+	change(&cfg)
 	m, err := Open(context.Background(), cfg)
 	if err != nil {
 		r.t.Fatal(err)

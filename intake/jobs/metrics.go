@@ -15,7 +15,10 @@ type Metrics struct {
 	// Retries counts attempts that failed for the server's storage and
 	// were scheduled again.
 	Retries prometheus.Counter
-	manager *Manager
+	// Offloads counts archived files sent to object storage, by outcome
+	// (ok, failed: kept on disk and tried again).
+	Offloads *prometheus.CounterVec
+	manager  *Manager
 
 	states *prometheus.Desc
 	depth  *prometheus.Desc
@@ -38,6 +41,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Retries: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "flatfiler_job_retries_total", Help: "Job attempts that failed for the server's storage (full disk, I/O, memory) and were scheduled again; the file is kept.",
 		}),
+		Offloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flatfiler_archive_offloads_total", Help: "Processed files sent from the archive folder to object storage (--archive-store), by outcome: ok, or failed (kept on disk, tried again).",
+		}, []string{"outcome"}),
 		states: prometheus.NewDesc("flatfiler_jobs", "Upload jobs kept (within retention), by state.", []string{"state"}, nil),
 		depth:  prometheus.NewDesc("flatfiler_job_queue_depth", "Upload jobs waiting to run.", nil, nil),
 		oldest: prometheus.NewDesc("flatfiler_job_oldest_queued_seconds",
@@ -46,8 +52,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, s := range []string{Success, PartialSuccess, Error} {
 		m.Finished.WithLabelValues(s)
 	}
+	for _, o := range []string{"ok", "failed"} {
+		m.Offloads.WithLabelValues(o)
+	}
 	if reg != nil {
-		reg.MustRegister(m.Finished, m.Duration, m.Wait, m.Retries, m)
+		reg.MustRegister(m.Finished, m.Duration, m.Wait, m.Retries, m.Offloads, m)
 	}
 	return m
 }

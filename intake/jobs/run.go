@@ -33,6 +33,9 @@ func (m *Manager) Run(ctx context.Context) {
 			m.work(ctx)
 		})
 	}
+	if m.cfg.Offload != nil {
+		wg.Go(func() { m.offloadLoop(ctx) })
+	}
 	wg.Go(func() {
 		tick := time.NewTicker(time.Hour)
 		defer tick.Stop()
@@ -416,6 +419,9 @@ func (m *Manager) archive(j *Job) {
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		m.log.Error("archive", "job_id", j.ID, "err", err)
 	}
+	if m.cfg.Offload != nil && j.Source == "" {
+		m.wakeOffload()
+	}
 }
 
 func (m *Manager) archivePath(j *Job) string {
@@ -426,6 +432,16 @@ func (m *Manager) archivePath(j *Job) string {
 // retention, and with a finished batch its content (the callback's body).
 func (m *Manager) sweep() {
 	cutoff := time.Now().Add(-m.cfg.Retention)
+	if m.cfg.Offload != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		n, err := m.cfg.Offload.Expire(ctx, cutoff)
+		cancel()
+		if err != nil {
+			m.log.Warn("expiring offloaded files", "err", err)
+		} else if n > 0 {
+			m.log.Info("offloaded files expired", "files", n)
+		}
+	}
 	_ = filepath.WalkDir(m.archiveDir(), func(path string, d os.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return nil
