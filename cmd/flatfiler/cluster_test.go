@@ -195,6 +195,7 @@ func TestClusterNodeKilledMidJob(t *testing.T) {
 				t.Fatal(err)
 			}
 			dir := t.TempDir()
+			creds := addPartner(t, dir, "demo")
 			code, out, errOut := runCLI(t, "analyst", "add", "ana", "--data", dir, "--all-partners", "--json")
 			var analyst struct{ Name, Password string }
 			if code != 0 || json.Unmarshal([]byte(out), &analyst) != nil {
@@ -205,11 +206,7 @@ func TestClusterNodeKilledMidJob(t *testing.T) {
 			a.await(t, "leading", time.Minute)
 			b := startNode(t, dir, "b", nil, args...)
 			c := startNode(t, dir, "c", nil, args...)
-			if a.creds == nil {
-				t.Fatal("the first leader did not print the demo partner's secrets")
-			}
-			creds := *a.creds
-			b.creds, c.creds = &creds, &creds
+			a.creds, b.creds, c.creds = &creds, &creds, &creds
 
 			probeCtx, stopProbe := context.WithCancel(ctx)
 			probe := &readProbe{}
@@ -304,16 +301,22 @@ func addPartnerOn(t *testing.T, dir string, shard, shards int) partner.Credentia
 	t.Helper()
 	for i := 0; ; i++ {
 		id := fmt.Sprintf("fi%d", i)
-		if cluster.ShardOf(id, shards) != shard {
-			continue
+		if cluster.ShardOf(id, shards) == shard {
+			return addPartner(t, dir, id)
 		}
-		code, out, errOut := runCLI(t, "partner", "add", id, "--data", dir, "--domain", id+".example", "--json")
-		var creds partner.Credentials
-		if code != 0 || json.Unmarshal([]byte(out), &creds) != nil {
-			t.Fatalf("partner add %s: %d %s %s", id, code, out, errOut)
-		}
-		return creds
 	}
+}
+
+// addPartner adds a partner before the nodes start, and returns its
+// secrets (a node would print them only when it created the demo partner).
+func addPartner(t *testing.T, dir, id string) partner.Credentials {
+	t.Helper()
+	code, out, errOut := runCLI(t, "partner", "add", id, "--data", dir, "--domain", id+".example", "--json")
+	var creds partner.Credentials
+	if code != 0 || json.Unmarshal([]byte(out), &creds) != nil {
+		t.Fatalf("partner add %s: %d %s %s", id, code, out, errOut)
+	}
+	return creds
 }
 
 // deliverTo uploads a file over one node's SFTP and notifies it through
@@ -491,4 +494,58 @@ func TestClusterShardsNodeKilledMidJob(t *testing.T) {
 			t.Errorf("shard s%d's ingests: %d %q %s; want one", i, code, out, errOut)
 		}
 	}
+}
+
+// TestClusterLeaderStepsDownWithoutPostgres: while PostgreSQL does not
+// answer, the leader cannot renew its lease, so it stops writing before
+// the lease could pass to another node; once PostgreSQL answers, a node
+// leads again and takes files.
+func TestClusterLeaderStepsDownWithoutPostgres(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts PostgreSQL and server processes")
+	}
+	pg := pgtest.Start(t)
+	ctx := context.Background()
+	pgURL, err := pg.Database(ctx, "outage")
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := newDeliveryFiles(t)
+	dir := t.TempDir()
+	creds := addPartner(t, dir, "demo")
+	const ttl = 2 * time.Second
+	a := startNode(t, dir, "a", nil, "--postgres", pgURL, "--lease-ttl", ttl.String())
+	a.creds = &creds
+	a.await(t, "leading", time.Minute)
+
+	if err := pg.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	paused := time.Now()
+	a.await(t, "following", time.Minute)
+	if stepped := time.Since(paused); stepped > ttl+5*time.Second {
+		t.Errorf("the leader stepped down %s after PostgreSQL stopped answering; its lease lasts %s", stepped, ttl)
+	}
+	if !strings.Contains(a.stderr.String(), "lost the warehouse lease") {
+		t.Errorf("the leader did not say why it stepped down:\n%s", a.stderr.String())
+	}
+	// A follower with nobody to forward to says so, and takes nothing.
+	if got := a.client(t, creds).tryNotify(creds.APIKey, files.names, files.sums()); got == nil || got.Status != http.StatusServiceUnavailable {
+		t.Errorf("a notification while no node leads: %+v; want 503", got)
+	}
+
+	if err := pg.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	a.await(t, "leading", time.Minute)
+	answer := files.deliver(t, a.child)
+	if answer == nil || answer.Status != http.StatusAccepted {
+		t.Fatalf("delivery once PostgreSQL is back: %+v", answer)
+	}
+	for _, id := range jobIDs(t, *answer) {
+		if j := a.client(t, creds).waitJob(creds.APIKey, id); j["status"] != "success" && j["status"] != "partial-success" {
+			t.Errorf("job %s: %v", id, j)
+		}
+	}
+	checkSettled(t, dir, a.child, files.want, len(files.names))
 }

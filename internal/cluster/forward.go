@@ -35,6 +35,9 @@ type cachedHolder struct {
 	at time.Time
 }
 
+// lookupTimeout bounds a lookup of a lease's holder.
+const lookupTimeout = 2 * time.Second
+
 // ErrNotAdvertised: a node holds the lease but is still opening its
 // warehouse, so it does not answer yet.
 var ErrNotAdvertised = errors.New("the leader is still starting")
@@ -51,6 +54,10 @@ func (d *Directory) Leader(ctx context.Context, name string) (Holder, error) {
 		return c.h, nil
 	}
 	d.mu.Unlock()
+	// A PostgreSQL that hangs must not hold partners' requests: they get
+	// their 503 and send again.
+	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+	defer cancel()
 	h, err := CurrentHolder(ctx, d.DB, name)
 	if err == nil && (h.HTTPAddr == "" || h.Node == d.Self) {
 		err = ErrNotAdvertised

@@ -132,31 +132,46 @@ func TestHeldLeaseIsLostWhenTakenOver(t *testing.T) {
 	}
 }
 
-// A holder that cannot reach PostgreSQL steps down by its own clock.
+// A holder that cannot reach PostgreSQL steps down by its own clock:
+// whether PostgreSQL is gone (connections refused) or hangs (connections
+// open, nothing answers).
 func TestHeldLeaseIsLostWithoutPostgres(t *testing.T) {
-	pg := pgtest.Start(t)
-	ctx := context.Background()
-	db, err := pgxpool.New(ctx, pg.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if err := Migrate(ctx, db); err != nil {
-		t.Fatal(err)
-	}
-	a := &Lease{DB: db, Name: "warehouse", Node: "a", TTL: 500 * time.Millisecond}
-	held, err := a.Acquire(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	start := time.Now()
-	pg.Stop()
-	<-held.Lost()
-	if !errors.Is(held.Err(), ErrLost) {
-		t.Fatalf("lost for %v; want ErrLost", held.Err())
-	}
-	if waited := time.Since(start); waited > 2*a.TTL {
-		t.Fatalf("stepped down %s after PostgreSQL went; the lease was %s", waited, a.TTL)
+	for _, tt := range []struct {
+		name string
+		fail func(*pgtest.Server) error
+	}{
+		{"stopped", func(pg *pgtest.Server) error { pg.Stop(); return nil }},
+		{"hung", (*pgtest.Server).Pause},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			pg := pgtest.Start(t)
+			ctx := context.Background()
+			db, err := pgxpool.New(ctx, pg.URL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			if err := Migrate(ctx, db); err != nil {
+				t.Fatal(err)
+			}
+			a := &Lease{DB: db, Name: "warehouse", Node: "a", TTL: 500 * time.Millisecond}
+			held, err := a.Acquire(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			if err := tt.fail(pg); err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = pg.Resume() }() // before the pool closes its connections
+			<-held.Lost()
+			if !errors.Is(held.Err(), ErrLost) {
+				t.Fatalf("lost for %v; want ErrLost", held.Err())
+			}
+			if waited := time.Since(start); waited > 2*a.TTL {
+				t.Fatalf("stepped down %s after PostgreSQL failed; the lease was %s", waited, a.TTL)
+			}
+		})
 	}
 }
 

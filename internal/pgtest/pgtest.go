@@ -8,6 +8,7 @@ package pgtest
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -140,9 +141,43 @@ func New() (_ *Server, err error) {
 	return s, nil
 }
 
+// Pause freezes the server and every backend (SIGSTOP): connections stay
+// open and nothing answers, as when the database host hangs or the network
+// to it is cut. Resume undoes it. Each backend leads a process group of its
+// own, so they are found as the postmaster's children.
+func (s *Server) Pause() error { return s.signalAll(syscall.SIGSTOP) }
+
+// Resume lets a paused server run again.
+func (s *Server) Resume() error { return s.signalAll(syscall.SIGCONT) }
+
+func (s *Server) signalAll(sig syscall.Signal) error {
+	if s.cmd == nil {
+		return errors.New("pgtest: the server is stopped")
+	}
+	pid := s.cmd.Process.Pid
+	if err := syscall.Kill(pid, sig); err != nil { // first: it forks no more
+		return err
+	}
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, stat := range stats {
+		b, err := os.ReadFile(stat)
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces, so after ")".
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		if len(f) > 1 && f[1] == strconv.Itoa(pid) {
+			child, _ := strconv.Atoi(filepath.Base(filepath.Dir(stat)))
+			_ = syscall.Kill(child, sig)
+		}
+	}
+	return nil
+}
+
 // Stop ends the server (a fast shutdown) and removes its cluster.
 func (s *Server) Stop() {
 	if s.cmd != nil && s.cmd.Process != nil {
+		_ = s.Resume()
 		_ = s.cmd.Process.Signal(syscall.SIGINT)
 		done := make(chan struct{})
 		go func() { _ = s.cmd.Wait(); close(done) }()
