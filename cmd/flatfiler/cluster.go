@@ -289,6 +289,10 @@ func openNode(cfg serveConfig, cc clusterConfig, db *pgxpool.Pool) (_ *node, err
 	if n.inbox, err = inbox.Open(filepath.Join(cfg.Data, "sftp")); err != nil {
 		return nil, err
 	}
+	// Other nodes' uploads in progress are theirs; an upload left by a
+	// dead node goes once nothing has touched it for twice SFTP's idle
+	// timeout.
+	n.inbox.StaleUpload = max(2*cfg.IdleTimeout, time.Minute)
 	if n.sftp, err = newSFTP(cfg, n.partners, n.inbox, n.metrics); err != nil {
 		return nil, err
 	}

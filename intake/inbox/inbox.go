@@ -24,6 +24,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"time"
 	"sync/atomic"
 	"syscall"
 )
@@ -54,6 +55,12 @@ type Limits struct {
 // Inbox holds every partner's box under one directory.
 type Inbox struct {
 	dir string
+	// StaleUpload, set when several processes share the directory (a
+	// cluster's nodes), keeps the others' uploads in progress: a box's
+	// first use removes only the temporary files of uploads untouched for
+	// this long (an upload writes as it goes, and SFTP closes a session
+	// idle past its timeout), where a single server removes them all.
+	StaleUpload time.Duration
 
 	mu    sync.Mutex
 	boxes map[string]*Box
@@ -89,7 +96,7 @@ func (ib *Inbox) Box(partner string, lim Limits) (*Box, error) {
 	}
 	b := &Box{partner: partner, dir: dir, root: root, pendingCap: maxPending}
 	b.limits.Store(&lim)
-	if err := b.scan(); err != nil {
+	if err := b.scan(ib.StaleUpload); err != nil {
 		root.Close()
 		return nil, err
 	}
@@ -146,7 +153,7 @@ func (b *Box) Space() (capacity, free int64, err error) {
 
 // scan counts what is on disk and removes temporaries a crash left behind:
 // an upload that never closed cleanly is never published.
-func (b *Box) scan() error {
+func (b *Box) scan(staleUpload time.Duration) error {
 	entries, err := fs.ReadDir(b.root.FS(), ".")
 	if err != nil {
 		return fmt.Errorf("inbox %s: %w", b.partner, err)
@@ -154,7 +161,9 @@ func (b *Box) scan() error {
 	var used int64
 	for _, e := range entries {
 		if strings.HasPrefix(e.Name(), tempPrefix) {
-			_ = b.root.Remove(e.Name())
+			if info, err := e.Info(); staleUpload == 0 || err == nil && time.Since(info.ModTime()) > staleUpload {
+				_ = b.root.Remove(e.Name())
+			}
 			continue
 		}
 		if info, err := e.Info(); err == nil && info.Mode().IsRegular() {

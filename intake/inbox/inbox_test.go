@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 )
 
 func openBox(t *testing.T, lim Limits) (*Inbox, *Box) {
@@ -335,4 +336,69 @@ func mustJSON(t *testing.T, v sidecar) []byte {
 		t.Fatal(err)
 	}
 	return data
+}
+
+// Processes sharing the directory (a cluster's nodes) keep each other's
+// uploads in progress: another process opening the box removes only the
+// uploads left untouched past StaleUpload, and the live one publishes.
+// A single server removes every leftover, as after its own crash.
+func TestSharedInboxKeepsOthersUploads(t *testing.T) {
+	dir := t.TempDir()
+	node := func(stale time.Duration) *Inbox {
+		ib, err := Open(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ib.StaleUpload = stale
+		t.Cleanup(func() { ib.Close() })
+		return ib
+	}
+	a := node(time.Hour)
+	boxA, err := a.Box("acme", Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	live, err := boxA.Create("live.xml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := live.WriteAt([]byte("<users>"), 0); err != nil {
+		t.Fatal(err)
+	}
+	dead, err := boxA.Create("dead.xml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-2 * time.Hour)
+	if err := os.Chtimes(filepath.Join(dir, "acme", dead.temp), old, old); err != nil {
+		t.Fatal(err)
+	}
+
+	if _, err := node(time.Hour).Box("acme", Limits{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "acme", dead.temp)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("an upload untouched for 2 hours was kept: %v", err)
+	}
+	if _, err := live.WriteAt([]byte("</users>"), 7); err != nil {
+		t.Fatal(err)
+	}
+	if err := live.Close(); err != nil {
+		t.Fatalf("the live upload, after another node opened the box: %v", err)
+	}
+	if sums, err := boxA.Sums("live.xml"); err != nil || sums != wantSums([]byte("<users></users>")) {
+		t.Errorf("published: %+v, %v", sums, err)
+	}
+
+	// A single server's start removes every leftover.
+	left, err := boxA.Create("left.xml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := node(0).Box("acme", Limits{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "acme", left.temp)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a single server kept a leftover upload: %v", err)
+	}
 }
