@@ -193,6 +193,20 @@ var rows = []struct {
 				{`time() - max by (partner) (flatfiler_partner_last_ingest_timestamp_seconds{instance=~"$instance"})`, "{{partner}}"},
 				{`max by (partner) (flatfiler_partner_expected_ingest_interval_seconds{instance=~"$instance"})`, "{{partner}} expected"}}},
 	}},
+	{title: "Cluster and object storage", panels: []spec{
+		{kind: "stat", title: "Shards without a leader", unit: "short", w: 6, h: 6,
+			description: "Shards no node writes (alert FlatfilerShardWithoutLeader after 2 minutes); always 0 for a single server.",
+			queries: []query{
+				{`max(flatfiler_cluster_shards) - sum(flatfiler_cluster_leader)`, "without a leader"}}},
+		{kind: "timeseries", title: "Leading, by node", unit: "short", w: 9, h: 6,
+			description: "1 while the node writes a shard's warehouse; a takeover shows as one node's line falling and another's rising.",
+			queries: []query{
+				{`flatfiler_cluster_leader{instance=~"$instance"}`, "{{instance}}"}}},
+		{kind: "timeseries", title: "Archive offloads", unit: "short", w: 9, h: 6,
+			description: "Processed files sent to object storage (--archive-store), per interval: ok, or failed (kept on disk, tried again).",
+			queries: []query{
+				{`sum by (outcome) (increase(flatfiler_archive_offloads_total{instance=~"$instance"}[$__rate_interval]))`, "{{outcome}}"}}},
+	}},
 	{title: "Process and disk", panels: []spec{
 		{kind: "timeseries", title: "Memory", unit: "bytes", w: 8, h: 8,
 			description: "Resident memory of the process, Go's heap in use, and DuckDB's buffer pool in use.",
