@@ -13,10 +13,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -82,12 +85,12 @@ func run(c config) error {
 	fmt.Printf("%-26s %10s %10s\n", "setup", "seconds", "MB/s")
 	results := map[string]float64{}
 	for i, s := range setups {
-		secs, err := deliver(c, pg, fmt.Sprintf("run%d", i), s, files)
+		secs, reads, err := deliver(c, pg, fmt.Sprintf("run%d", i), s, files)
 		if err != nil {
 			return fmt.Errorf("%s: %w", s.name, err)
 		}
 		results[s.name] = float64(bytes) / 1e6 / secs
-		fmt.Printf("%-26s %10.1f %10.1f\n", s.name, secs, results[s.name])
+		fmt.Printf("%-26s %10.1f %10.1f\n%s", s.name, secs, results[s.name], reads)
 	}
 	fmt.Printf(`
 The capacity model (docs/scale-out.md) plans a node at the ingest rate make bench measures
@@ -123,22 +126,24 @@ func generate(c config) (files []string, total int64, err error) {
 type node struct {
 	cmd        *exec.Cmd
 	sftp, http string
+	lease      string // the lease it took: warehouse, shard/s0...
 }
 
 // deliver runs one setup on fresh data and a fresh database, and returns
-// the seconds from the first upload to the last job's end.
-func deliver(c config, pg *pgtest.Server, name string, s setup, files []string) (float64, error) {
+// the seconds from the first upload to the last job's end, and with
+// several nodes what forwarding costs a read.
+func deliver(c config, pg *pgtest.Server, name string, s setup, files []string) (secs float64, reads string, err error) {
 	ctx := context.Background()
 	url, err := pg.Database(ctx, name)
 	if err != nil {
-		return 0, err
+		return 0, "", err
 	}
 	data := filepath.Join(c.dir, name)
 	_ = os.RemoveAll(data)
 	defer os.RemoveAll(data)
 	creds, err := addPartners(c.bin, data, len(files), s.shards)
 	if err != nil {
-		return 0, err
+		return 0, "", err
 	}
 	var nodes []*node
 	defer func() {
@@ -151,7 +156,7 @@ func deliver(c config, pg *pgtest.Server, name string, s setup, files []string) 
 	for i := range s.nodes {
 		n, err := startNode(c.bin, data, url, fmt.Sprintf("n%d", i), s, leading)
 		if err != nil {
-			return 0, err
+			return 0, "", err
 		}
 		nodes = append(nodes, n)
 	}
@@ -160,7 +165,7 @@ func deliver(c config, pg *pgtest.Server, name string, s setup, files []string) 
 		select {
 		case <-leading:
 		case <-time.After(time.Minute):
-			return 0, errors.New("the shards were not all led within a minute")
+			return 0, "", errors.New("the shards were not all led within a minute")
 		}
 	}
 	start := time.Now()
@@ -178,10 +183,62 @@ func deliver(c config, pg *pgtest.Server, name string, s setup, files []string) 
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
-		return 0, err
+		return 0, "", err
 	}
-	return time.Since(start).Seconds(), nil
+	secs = time.Since(start).Seconds()
+	if s.nodes > 1 {
+		if reads, err = measureForwarding(nodes, creds[0], s.shards); err != nil {
+			return 0, "", err
+		}
+	}
+	return secs, reads, nil
 }
+
+// measureForwarding times reads of one partner sent to the node leading
+// its shard and to another node, which forwards them: the cost of
+// answering on any node by forwarding rather than from a replica.
+func measureForwarding(nodes []*node, c credentials, shards int) (string, error) {
+	lease := "shard/s" + fmt.Sprint(cluster.ShardOf(c.PartnerID, shards))
+	var leader, other *node
+	for _, n := range nodes {
+		if n.lease == lease {
+			leader = n
+		} else if other == nil {
+			other = n
+		}
+	}
+	if leader == nil || other == nil {
+		return "", fmt.Errorf("no leader of %s, or no other node", lease)
+	}
+	const reads = 2000
+	client := &http.Client{}
+	var out strings.Builder
+	for _, target := range []struct {
+		name string
+		n    *node
+	}{{"to the shard's leader", leader}, {"through another node", other}} {
+		var took []time.Duration
+		for range reads {
+			t0 := time.Now()
+			res, err := client.Get("http://" + target.n.http + "/api/v2/uploads?api_key=" + c.APIKey)
+			if err != nil {
+				return "", err
+			}
+			_, _ = io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+			if res.StatusCode != http.StatusOK {
+				return "", fmt.Errorf("GET /api/v2/uploads %s: %d", target.name, res.StatusCode)
+			}
+			took = append(took, time.Since(t0))
+		}
+		slices.Sort(took)
+		fmt.Fprintf(&out, "  %d reads (GET /api/v2/uploads) %-22s p50 %5.2f ms, p99 %5.2f ms\n", reads, target.name,
+			ms(took[len(took)/2]), ms(took[len(took)*99/100]))
+	}
+	return out.String(), nil
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 type credentials struct {
 	PartnerID    string `json:"partner_id"`
@@ -239,6 +296,7 @@ func startNode(bin, data, url, name string, s setup, leading chan<- string) (*no
 			case len(f) > 1 && f[0] == "following":
 				close(listening)
 			case len(f) > 1 && f[0] == "leading":
+				n.lease = f[1]
 				leading <- name
 			}
 		}
