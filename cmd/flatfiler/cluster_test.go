@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -62,29 +61,14 @@ func startNode(t *testing.T, dir, name string, env []string, extra ...string) *c
 		var creds partner.Credentials
 		for sc.Scan() {
 			f := strings.Fields(sc.Text())
+			n.readBanner(f, &creds)
 			switch {
-			case len(f) == 2 && f[0] == "SFTP":
-				n.sftp = f[1]
-			case len(f) >= 2 && f[0] == "HTTP":
-				n.http = f[1]
-			case len(f) >= 2 && f[0] == "SQL":
-				if u, err := url.Parse(f[1]); err == nil {
-					n.sql = u.Host
-				}
 			case len(f) > 1 && f[0] == "following": // started: following until it holds the lease
 				close(listening)
 			case len(f) == 1 && f[0] == "following":
 				n.roles <- "following"
 			case len(f) >= 2 && f[0] == "leading": // leading LEASE (lease token N)
 				n.roles <- "leading " + f[1]
-			case len(f) == 3 && f[0] == "API" && f[1] == "key":
-				creds.APIKey = f[2]
-			case len(f) == 3 && f[0] == "SFTP" && f[1] == "user":
-				creds.SFTPUser = f[2]
-			case len(f) == 3 && f[0] == "SFTP" && f[1] == "password":
-				creds.SFTPPassword = f[2]
-				c := creds
-				n.creds = &c
 			}
 		}
 		close(n.roles)

@@ -152,23 +152,7 @@ func startChildEnv(t *testing.T, dir string, env []string, extra ...string) *chi
 		signalled := false
 		for sc.Scan() {
 			f := strings.Fields(sc.Text())
-			switch {
-			case len(f) == 2 && f[0] == "SFTP":
-				c.sftp = f[1]
-			case len(f) >= 2 && f[0] == "HTTP":
-				c.http = f[1]
-			case len(f) >= 2 && f[0] == "SQL":
-				if u, err := url.Parse(f[1]); err == nil {
-					c.sql = u.Host
-				}
-			case len(f) == 3 && f[0] == "API" && f[1] == "key":
-				creds.APIKey = f[2]
-			case len(f) == 3 && f[0] == "SFTP" && f[1] == "user":
-				creds.SFTPUser = f[2]
-			case len(f) == 3 && f[0] == "SFTP" && f[1] == "password":
-				creds.SFTPPassword = f[2]
-				c.creds = &creds
-			}
+			c.readBanner(f, &creds)
 			done := c.creds != nil || !fresh && len(f) > 0 && f[0] == "partners:"
 			if done && !signalled {
 				signalled = true
@@ -182,6 +166,28 @@ func startChildEnv(t *testing.T, dir string, env []string, extra ...string) *chi
 		t.Fatalf("server did not start: %s", c.stderr.String())
 	}
 	return c
+}
+
+// readBanner takes what a banner line says of the server: its addresses,
+// and the demo partner's secrets, which are whole with the password line.
+func (c *child) readBanner(f []string, creds *partner.Credentials) {
+	switch {
+	case len(f) == 2 && f[0] == "SFTP":
+		c.sftp = f[1]
+	case len(f) >= 2 && f[0] == "HTTP":
+		c.http = f[1]
+	case len(f) >= 2 && f[0] == "SQL":
+		if u, err := url.Parse(f[1]); err == nil {
+			c.sql = u.Host
+		}
+	case len(f) == 3 && f[0] == "API" && f[1] == "key":
+		creds.APIKey = f[2]
+	case len(f) == 3 && f[0] == "SFTP" && f[1] == "user":
+		creds.SFTPUser = f[2]
+	case len(f) == 3 && f[0] == "SFTP" && f[1] == "password":
+		creds.SFTPPassword = f[2]
+		c.creds = creds
+	}
 }
 
 // firstStart: the demo partner is created, and its secrets printed, only
