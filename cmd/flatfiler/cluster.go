@@ -31,7 +31,7 @@ import (
 )
 
 // warehouseLease is the lease that makes a node the writer of a cluster's
-// single warehouse; with --shards, each shard has its own (shardLease).
+// single warehouse; with --shards, each shard has its own, shard/NAME.
 const warehouseLease = "warehouse"
 
 // shard is one warehouse of a cluster, with its lease and data directory.
@@ -73,7 +73,6 @@ type clusterConfig struct {
 // while it holds the warehouse lease it is the leader and runs a service
 // (serve.go) on them, else it forwards requests to the leader.
 type node struct {
-	cfg      clusterConfig
 	log      *slog.Logger
 	root     string       // the shared data directory
 	shards   []shard      // the cluster's warehouses
@@ -92,8 +91,8 @@ type node struct {
 	sftpLn, httpLn, sqlLn net.Listener
 	http                  *http.Server
 	standby, forward      http.Handler
-	api                   atomic.Pointer[http.Handler] // the leader's; nil while following
-	leaderSQL             atomic.Pointer[handoff]      // the leader's SQL endpoint's listener
+	api                   atomic.Pointer[http.Handler]    // the leader's; nil while following
+	leaderSQL             atomic.Pointer[cluster.Handoff] // the leader's SQL endpoint's listener
 	wg                    sync.WaitGroup
 }
 
@@ -139,7 +138,7 @@ func (n *node) follow() {
 // sqlForLeader is the listener the leader's SQL endpoint serves: the
 // node's connections, handed over.
 func (n *node) sqlForLeader() net.Listener {
-	l := &handoff{addr: n.sqlLn.Addr(), conns: make(chan net.Conn), closed: make(chan struct{})}
+	l := cluster.NewHandoff(n.sqlLn.Addr())
 	n.leaderSQL.Store(l)
 	return l
 }
@@ -269,7 +268,7 @@ func runNode(ctx context.Context, cfg serveConfig, cc clusterConfig, stdout io.W
 // openNode opens what the node keeps whatever its role and binds its
 // listeners.
 func openNode(cfg serveConfig, cc clusterConfig, db *pgxpool.Pool) (_ *node, err error) {
-	n := &node{cfg: cc, log: cfg.Logger, db: db, metrics: prometheus.NewRegistry(), runtime: prometheus.NewRegistry(),
+	n := &node{log: cfg.Logger, db: db, metrics: prometheus.NewRegistry(), runtime: prometheus.NewRegistry(),
 		root: cfg.Data, shards: clusterShards(cfg.Data, cc.Shards), dir: &cluster.Directory{DB: db, Self: cc.Node}}
 	n.led.Store(-1)
 	defer func() {
@@ -368,7 +367,7 @@ func (n *node) acceptSQL() error {
 			return err
 		}
 		go func() {
-			if l := n.leaderSQL.Load(); l != nil && l.deliver(conn) {
+			if l := n.leaderSQL.Load(); l != nil && l.Deliver(conn) {
 				return
 			}
 			// An analyst reaches the shard of the node it connected to
@@ -427,39 +426,6 @@ func advertised(ln net.Listener, host string) string {
 	}
 	return net.JoinHostPort(host, fmt.Sprint(addr.Port))
 }
-
-// handoff is a listener fed with connections another accepted.
-type handoff struct {
-	addr      net.Addr
-	conns     chan net.Conn
-	closed    chan struct{}
-	closeOnce sync.Once
-}
-
-func (l *handoff) deliver(c net.Conn) bool {
-	select {
-	case l.conns <- c:
-		return true
-	case <-l.closed:
-		return false
-	}
-}
-
-func (l *handoff) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.conns:
-		return c, nil
-	case <-l.closed:
-		return nil, net.ErrClosed
-	}
-}
-
-func (l *handoff) Close() error {
-	l.closeOnce.Do(func() { close(l.closed) })
-	return nil
-}
-
-func (l *handoff) Addr() net.Addr { return l.addr }
 
 // redactURL is a connection URL fit for a log: without its password.
 func redactURL(raw string) string {
