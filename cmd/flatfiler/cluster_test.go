@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/flatfiler/flatfiler/fixtures/gen"
@@ -532,4 +533,76 @@ func TestClusterLeaderStepsDownWithoutPostgres(t *testing.T) {
 		}
 	}
 	checkSettled(t, dir, a.child, files.want, len(files.names))
+}
+
+// TestClusterRoutesEveryKindOfRequest: each partner's push batch, and its
+// reads with a key and with a JWT, sent to the node that does not write
+// its shard, reach the one that does.
+func TestClusterRoutesEveryKindOfRequest(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts PostgreSQL and server processes")
+	}
+	pg := pgtest.Start(t)
+	ctx := context.Background()
+	pgURL, err := pg.Database(ctx, "routes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	const shards = 2
+	creds := []partner.Credentials{addPartnerOn(t, dir, 0, shards), addPartnerOn(t, dir, 1, shards)}
+	args := []string{"--postgres", pgURL, "--shards", fmt.Sprint(shards)}
+	a, b := startNode(t, dir, "a", nil, args...), startNode(t, dir, "b", nil, args...)
+	leaderOf := map[string]*clusterNode{}
+	for len(leaderOf) < shards {
+		select {
+		case r := <-a.roles:
+			leaderOf[r] = a
+		case r := <-b.roles:
+			leaderOf[r] = b
+		case <-time.After(time.Minute):
+			t.Fatalf("shards led after a minute: %v", leaderOf)
+		}
+	}
+	for i, c := range creds {
+		other := a
+		if leaderOf[fmt.Sprintf("leading shard/s%d", i)] == a {
+			other = b
+		}
+		ts := other.client(t, c)
+		put := ts.putBatch(specBatch(t, "varied.json", ""), c.APIKey)
+		id, _ := put.Body["batch_id"].(string)
+		if put.Status != http.StatusOK || id == "" {
+			t.Fatalf("%s: PUT a batch through %s: %d %s", c.PartnerID, other.name, put.Status, put.Raw)
+		}
+		if st := ts.waitBatch(c.APIKey, id); st["status"] != "success" {
+			t.Fatalf("%s: batch %v", c.PartnerID, st)
+		}
+		now := time.Now()
+		token, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.RegisteredClaims{Issuer: c.PartnerID, Subject: "42",
+			Audience: jwt.ClaimStrings{c.PartnerID + ".example"}, IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(now.Add(time.Hour))}).SignedString([]byte(c.APIKey))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req, _ := http.NewRequest(http.MethodGet, other.http+"/api/v2/users/42/transactions", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		if got, err := send(req); err != nil || got.Status != http.StatusOK || !strings.Contains(got.Raw, `"reference_id": "t3"`) {
+			t.Errorf("%s: transactions with a JWT through %s: %v %d %s", c.PartnerID, other.name, err, got.Status, got.Raw)
+		}
+		if u := ts.call("GET", "/api/v2/users/42", nil, c.APIKey); u.Status != http.StatusOK || !strings.Contains(u.Raw, "Renée") {
+			t.Errorf("%s: user with a key through %s: %d %s", c.PartnerID, other.name, u.Status, u.Raw)
+		}
+	}
+	// Each shard holds its own partner's rows only.
+	for _, n := range []*clusterNode{a, b} {
+		_ = n.cmd.Process.Signal(syscall.SIGTERM)
+		_ = n.cmd.Wait()
+	}
+	for i := range shards {
+		db := filepath.Join(dir, "shards", fmt.Sprintf("s%d", i), "warehouse.duckdb")
+		want := fmt.Sprintf("partner_id\n%s\n", creds[i].PartnerID)
+		if code, out, errOut := runCLI(t, "sql", "--db", db, "--format", "csv", "SELECT DISTINCT partner_id FROM users"); code != 0 || out != want {
+			t.Errorf("shard s%d's users: %d %q %s; want %q", i, code, out, errOut, want)
+		}
+	}
 }
