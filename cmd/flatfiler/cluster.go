@@ -89,6 +89,7 @@ type node struct {
 	leader           prometheus.Gauge
 
 	sftpLn, httpLn, sqlLn net.Listener
+	httpAdvertised        string // where other nodes, and commands, reach httpLn
 	http                  *http.Server
 	standby, forward      http.Handler
 	api                   atomic.Pointer[http.Handler]    // the leader's; nil while following
@@ -214,6 +215,7 @@ func runNode(ctx context.Context, cfg serveConfig, cc clusterConfig, stdout io.W
 	if n.sqlLn != nil {
 		sqlAdv = advertised(n.sqlLn, cc.Advertise)
 	}
+	n.httpAdvertised = httpAdv
 	for {
 		held, lease, err := cluster.AcquireAny(ctx, leases)
 		if err != nil {

@@ -593,6 +593,14 @@ func TestClusterRoutesEveryKindOfRequest(t *testing.T) {
 			t.Errorf("%s: user with a key through %s: %d %s", c.PartnerID, other.name, u.Status, u.Raw)
 		}
 	}
+	// flatfiler sql reaches each shard's leader while it runs (admin.json,
+	// in the shard's directory, names it).
+	for i := range shards {
+		db := filepath.Join(dir, "shards", fmt.Sprintf("s%d", i), "warehouse.duckdb")
+		if code, out, errOut := runCLI(t, "sql", "--db", db, "--format", "csv", "SELECT count(*) AS n FROM ingests"); code != 0 || out != "n\n1\n" {
+			t.Errorf("sql on shard s%d while it is led: %d %q %s", i, code, out, errOut)
+		}
+	}
 	// Each shard holds its own partner's rows only.
 	for _, n := range []*clusterNode{a, b} {
 		_ = n.cmd.Process.Signal(syscall.SIGTERM)

@@ -312,6 +312,8 @@ func startService(ctx context.Context, cfg serveConfig) (_ *service, err error) 
 	httpAddr := cfg.HTTPAddr
 	if s.httpLn != nil {
 		httpAddr = s.httpLn.Addr().String()
+	} else if cfg.node != nil {
+		httpAddr = cfg.node.httpAdvertised // what a command on another node reaches
 	}
 	admin, _ := json.Marshal(adminInfo{HTTPAddr: httpAddr, Token: apiServer.AdminToken})
 	if err := os.WriteFile(filepath.Join(cfg.Data, adminFile), admin, 0o600); err != nil {
