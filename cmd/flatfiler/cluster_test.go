@@ -171,7 +171,7 @@ func TestClusterNodeKilledMidJob(t *testing.T) {
 	}
 	pg := pgtest.Start(t)
 	files := newDeliveryFiles(t)
-	const ttl = 2 * time.Second
+	const ttl = 3 * time.Second
 	for i, point := range []string{failpoint.LoadBeforeCommit, failpoint.JobIngested} {
 		t.Run(point, func(t *testing.T) {
 			ctx := context.Background()
@@ -360,7 +360,7 @@ func TestClusterShardsNodeKilledMidJob(t *testing.T) {
 
 	// Processed files go to object storage, not the shared disk.
 	s3 := s3test.Start(t, "archive")
-	const ttl = 2 * time.Second
+	const ttl = 3 * time.Second
 	args := []string{"--postgres", pgURL, "--shards", fmt.Sprint(shards), "--lease-ttl", ttl.String(), "--shutdown-grace", "0s",
 		"--archive-store", s3.Location}
 	var nodes []*clusterNode
@@ -498,7 +498,7 @@ func TestClusterLeaderStepsDownWithoutPostgres(t *testing.T) {
 	files := newDeliveryFiles(t)
 	dir := t.TempDir()
 	creds := addPartner(t, dir, "demo")
-	const ttl = 2 * time.Second
+	const ttl = 3 * time.Second
 	a := startNode(t, dir, "a", nil, "--postgres", pgURL, "--lease-ttl", ttl.String())
 	a.creds = &creds
 	a.await(t, "leading", time.Minute)

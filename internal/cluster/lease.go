@@ -221,7 +221,12 @@ func AcquireAny(ctx context.Context, leases []*Lease) (*Held, *Lease, error) {
 	every := leases[0].TTL / 3
 	for {
 		for _, l := range leases {
-			token, deadline, err := l.TryAcquire(ctx)
+			// Bounded: an answer that comes late (PostgreSQL hung, then
+			// back) would give a lease already near its end by this
+			// node's clock.
+			actx, cancel := context.WithTimeout(ctx, every)
+			token, deadline, err := l.TryAcquire(actx)
+			cancel()
 			if err == nil && token > 0 {
 				return l.keep(ctx, token, deadline), l, nil
 			}
@@ -243,7 +248,7 @@ func (l *Lease) keep(ctx context.Context, token int64, deadline time.Time) *Held
 	h := &Held{Token: token, lease: l, stop: stop, lost: make(chan struct{})}
 	go func() {
 		defer close(h.lost)
-		t := time.NewTimer(every)
+		t := time.NewTimer(min(every, time.Until(deadline)/2))
 		defer t.Stop()
 		for {
 			select {
