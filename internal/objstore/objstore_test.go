@@ -13,7 +13,11 @@ import (
 )
 
 func TestPutAndExpire(t *testing.T) {
-	fake := s3test.Start(t, "files")
+	t.Run("https", func(t *testing.T) { testPutAndExpire(t, s3test.Start(t, "files")) })
+	t.Run("http", func(t *testing.T) { testPutAndExpire(t, s3test.StartHTTP(t, "files")) })
+}
+
+func testPutAndExpire(t *testing.T, fake *s3test.Server) {
 	ctx := context.Background()
 	s, err := Open(ctx, fake.Location)
 	if err != nil {

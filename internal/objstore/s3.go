@@ -26,6 +26,10 @@ type Store struct {
 	bucket string
 	prefix string // "" or ending in "/"
 	url    string // for messages, without secrets
+	// plain: http, where minio-go would sign each chunk of a part (a
+	// framing some S3-compatible stores do not decode): parts go with an
+	// MD5 each instead.
+	plain bool
 }
 
 // Open reads a location of the form
@@ -85,7 +89,7 @@ func Open(ctx context.Context, location string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("object store %s: %w", location, err)
 	}
-	s := &Store{client: client, bucket: u.Host, prefix: strings.Trim(u.Path, "/"), url: location}
+	s := &Store{client: client, bucket: u.Host, prefix: strings.Trim(u.Path, "/"), url: location, plain: insecure}
 	if s.prefix != "" {
 		s.prefix += "/"
 	}
@@ -114,6 +118,7 @@ const partSize = 16 << 20
 func (s *Store) Put(ctx context.Context, key, localPath string) error {
 	_, err := s.client.FPutObject(ctx, s.bucket, s.prefix+key, localPath, minio.PutObjectOptions{
 		ContentType: "application/octet-stream", PartSize: partSize, NumThreads: 2,
+		DisableContentSha256: s.plain, SendContentMd5: s.plain,
 	})
 	if err != nil {
 		return fmt.Errorf("object store %s: put %s: %w", s.url, key, err)
