@@ -84,8 +84,8 @@ func (d *Directory) Forget(name string) {
 // Forwarder sends each request to the holder of the lease that lease names
 // for it (the shard of the request's partner), unchanged, and the answer
 // back. When nobody answers for that lease it says so with 503 and
-// Retry-After, in the API's error shape: the request was not taken, and a
-// partner sends it again (notifications and batches are idempotent).
+// Retry-After, in the API's error shape, and a partner sends the request
+// again (notifications and batches are idempotent).
 func Forwarder(dir *Directory, lease func(*http.Request) string, log *slog.Logger) http.Handler {
 	type target struct{}
 	type forward struct {
@@ -103,7 +103,9 @@ func Forwarder(dir *Directory, lease func(*http.Request) string, log *slog.Logge
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			dir.Forget(r.Context().Value(target{}).(forward).lease)
 			log.Warn("forwarding failed", "method", r.Method, "path", r.URL.Path, "err", err)
-			unavailable(w, "the node holding this partner's warehouse did not answer; nothing was taken, send the request again")
+			// It may have died after taking the request and before its
+			// answer: sending again is safe, not "nothing was taken".
+			unavailable(w, "the node holding this partner's warehouse did not answer; send the request again (a notification or batch it had already taken is recognised, not applied twice)")
 		},
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
