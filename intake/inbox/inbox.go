@@ -24,9 +24,9 @@ import (
 	"regexp"
 	"strings"
 	"sync"
-	"time"
 	"sync/atomic"
 	"syscall"
+	"time"
 )
 
 // Errors a client may see. The SFTP layer maps them to status codes.
