@@ -1,6 +1,9 @@
 package api
 
 import (
+	"bytes"
+	"encoding/base64"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -69,4 +72,43 @@ func TestClaimedPartner(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzClaimedPartner: whatever a request carries, routing it leaves its
+// body as sent for the handler, and names a partner only by a key the
+// registry has or a token's iss.
+func FuzzClaimedPartner(f *testing.F) {
+	reg, err := partner.Open(filepath.Join(f.TempDir(), "partners"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	creds, err := reg.Add("acme", partner.NewOptions{Domain: "acme.example"})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add("", "api_key="+creds.APIKey, []byte("filenames=a.xml"), true)
+	f.Add("Bearer eyJhbGciOiJIUzI1NiJ9.eyJpc3MiOiJhY21lIn0.x", "", []byte(""), false)
+	f.Add("Basic "+base64.StdEncoding.EncodeToString([]byte(creds.APIKey+":")), "", []byte(`{"users":[]}`), false)
+	f.Add("", "", []byte("api_key="+creds.APIKey+"&hashes=%zz"), true)
+	f.Fuzz(func(t *testing.T, authorization, query string, body []byte, form bool) {
+		r := httptest.NewRequest("POST", "/api/v2/uploads/received", bytes.NewReader(body))
+		r.URL.RawQuery = query
+		if authorization != "" {
+			r.Header["Authorization"] = []string{authorization}
+		}
+		if form {
+			r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		}
+		id, ok := ClaimedPartner(r, reg)
+		after, err := io.ReadAll(r.Body)
+		if err != nil || !bytes.Equal(after, body) {
+			t.Fatalf("the body after routing: %q, %v; sent %q", after, err, body)
+		}
+		if ok && id != "acme" && !strings.HasPrefix(authorization, "Bearer ") {
+			t.Fatalf("named partner %q from no key of the registry", id)
+		}
+		if !ok && id != "" {
+			t.Fatalf("named %q without ok", id)
+		}
+	})
 }

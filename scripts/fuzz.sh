@@ -15,6 +15,7 @@ targets=(
 	"./api FuzzNotificationParams"
 	"./api FuzzReportQueries"
 	"./api FuzzVerifyToken"
+	"./api FuzzClaimedPartner"
 	"./intake/sftpd FuzzFileName"
 	"./stages/money FuzzParseFormat"
 	"./intake/harvest FuzzReadEnvelope"
