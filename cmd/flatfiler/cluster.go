@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -75,6 +77,7 @@ type clusterConfig struct {
 type node struct {
 	log      *slog.Logger
 	root     string       // the shared data directory
+	instance string       // the node's name and this process's own suffix: what holds leases
 	shards   []shard      // the cluster's warehouses
 	led      atomic.Int32 // index of the shard this node leads; -1: none
 	db       *pgxpool.Pool
@@ -209,7 +212,7 @@ func runNode(ctx context.Context, cfg serveConfig, cc clusterConfig, stdout io.W
 	var leases []*cluster.Lease
 	for i := range n.shards {
 		sh := n.shards[(cluster.ShardOf(cc.Node, len(n.shards))+i)%len(n.shards)]
-		leases = append(leases, &cluster.Lease{DB: db, Name: sh.lease, Node: cc.Node, TTL: cc.LeaseTTL})
+		leases = append(leases, &cluster.Lease{DB: db, Name: sh.lease, Node: n.instance, TTL: cc.LeaseTTL})
 	}
 	httpAdv, sqlAdv := advertised(n.httpLn, cc.Advertise), ""
 	if n.sqlLn != nil {
@@ -271,7 +274,8 @@ func runNode(ctx context.Context, cfg serveConfig, cc clusterConfig, stdout io.W
 // listeners.
 func openNode(cfg serveConfig, cc clusterConfig, db *pgxpool.Pool) (_ *node, err error) {
 	n := &node{log: cfg.Logger, db: db, metrics: prometheus.NewRegistry(), runtime: prometheus.NewRegistry(),
-		root: cfg.Data, shards: clusterShards(cfg.Data, cc.Shards), dir: &cluster.Directory{DB: db, Self: cc.Node}}
+		root: cfg.Data, shards: clusterShards(cfg.Data, cc.Shards), instance: instanceOf(cc.Node)}
+	n.dir = &cluster.Directory{DB: db, Self: n.instance}
 	n.led.Store(-1)
 	defer func() {
 		if err != nil {
@@ -427,6 +431,15 @@ func advertised(ln net.Listener, host string) string {
 		host, _ = os.Hostname()
 	}
 	return net.JoinHostPort(host, fmt.Sprint(addr.Port))
+}
+
+// instanceOf makes a node's name unique to this process: two processes
+// given one --node by mistake must not take each other for themselves (a
+// follower would then never forward to its leader).
+func instanceOf(name string) string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return name + "#" + hex.EncodeToString(b)
 }
 
 // redactURL is a connection URL fit for a log: without its password.

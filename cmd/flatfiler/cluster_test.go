@@ -551,7 +551,8 @@ func TestClusterRoutesEveryKindOfRequest(t *testing.T) {
 	dir := t.TempDir()
 	const shards = 2
 	creds := []partner.Credentials{addPartnerOn(t, dir, 0, shards), addPartnerOn(t, dir, 1, shards)}
-	args := []string{"--postgres", pgURL, "--shards", fmt.Sprint(shards)}
+	// Both nodes given one --node by mistake: each is still itself.
+	args := []string{"--postgres", pgURL, "--shards", fmt.Sprint(shards), "--node", "twin"}
 	a, b := startNode(t, dir, "a", nil, args...), startNode(t, dir, "b", nil, args...)
 	leaderOf := map[string]*clusterNode{}
 	for len(leaderOf) < shards {
