@@ -199,7 +199,7 @@ var rows = []struct {
 			queries: []query{
 				{`max(flatfiler_cluster_shards) - sum(flatfiler_cluster_leader)`, "without a leader"}}},
 		{kind: "timeseries", title: "Leading, by node", unit: "short", w: 9, h: 6,
-			description: "1 while the node writes a shard's warehouse; a takeover shows as one node's line falling and another's rising.",
+			description: "Shards the node writes (a single server: 1); a takeover shows as one node's line falling and another's rising.",
 			queries: []query{
 				{`flatfiler_cluster_leader{instance=~"$instance"}`, "{{instance}}"}}},
 		{kind: "timeseries", title: "Archive offloads", unit: "short", w: 9, h: 6,

@@ -16,13 +16,13 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/flatfiler/flatfiler/api"
 	"github.com/flatfiler/flatfiler/intake/inbox"
@@ -63,7 +63,8 @@ type clusterConfig struct {
 	Node     string
 	LeaseTTL time.Duration
 	// Shards is how many warehouses the cluster's partners are spread
-	// over; a node writes one at a time, so nodes = shards + spares.
+	// over; a node writes one, and more only while no other node
+	// takes them: plan nodes = shards + spares.
 	Shards int
 	// Advertise is the host other nodes reach this one at; default the
 	// listen address's, or the host name when that is a wildcard.
@@ -72,108 +73,165 @@ type clusterConfig struct {
 
 // node is one process of a cluster sharing a data directory. It runs the
 // SFTP server and holds the HTTP and SQL listeners for its whole life;
-// while it holds the warehouse lease it is the leader and runs a service
-// (serve.go) on them, else it forwards requests to the leader.
+// for each shard whose lease it holds it runs a service (serve.go), and it
+// forwards requests for the other shards to their leaders.
 type node struct {
 	log      *slog.Logger
-	root     string       // the shared data directory
-	instance string       // the node's name and this process's own suffix: what holds leases
-	shards   []shard      // the cluster's warehouses
-	led      atomic.Int32 // index of the shard this node leads; -1: none
+	root     string  // the shared data directory
+	instance string  // the node's name and this process's own suffix: what holds leases
+	shards   []shard // the cluster's warehouses
 	db       *pgxpool.Pool
 	dir      *cluster.Directory
 	partners *partner.Registry
 	inbox    *inbox.Inbox
 	sftp     *sftpd.Server
-	// metrics is what the node counts whatever its role; runtime, the Go
-	// and process collectors, is served only while it follows (the
-	// leader's service registers its own).
+	// metrics is what the node counts whatever it leads, runtime the Go
+	// and process collectors: the services, one per shard led, add theirs
+	// with the shard's name.
 	metrics, runtime *prometheus.Registry
 	leader           prometheus.Gauge
 
 	sftpLn, httpLn, sqlLn net.Listener
 	httpAdvertised        string // where other nodes, and commands, reach httpLn
 	http                  *http.Server
-	standby, forward      http.Handler
-	api                   atomic.Pointer[http.Handler]    // the leader's; nil while following
-	leaderSQL             atomic.Pointer[cluster.Handoff] // the leader's SQL endpoint's listener
+	forward               http.Handler
+	ready                 *health.Checker
 	wg                    sync.WaitGroup
+
+	mu      sync.Mutex
+	leading map[int]*leadership // by shard index
 }
 
-// lead routes the node's HTTP requests to the service's API.
-func (n *node) lead(api http.Handler) {
-	n.api.Store(&api)
-	n.leader.Set(1)
+// leadership is a shard this node writes: its service's API, readiness,
+// metrics, and the listener its SQL endpoint serves.
+type leadership struct {
+	api     http.Handler
+	health  *health.Checker
+	metrics prometheus.Gatherer
+	sql     *cluster.Handoff
 }
 
-// owns says whether a partner's data lives in the shard this node leads.
-func (n *node) owns(partnerID string) bool {
-	return n.shardOf(partnerID) == int(n.led.Load())
+// shardHeader names, on an /admin/ request (flatfiler sql, export,
+// backup), the shard whose warehouse it is for.
+const shardHeader = "Flatfiler-Shard"
+
+// lead routes the shard's requests to its service.
+func (n *node) lead(shard int, l leadership) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if old := n.leading[shard]; old != nil {
+		l.sql = old.sql
+	}
+	n.leading[shard] = &l
+	n.leader.Set(float64(len(n.leading)))
+}
+
+// follow routes them to the shard's next leader, wherever it will be.
+func (n *node) follow(shard int) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if l := n.leading[shard]; l != nil && l.sql != nil {
+		l.sql.Close()
+	}
+	delete(n.leading, shard)
+	n.leader.Set(float64(len(n.leading)))
+}
+
+// led is the shard's leadership, if this node writes it.
+func (n *node) led(shard int) *leadership {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.leading[shard]
+}
+
+// sqlForLeader is the listener the shard's SQL endpoint serves: the
+// node's connections, handed over (see acceptSQL).
+func (n *node) sqlForLeader(shard int) net.Listener {
+	l := cluster.NewHandoff(n.sqlLn.Addr())
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.leading[shard] == nil {
+		n.leading[shard] = &leadership{}
+	}
+	n.leading[shard].sql = l
+	return l
+}
+
+// firstLed is the lowest shard this node writes, or -1.
+func (n *node) firstLed() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	first := -1
+	for i, l := range n.leading {
+		if l.api != nil && (first < 0 || i < first) {
+			first = i
+		}
+	}
+	return first
 }
 
 func (n *node) shardOf(partnerID string) int {
 	return cluster.ShardOf(partnerID, len(n.shards))
 }
 
-// requestShard is the shard a request is for: its partner's, or, for a
-// request that names none (no credentials, a probe), this node's own, or
-// the first.
+// requestShard is the shard a request is for, once routed.
 type requestShard struct{}
 
+// shardFor is the shard a request is for: an admin request's named one,
+// its partner's, or, for a request that names none (no credentials), one
+// this node writes, or the first.
 func (n *node) shardFor(r *http.Request) int {
+	if name := r.Header.Get(shardHeader); name != "" {
+		if i := slices.IndexFunc(n.shards, func(sh shard) bool { return sh.name == name }); i >= 0 {
+			return i
+		}
+	}
 	if id, ok := api.ClaimedPartner(r, n.partners); ok {
 		return n.shardOf(id)
 	}
-	if led := int(n.led.Load()); led >= 0 {
-		return led
-	}
-	return 0
+	return max(n.firstLed(), 0)
 }
 
-// follow routes them to the leader, wherever it is.
-func (n *node) follow() {
-	n.api.Store(nil)
-	if l := n.leaderSQL.Swap(nil); l != nil {
-		l.Close()
-	}
-	n.leader.Set(0)
-}
-
-// sqlForLeader is the listener the leader's SQL endpoint serves: the
-// node's connections, handed over.
-func (n *node) sqlForLeader() net.Listener {
-	l := cluster.NewHandoff(n.sqlLn.Addr())
-	n.leaderSQL.Store(l)
-	return l
-}
-
-// ServeHTTP answers a request here when this node leads the shard of its
-// partner, and forwards it to the shard's leader otherwise. Probes and
-// /metrics are always this node's own; /admin/ requests (flatfiler sql,
-// export, backup) carry a shard's token and are sent to its leader by the
-// command.
+// ServeHTTP answers a request here when this node writes the shard it is
+// for, and forwards it to the shard's leader otherwise. Probes and
+// /metrics are always this node's own.
 func (n *node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	local := n.api.Load()
-	switch {
-	case r.URL.Path == "/metrics" || r.URL.Path == "/healthz" || r.URL.Path == "/readyz":
-	case local != nil && strings.HasPrefix(r.URL.Path, "/admin/"):
-	default:
-		target := n.shardFor(r)
-		if local != nil && target == int(n.led.Load()) {
-			break
-		}
-		n.forward.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestShard{}, target)))
+	switch r.URL.Path {
+	case "/metrics":
+		promhttp.HandlerFor(prometheus.GathererFunc(n.gather), promhttp.HandlerOpts{}).ServeHTTP(w, r)
+		return
+	case "/healthz":
+		health.Alive(w, r)
+		return
+	case "/readyz":
+		n.ready.ServeHTTP(w, r)
 		return
 	}
-	if local != nil {
-		(*local).ServeHTTP(w, r)
+	target := n.shardFor(r)
+	if l := n.led(target); l != nil && l.api != nil {
+		l.api.ServeHTTP(w, r)
 		return
 	}
-	n.standby.ServeHTTP(w, r)
+	n.forward.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestShard{}, target)))
 }
 
-// runNode is `serve --postgres`: the node waits for the warehouse lease,
-// leads while it holds it, and follows again if it loses it.
+// gather is the node's metrics and those of every shard it writes.
+func (n *node) gather() ([]*dto.MetricFamily, error) {
+	gs := prometheus.Gatherers{n.metrics, n.runtime}
+	n.mu.Lock()
+	for _, l := range n.leading {
+		if l.metrics != nil {
+			gs = append(gs, l.metrics)
+		}
+	}
+	n.mu.Unlock()
+	return gs.Gather()
+}
+
+// runNode is `serve --postgres`: the node takes a free shard's lease,
+// writes it while it holds the lease, and takes another free one only if
+// no node has for a while (a spare is better placed), so that while fewer
+// nodes live than there are shards, every shard is still written.
 func runNode(ctx context.Context, cfg serveConfig, cc clusterConfig, stdout io.Writer) error {
 	log := cfg.Logger.With("node", cc.Node)
 	cfg.Logger = log
@@ -219,53 +277,111 @@ func runNode(ctx context.Context, cfg serveConfig, cc clusterConfig, stdout io.W
 		sqlAdv = advertised(n.sqlLn, cc.Advertise)
 	}
 	n.httpAdvertised = httpAdv
+
+	var out sync.Mutex // one banner line at a time
+	say := func(format string, a ...any) {
+		out.Lock()
+		defer out.Unlock()
+		fmt.Fprintf(stdout, format, a...)
+	}
+	ended := make(chan int) // a shard's leadership ended
+	var leaders sync.WaitGroup
+	defer leaders.Wait()
+	writing := map[int]bool{}
+	freeSince := map[int]time.Time{} // shards seen without a leader, from when
+	tick := time.NewTicker(cc.LeaseTTL / 3)
+	defer tick.Stop()
 	for {
-		held, lease, err := cluster.AcquireAny(ctx, leases)
-		if err != nil {
-			return nil // ctx ended: shut down
-		}
-		idx := slices.IndexFunc(n.shards, func(sh shard) bool { return sh.lease == lease.Name })
-		sh := n.shards[idx]
-		n.led.Store(int32(idx))
-		log.Info("took the warehouse lease", "lease", lease.Name, "token", held.Token)
-		lctx, cancel := context.WithCancel(ctx)
-		scfg := cfg
-		scfg.Data = sh.dir
-		svc, err := startService(lctx, scfg)
-		if err != nil {
-			cancel()
-			// Most often the last leader still has the warehouse open (its
-			// DuckDB lock), stepping down: give the lease back and try again.
-			log.Error("could not lead: the warehouse did not open", "lease", lease.Name, "err", err)
-			n.led.Store(-1)
-			_ = held.Release(context.WithoutCancel(ctx))
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-time.After(cc.LeaseTTL / 3):
+		// A node writing nothing takes any free shard at once; one that
+		// writes k shards waits until a shard has had no leader for 2k
+		// TTLs, the time a spare, or a node writing fewer, takes to come.
+		for _, l := range leases {
+			idx := slices.IndexFunc(n.shards, func(sh shard) bool { return sh.lease == l.Name })
+			if writing[idx] {
+				continue
 			}
-			continue
+			if len(writing) > 0 {
+				if _, err := cluster.CurrentHolder(ctx, db, l.Name); !errors.Is(err, cluster.ErrNoHolder) {
+					delete(freeSince, idx)
+					continue
+				}
+				if _, seen := freeSince[idx]; !seen {
+					freeSince[idx] = time.Now()
+				}
+				if time.Since(freeSince[idx]) < time.Duration(2*len(writing))*cc.LeaseTTL {
+					continue
+				}
+			}
+			held, err := l.TryHold(ctx)
+			if err != nil || held == nil {
+				continue
+			}
+			writing[idx] = true
+			delete(freeSince, idx)
+			leaders.Go(func() {
+				n.leadShard(ctx, cfg, idx, l, held, httpAdv, sqlAdv, say)
+				select {
+				case ended <- idx:
+				case <-ctx.Done():
+				}
+			})
 		}
-		if err := lease.Advertise(ctx, held.Token, httpAdv, sqlAdv); err != nil {
-			log.Error("advertising the leader's addresses", "err", err)
-		}
-		log.Info("leading: the warehouse is open here", "lease", lease.Name, "http", httpAdv, "sql", sqlAdv)
-		fmt.Fprintf(stdout, "  leading %s (lease token %d)\n", lease.Name, held.Token)
-		printDemo(stdout, svc.demo, cfg.SFTPAddr, cfg.HTTPAddr)
 		select {
-		case <-held.Lost():
-			log.Error("lost the warehouse lease; stepping down", "lease", lease.Name, "err", held.Err())
-			cancel()
-			<-svc.Done()
-			n.led.Store(-1)
-			fmt.Fprintf(stdout, "  following\n")
 		case <-ctx.Done():
-			<-svc.Done()
-			cancel()
-			if err := held.Release(context.Background()); err != nil {
-				log.Warn("releasing the warehouse lease", "err", err)
-			}
 			return nil
+		case idx := <-ended:
+			delete(writing, idx)
+			if len(writing) == 0 {
+				say("  following\n")
+			}
+		case <-tick.C:
+		}
+	}
+}
+
+// leadShard writes one shard while its lease holds: the service starts on
+// the shard's directory, and stops when the lease is lost or ctx ends.
+func (n *node) leadShard(ctx context.Context, cfg serveConfig, idx int, lease *cluster.Lease, held *cluster.Held,
+	httpAdv, sqlAdv string, say func(string, ...any)) {
+	log := cfg.Logger
+	sh := n.shards[idx]
+	log.Info("took the warehouse lease", "lease", lease.Name, "token", held.Token)
+	lctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	scfg := cfg
+	scfg.Data, scfg.shard = sh.dir, idx
+	svc, err := startService(lctx, scfg)
+	if err != nil {
+		// Most often the last leader still has the warehouse open (its
+		// DuckDB lock), stepping down: give the lease back and try again.
+		log.Error("could not lead: the warehouse did not open", "lease", lease.Name, "err", err)
+		n.follow(idx)
+		_ = held.Release(context.WithoutCancel(ctx))
+		select {
+		case <-ctx.Done():
+		case <-time.After(lease.TTL / 3):
+		}
+		return
+	}
+	if err := lease.Advertise(ctx, held.Token, httpAdv, sqlAdv); err != nil {
+		log.Error("advertising the leader's addresses", "err", err)
+	}
+	log.Info("leading: the warehouse is open here", "lease", lease.Name, "http", httpAdv, "sql", sqlAdv)
+	say("  leading %s (lease token %d)\n", lease.Name, held.Token)
+	if svc.demo != nil {
+		var b strings.Builder
+		printDemo(&b, svc.demo, cfg.SFTPAddr, cfg.HTTPAddr)
+		say("%s", b.String())
+	}
+	select {
+	case <-held.Lost():
+		log.Error("lost the warehouse lease; stepping down", "lease", lease.Name, "err", held.Err())
+		cancel()
+		<-svc.Done()
+	case <-ctx.Done():
+		<-svc.Done()
+		if err := held.Release(context.Background()); err != nil {
+			log.Warn("releasing the warehouse lease", "err", err)
 		}
 	}
 }
@@ -276,7 +392,7 @@ func openNode(cfg serveConfig, cc clusterConfig, db *pgxpool.Pool) (_ *node, err
 	n := &node{log: cfg.Logger, db: db, metrics: prometheus.NewRegistry(), runtime: prometheus.NewRegistry(),
 		root: cfg.Data, shards: clusterShards(cfg.Data, cc.Shards), instance: instanceOf(cc.Node)}
 	n.dir = &cluster.Directory{DB: db, Self: n.instance}
-	n.led.Store(-1)
+	n.leading = map[int]*leadership{}
 	defer func() {
 		if err != nil {
 			n.close()
@@ -313,9 +429,17 @@ func openNode(cfg serveConfig, cc clusterConfig, db *pgxpool.Pool) (_ *node, err
 		}
 	}
 	dataDir := health.DataDir{Path: cfg.Data, MinFree: uint64(cfg.MinFreeSpace)}
-	ready := &health.Checker{Checks: []health.Check{
-		{Name: "leaders", Run: func(ctx context.Context) error {
-			for _, sh := range n.shards {
+	// Ready: every shard written, here (its service's own checks) or by
+	// a leader that answers.
+	n.ready = &health.Checker{Checks: []health.Check{
+		{Name: "shards", Run: func(ctx context.Context) error {
+			for i, sh := range n.shards {
+				if l := n.led(i); l != nil && l.health != nil {
+					if ok, results := l.health.Ready(ctx); !ok {
+						return fmt.Errorf("%s here: %+v", sh.lease, results)
+					}
+					continue
+				}
 				if _, err := n.dir.Leader(ctx, sh.lease); err != nil {
 					return fmt.Errorf("%s: %w", sh.lease, err)
 				}
@@ -323,11 +447,7 @@ func openNode(cfg serveConfig, cc clusterConfig, db *pgxpool.Pool) (_ *node, err
 			return nil
 		}},
 		{Name: "data", Run: dataDir.Check},
-	}}
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(prometheus.Gatherers{n.metrics, n.runtime}, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /healthz", health.Alive)
-	mux.Handle("GET /readyz", ready)
+	}, Timeout: 5 * time.Second}
 	n.forward = cluster.Forwarder(n.dir, func(r *http.Request) string {
 		i, ok := r.Context().Value(requestShard{}).(int)
 		if !ok {
@@ -335,8 +455,6 @@ func openNode(cfg serveConfig, cc clusterConfig, db *pgxpool.Pool) (_ *node, err
 		}
 		return n.shards[i].lease
 	}, cfg.Logger)
-	mux.Handle("/", n.forward)
-	n.standby = mux
 	n.http = &http.Server{Handler: n, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)}
 	return n, nil
 }
@@ -361,8 +479,9 @@ func (n *node) serve(ctx context.Context) {
 	}
 }
 
-// acceptSQL hands each analyst's connection to this node's SQL endpoint
-// while it leads, else pipes it to the leader's.
+// acceptSQL hands each analyst's connection to a SQL endpoint of this
+// node's while it writes a shard, else pipes it to the first shard's
+// leader.
 func (n *node) acceptSQL() error {
 	for {
 		conn, err := n.sqlLn.Accept()
@@ -373,12 +492,14 @@ func (n *node) acceptSQL() error {
 			return err
 		}
 		go func() {
-			if l := n.leaderSQL.Load(); l != nil && l.Deliver(conn) {
-				return
+			// An analyst reaches the first shard the node it connected to
+			// writes, or the first shard: a cluster's shards are one lake
+			// through flatfiler export, not one database.
+			if first := n.firstLed(); first >= 0 {
+				if l := n.led(first); l != nil && l.sql != nil && l.sql.Deliver(conn) {
+					return
+				}
 			}
-			// An analyst reaches the shard of the node it connected to
-			// (or the first): a cluster's shards are one lake through
-			// flatfiler export, not one database.
 			cluster.ForwardConn(conn, n.dir, n.shards[0].lease, n.log)
 		}()
 	}
@@ -404,11 +525,11 @@ func (n *node) close() {
 	}
 }
 
-// leaderGauge is 1 while the process writes a warehouse.
+// leaderGauge counts the warehouses the process writes.
 func leaderGauge() prometheus.Gauge {
 	return prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "flatfiler_cluster_leader",
-		Help: "1 while this process holds a warehouse's lease and writes it (a single server always); 0 while it forwards to the nodes that do.",
+		Help: "Warehouses this process writes: 1 for a single server; for a cluster's node the shards whose lease it holds, 0 while it only forwards to the nodes that do.",
 	})
 }
 

@@ -615,3 +615,69 @@ func TestClusterRoutesEveryKindOfRequest(t *testing.T) {
 		}
 	}
 }
+
+// TestClusterSurvivorWritesEveryShard: with two shards and two nodes, one
+// node killed, the survivor takes the dead node's shard too (after giving
+// a spare its chance), and writes and answers for both: files, reads,
+// readiness and each shard's metrics.
+func TestClusterSurvivorWritesEveryShard(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts PostgreSQL and server processes")
+	}
+	pg := pgtest.Start(t)
+	ctx := context.Background()
+	pgURL, err := pg.Database(ctx, "survivor")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	const shards = 2
+	creds := []partner.Credentials{addPartnerOn(t, dir, 0, shards), addPartnerOn(t, dir, 1, shards)}
+	const ttl = 3 * time.Second
+	args := []string{"--postgres", pgURL, "--shards", fmt.Sprint(shards), "--lease-ttl", ttl.String()}
+	a, b := startNode(t, dir, "a", nil, args...), startNode(t, dir, "b", nil, args...)
+	a.await(t, "leading", time.Minute)
+	b.await(t, "leading", time.Minute)
+	if err := b.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = b.cmd.Wait()
+	killed := time.Now()
+	a.await(t, "leading", time.Minute)
+	took := time.Since(killed)
+	t.Logf("the survivor took the second shard %s after the kill (TTL %s, then 2 TTLs for a spare)", took.Round(time.Millisecond), ttl)
+	if bound := 4*ttl + 10*time.Second; took > bound {
+		t.Errorf("took %s; want under %s", took, bound)
+	}
+
+	for i, c := range creds {
+		a.creds = &c
+		sc, sshConn, err := dialChildSFTP(a.sftp, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum := upload(t, sc, "combined.xml", specFile(t, "combined.xml"))
+		sc.Close()
+		sshConn.Close()
+		ts := a.client(t, c)
+		answer := ts.notify(c.APIKey, []string{"combined.xml"}, []string{sum})
+		if answer.Status != http.StatusAccepted {
+			t.Fatalf("%s: notify: %d %s", c.PartnerID, answer.Status, answer.Raw)
+		}
+		// The spec's sample has one account without a type.
+		if j := ts.waitJob(c.APIKey, jobIDs(t, answer)[0]); j["status"] != "partial-success" {
+			t.Errorf("%s (shard s%d): %v", c.PartnerID, i, j)
+		}
+	}
+	ready := a.client(t, creds[0]).call("GET", "/readyz", nil, "")
+	if ready.Status != http.StatusOK {
+		t.Errorf("readyz of the node writing both shards: %d %s", ready.Status, ready.Raw)
+	}
+	metrics := a.client(t, creds[0]).call("GET", "/metrics", nil, "")
+	for _, want := range []string{"flatfiler_cluster_leader 2",
+		`flatfiler_jobs_finished_total{shard="s0",status="partial-success"} 1`, `flatfiler_jobs_finished_total{shard="s1",status="partial-success"} 1`} {
+		if !strings.Contains(metrics.Raw, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+}

@@ -95,8 +95,10 @@ type serveConfig struct {
 	Logger              *slog.Logger
 	Faults              *failpoint.Set
 	// node, in a cluster, owns what outlives this node's turns as the
-	// leader: partners, inbox, SFTP and the listeners (cluster.go).
-	node *node
+	// leader: partners, inbox, SFTP and the listeners (cluster.go); shard
+	// is the one this service writes, an index in node.shards.
+	node  *node
+	shard int
 }
 
 // service is a running server: SFTP, HTTP, job workers, one warehouse.
@@ -127,6 +129,9 @@ const adminFile = "admin.json"
 type adminInfo struct {
 	HTTPAddr string `json:"http_addr"`
 	Token    string `json:"token"`
+	// Shard, in a cluster, names the shard whose warehouse this is: the
+	// node at HTTPAddr may write several.
+	Shard string `json:"shard,omitempty"`
 }
 
 // startService opens everything under cfg.Data and starts serving.
@@ -176,14 +181,23 @@ func startService(ctx context.Context, cfg serveConfig) (_ *service, err error) 
 	// root holds what every shard of a cluster shares; owns says which
 	// partners this warehouse holds.
 	root, owns := cfg.Data, func(string) bool { return true }
+	// One registry for everything, as Prometheus itself does: no globals.
+	// A node may write several shards: their metrics carry the shard's
+	// name, and the Go runtime's are the node's own.
+	reg := prometheus.NewRegistry()
+	var regr prometheus.Registerer = reg
 	if cfg.node != nil {
-		root, owns = cfg.node.root, cfg.node.owns
+		root = cfg.node.root
+		owns = func(id string) bool { return cfg.node.shardOf(id) == cfg.shard }
+		if name := cfg.node.shards[cfg.shard].name; name != "" {
+			regr = prometheus.WrapRegistererWith(prometheus.Labels{"shard": name}, reg)
+		}
+	} else {
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
 	freshness := partner.NewFreshness(s.partners, s.store.LastDelivered)
 	freshness.Owns = owns
-	// One registry for everything, as Prometheus itself does: no globals.
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	regr.MustRegister(
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "flatfiler_commit_retries_total",
 			Help: "File commits run again with API reads held off, after DuckDB ran out of memory.",
@@ -202,7 +216,7 @@ func startService(ctx context.Context, cfg serveConfig) (_ *service, err error) 
 			return float64(s.store.MemoryUsage(ctx))
 		}))
 	dataDir := health.DataDir{Path: cfg.Data, MinFree: uint64(cfg.MinFreeSpace)}
-	reg.MustRegister(dataDir.Collectors()...)
+	regr.MustRegister(dataDir.Collectors()...)
 	if cfg.node == nil {
 		// A single server is a cluster of one shard that it always leads.
 		leader := leaderGauge()
@@ -230,7 +244,7 @@ func startService(ctx context.Context, cfg serveConfig) (_ *service, err error) 
 	if err != nil {
 		return nil, err
 	}
-	pipe := &pipeline.Pipeline{Store: s.store, Metrics: pipeline.NewMetrics(reg), Enrich: engine}
+	pipe := &pipeline.Pipeline{Store: s.store, Metrics: pipeline.NewMetrics(regr), Enrich: engine}
 	var offload jobs.ArchiveStore
 	if cfg.ArchiveStore != "" {
 		if offload, err = objstore.Open(ctx, cfg.ArchiveStore); err != nil {
@@ -239,7 +253,7 @@ func startService(ctx context.Context, cfg serveConfig) (_ *service, err error) 
 	}
 	if s.jobs, err = jobs.Open(ctx, jobs.Config{
 		Dir: filepath.Join(cfg.Data, "jobs"), Box: box, Pipeline: pipe, Workers: cfg.Workers, ParseWorkers: cfg.Cores,
-		Retention: cfg.Retention, Grace: cfg.Grace, RetryAfter: cfg.RetryAfter, Logger: log, Metrics: jobs.NewMetrics(reg),
+		Retention: cfg.Retention, Grace: cfg.Grace, RetryAfter: cfg.RetryAfter, Logger: log, Metrics: jobs.NewMetrics(regr),
 		Faults: cfg.Faults, Offload: offload,
 		// Set before the jobs run: a batch become final has its callback due.
 		Finished: func(j jobs.Job) { s.batches.Finished(j) },
@@ -253,7 +267,7 @@ func startService(ctx context.Context, cfg serveConfig) (_ *service, err error) 
 	if s.batches, err = batches.New(batches.Config{
 		Jobs: s.jobs, Store: s.store, Partners: s.partners, Dir: filepath.Join(cfg.Data, "batches"),
 		MaxBytes: cfg.MaxBatchSize, Issuer: cfg.Issuer, Transport: transport, AllowPrivate: cfg.CallbackAllowPrivate,
-		Schedule: cfg.CallbackSchedule, Workers: cfg.Cores, Logger: log, Metrics: batches.NewMetrics(reg), Faults: cfg.Faults,
+		Schedule: cfg.CallbackSchedule, Workers: cfg.Cores, Logger: log, Metrics: batches.NewMetrics(regr), Faults: cfg.Faults,
 	}); err != nil {
 		return nil, err
 	}
@@ -265,7 +279,7 @@ func startService(ctx context.Context, cfg serveConfig) (_ *service, err error) 
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
 	s.harvests = &pull.Runs{Context: runCtx, Dir: filepath.Join(cfg.Data, "harvests"), H: &pull.Harvester{
-		Pipeline: pipe, Store: s.store, AllowPrivate: cfg.HarvestAllowPrivate, Logger: log, Metrics: pull.NewMetrics(reg),
+		Pipeline: pipe, Store: s.store, AllowPrivate: cfg.HarvestAllowPrivate, Logger: log, Metrics: pull.NewMetrics(regr),
 	}, Config: func(id string) (*harvest.Config, bool) {
 		p, ok := s.partners.Get(id)
 		if !ok || p.Harvest == nil {
@@ -281,17 +295,13 @@ func startService(ctx context.Context, cfg serveConfig) (_ *service, err error) 
 	_, _ = rand.Read(token)
 	apiServer := &api.Server{
 		Partners: s.partners, Jobs: s.jobs, Batches: s.batches, Pipeline: pipe, Harvests: s.harvests, Store: s.store, Gatherer: reg,
-		AdminToken: hex.EncodeToString(token), Logger: log, Metrics: api.NewMetrics(reg), Enrich: engine,
+		AdminToken: hex.EncodeToString(token), Logger: log, Metrics: api.NewMetrics(regr), Enrich: engine,
 		DataDir: cfg.Data,
 		Health: &health.Checker{Checks: []health.Check{
 			{Name: "warehouse", Run: s.store.Ping},
 			{Name: "jobs", Run: s.jobs.Working},
 			{Name: "data", Run: dataDir.Check},
 		}},
-	}
-	if cfg.node != nil {
-		// The node's SFTP server counts into its own registry.
-		apiServer.Gatherer = prometheus.Gatherers{reg, cfg.node.metrics}
 	}
 	if cfg.SQLAddr != "" {
 		if err := s.startSQL(); err != nil {
@@ -315,13 +325,17 @@ func startService(ctx context.Context, cfg serveConfig) (_ *service, err error) 
 	} else if cfg.node != nil {
 		httpAddr = cfg.node.httpAdvertised // what a command on another node reaches
 	}
-	admin, _ := json.Marshal(adminInfo{HTTPAddr: httpAddr, Token: apiServer.AdminToken})
+	shardName := ""
+	if cfg.node != nil {
+		shardName = cfg.node.shards[cfg.shard].name
+	}
+	admin, _ := json.Marshal(adminInfo{HTTPAddr: httpAddr, Token: apiServer.AdminToken, Shard: shardName})
 	if err := os.WriteFile(filepath.Join(cfg.Data, adminFile), admin, 0o600); err != nil {
 		return nil, err
 	}
 
 	if cfg.node != nil {
-		cfg.node.lead(apiServer.Handler())
+		cfg.node.lead(cfg.shard, leadership{api: apiServer.Handler(), health: apiServer.Health, metrics: reg})
 	} else {
 		s.http = &http.Server{Handler: apiServer.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 		s.wg.Go(func() {
@@ -379,7 +393,7 @@ func (s *service) stop() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if s.cfg.node != nil {
-		s.cfg.node.follow() // requests go to the next leader, when there is one
+		s.cfg.node.follow(s.cfg.shard) // requests go to the next leader, when there is one
 	} else {
 		_ = s.http.Shutdown(ctx)
 		s.sftp.Shutdown(ctx)
@@ -666,7 +680,7 @@ func (s *service) startSQL() error {
 		return err
 	}
 	if cfg.node != nil {
-		s.sqlLn = cfg.node.sqlForLeader()
+		s.sqlLn = cfg.node.sqlForLeader(cfg.shard)
 		return nil
 	}
 	if s.sqlLn, err = net.Listen("tcp", cfg.SQLAddr); err != nil {

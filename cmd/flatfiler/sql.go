@@ -92,6 +92,9 @@ func adminPost(ctx context.Context, a adminInfo, path string, body any) (*http.R
 		return nil, err
 	}
 	req.Header.Set("Authorization", "Bearer "+a.Token)
+	if a.Shard != "" {
+		req.Header.Set(shardHeader, a.Shard)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("the warehouse is held by a server at %s that does not answer: %w", a.HTTPAddr, err)

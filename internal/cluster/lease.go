@@ -216,19 +216,13 @@ func (l *Lease) Acquire(ctx context.Context) (*Held, error) {
 
 // AcquireAny waits until this node holds one of the leases, trying them in
 // order every TTL/3 (of the first), and keeps the one it got as Acquire
-// does: a node leads one shard, whichever is free first.
+// does: whichever is free first.
 func AcquireAny(ctx context.Context, leases []*Lease) (*Held, *Lease, error) {
 	every := leases[0].TTL / 3
 	for {
 		for _, l := range leases {
-			// Bounded: an answer that comes late (PostgreSQL hung, then
-			// back) would give a lease already near its end by this
-			// node's clock.
-			actx, cancel := context.WithTimeout(ctx, every)
-			token, deadline, err := l.TryAcquire(actx)
-			cancel()
-			if err == nil && token > 0 {
-				return l.keep(ctx, token, deadline), l, nil
+			if h, err := l.TryHold(ctx); err == nil && h != nil {
+				return h, l, nil
 			}
 		}
 		t := time.NewTimer(every)
@@ -239,6 +233,20 @@ func AcquireAny(ctx context.Context, leases []*Lease) (*Held, *Lease, error) {
 		case <-t.C:
 		}
 	}
+}
+
+// TryHold takes the lease if it is free, in one attempt, and keeps it as
+// Acquire does; nil if another node holds it. The attempt is bounded by a
+// third of the TTL: an answer that comes late (PostgreSQL hung, then back)
+// would give a lease already near its end by this node's clock.
+func (l *Lease) TryHold(ctx context.Context) (*Held, error) {
+	actx, cancel := context.WithTimeout(ctx, l.TTL/3)
+	token, deadline, err := l.TryAcquire(actx)
+	cancel()
+	if err != nil || token == 0 {
+		return nil, err
+	}
+	return l.keep(ctx, token, deadline), nil
 }
 
 // keep renews a lease just taken until Release or until it is lost.
