@@ -669,6 +669,14 @@ func TestClusterSurvivorWritesEveryShard(t *testing.T) {
 			t.Errorf("%s (shard s%d): %v", c.PartnerID, i, j)
 		}
 	}
+	// flatfiler sql reaches each shard's warehouse on the one node.
+	for i := range shards {
+		db := filepath.Join(dir, "shards", fmt.Sprintf("s%d", i), "warehouse.duckdb")
+		want := fmt.Sprintf("partner_id\n%s\n", creds[i].PartnerID)
+		if code, out, errOut := runCLI(t, "sql", "--db", db, "--format", "csv", "SELECT DISTINCT partner_id FROM users"); code != 0 || out != want {
+			t.Errorf("sql on shard s%d: %d %q %s; want %q", i, code, out, errOut, want)
+		}
+	}
 	ready := a.client(t, creds[0]).call("GET", "/readyz", nil, "")
 	if ready.Status != http.StatusOK {
 		t.Errorf("readyz of the node writing both shards: %d %s", ready.Status, ready.Raw)
