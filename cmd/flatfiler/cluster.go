@@ -123,7 +123,19 @@ func (n *node) lead(shard int, l leadership) {
 		l.sql = old.sql
 	}
 	n.leading[shard] = &l
-	n.leader.Set(float64(len(n.leading)))
+	n.countLeading()
+}
+
+// countLeading sets the gauge to the shards whose service serves; called
+// with mu held.
+func (n *node) countLeading() {
+	serving := 0
+	for _, l := range n.leading {
+		if l.api != nil {
+			serving++
+		}
+	}
+	n.leader.Set(float64(serving))
 }
 
 // follow routes them to the shard's next leader, wherever it will be.
@@ -134,7 +146,7 @@ func (n *node) follow(shard int) {
 		l.sql.Close()
 	}
 	delete(n.leading, shard)
-	n.leader.Set(float64(len(n.leading)))
+	n.countLeading()
 }
 
 // led is the shard's leadership, if this node writes it.
@@ -301,7 +313,10 @@ func runNode(ctx context.Context, cfg serveConfig, cc clusterConfig, stdout io.W
 				continue
 			}
 			if len(writing) > 0 {
-				if _, err := cluster.CurrentHolder(ctx, db, l.Name); !errors.Is(err, cluster.ErrNoHolder) {
+				cctx, cancel := context.WithTimeout(ctx, cc.LeaseTTL/3)
+				_, err := cluster.CurrentHolder(cctx, db, l.Name)
+				cancel()
+				if !errors.Is(err, cluster.ErrNoHolder) {
 					delete(freeSince, idx)
 					continue
 				}
