@@ -203,42 +203,14 @@ func (h *Held) Release(ctx context.Context) error {
 	return h.lease.Release(ctx, h.Token)
 }
 
-// Acquire waits, trying every TTL/3, until this node holds the lease or
-// ctx ends. The lease is then renewed every TTL/3, whatever becomes of
-// ctx, until Release or until it is lost: a renewal that fails (PostgreSQL
-// out of reach) is tried again until the deadline the last good one gave;
-// past it the lease counts as lost, since another node may hold it by
-// then.
-func (l *Lease) Acquire(ctx context.Context) (*Held, error) {
-	h, _, err := AcquireAny(ctx, []*Lease{l})
-	return h, err
-}
-
-// AcquireAny waits until this node holds one of the leases, trying them in
-// order every TTL/3 (of the first), and keeps the one it got as Acquire
-// does: whichever is free first.
-func AcquireAny(ctx context.Context, leases []*Lease) (*Held, *Lease, error) {
-	every := leases[0].TTL / 3
-	for {
-		for _, l := range leases {
-			if h, err := l.TryHold(ctx); err == nil && h != nil {
-				return h, l, nil
-			}
-		}
-		t := time.NewTimer(every)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil, nil, ctx.Err()
-		case <-t.C:
-		}
-	}
-}
-
-// TryHold takes the lease if it is free, in one attempt, and keeps it as
-// Acquire does; nil if another node holds it. The attempt is bounded by a
-// third of the TTL: an answer that comes late (PostgreSQL hung, then back)
-// would give a lease already near its end by this node's clock.
+// TryHold takes the lease if it is free, in one attempt, and keeps it
+// renewed every TTL/3, whatever becomes of ctx, until Release or until it
+// is lost: a renewal that fails (PostgreSQL out of reach) is tried again
+// until the deadline the last good one gave; past it the lease counts as
+// lost, since another node may hold it by then. nil: another node holds
+// it. The attempt is bounded by a third of the TTL: an answer that comes
+// late (PostgreSQL hung, then back) would give a lease already near its
+// end by this node's clock.
 func (l *Lease) TryHold(ctx context.Context) (*Held, error) {
 	actx, cancel := context.WithTimeout(ctx, l.TTL/3)
 	token, deadline, err := l.TryAcquire(actx)

@@ -96,29 +96,24 @@ func TestHeldLeaseIsLostWhenTakenOver(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	a := &Lease{DB: db, Name: "warehouse", Node: "a", TTL: 300 * time.Millisecond}
-	held, err := a.Acquire(ctx)
-	if err != nil {
-		t.Fatal(err)
+	held, err := a.TryHold(ctx)
+	if err != nil || held == nil {
+		t.Fatalf("a: %v, %v", held, err)
 	}
-	// b waits, trying, while a renews.
-	b := &Lease{DB: db, Name: "warehouse", Node: "b", TTL: 300 * time.Millisecond}
-	got := make(chan *Held, 1)
-	go func() {
-		h, err := b.Acquire(ctx)
-		if err != nil {
-			t.Error(err)
-		}
-		got <- h
-	}()
 	select {
 	case <-held.Lost():
 		t.Fatalf("a lost its lease while renewing it: %v", held.Err())
-	case <-got:
-		t.Fatal("b took a lease a was renewing")
 	case <-time.After(time.Second): // a few renewals
 	}
+	b := &Lease{DB: db, Name: "warehouse", Node: "b", TTL: 300 * time.Millisecond}
+	if hb, err := b.TryHold(ctx); err != nil || hb != nil {
+		t.Fatalf("b took a lease a was renewing: %v, %v", hb, err)
+	}
 	expire(t, db, "warehouse") // a's process stalls past its TTL
-	hb := <-got
+	hb, err := b.TryHold(ctx)
+	if err != nil || hb == nil {
+		t.Fatalf("b after a's lease expired: %v, %v", hb, err)
+	}
 	<-held.Lost()
 	if !errors.Is(held.Err(), ErrLost) {
 		t.Fatalf("a lost its lease for %v; want ErrLost", held.Err())
@@ -155,9 +150,9 @@ func TestHeldLeaseIsLostWithoutPostgres(t *testing.T) {
 				t.Fatal(err)
 			}
 			a := &Lease{DB: db, Name: "warehouse", Node: "a", TTL: 500 * time.Millisecond}
-			held, err := a.Acquire(ctx)
-			if err != nil {
-				t.Fatal(err)
+			held, err := a.TryHold(ctx)
+			if err != nil || held == nil {
+				t.Fatalf("a: %v, %v", held, err)
 			}
 			start := time.Now()
 			if err := tt.fail(pg); err != nil {

@@ -31,11 +31,11 @@ func testPutAndExpire(t *testing.T, fake *s3test.Server) {
 			t.Fatal(err)
 		}
 	}
-	if err := s.Put(ctx, Key("fi1", "2026-11-01", "old.xml"), filepath.Join(dir, "old.xml")); err != nil {
+	if err := s.Put(ctx, "fi1/2026-11-01/old.xml", filepath.Join(dir, "old.xml")); err != nil {
 		t.Fatal(err)
 	}
 	fake.Clock.Advance(40 * 24 * time.Hour)
-	if err := s.Put(ctx, Key("fi1", "2026-12-11", "big.xml"), filepath.Join(dir, "big.xml")); err != nil {
+	if err := s.Put(ctx, "fi1/2026-12-11/big.xml", filepath.Join(dir, "big.xml")); err != nil {
 		t.Fatal(err)
 	}
 	if size, ok, err := s.Size(ctx, "fi1/2026-12-11/big.xml"); err != nil || !ok || size != int64(len(big)) {

@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"net/url"
 	"os"
-	"path"
 	"strconv"
 	"strings"
 	"time"
@@ -161,6 +160,3 @@ func (s *Store) Size(ctx context.Context, key string) (int64, bool, error) {
 	}
 	return info.Size, true, nil
 }
-
-// Key joins path elements into an object key.
-func Key(elem ...string) string { return path.Join(elem...) }
