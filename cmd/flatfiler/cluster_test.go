@@ -39,23 +39,8 @@ type clusterNode struct {
 func startNode(t *testing.T, dir, name string, env []string, extra ...string) *clusterNode {
 	t.Helper()
 	args := append([]string{"serve", "--data", dir, "--node", name, "--sftp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--sql-addr", "127.0.0.1:0"}, extra...)
-	cmd := childCommand(env, args...)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := &clusterNode{child: &child{cmd: cmd, stderr: &syncWriter{w: &bytes.Buffer{}}}, name: name, roles: make(chan string, 16)}
-	cmd.Stderr = n.stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("node %s (pid %d) log:\n%s", name, cmd.Process.Pid, n.stderr.String())
-		}
-	})
+	c, stdout := launch(t, env, "node "+name, args...)
+	n := &clusterNode{child: c, name: name, roles: make(chan string, 16)}
 	listening := make(chan struct{})
 	go func() {
 		sc := bufio.NewScanner(stdout)
@@ -201,15 +186,7 @@ func TestClusterNodeKilledMidJob(t *testing.T) {
 			// Uploaded to one follower, notified through the other: both
 			// reach the leader's jobs through the shared directory and the
 			// forwarded request.
-			sc, sshConn, err := dialChildSFTP(b.sftp, creds)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for i, name := range files.names {
-				upload(t, sc, name, files.data[i])
-			}
-			sc.Close()
-			sshConn.Close()
+			uploadTo(t, b, creds, files.names, files.data)
 			answer := c.client(t, creds).tryNotify(creds.APIKey, files.names, files.sums())
 
 			if !waitExit(t, a.child, time.Minute) || !strings.Contains(a.stderr.String(), "failpoint "+point+": crash") {
@@ -280,6 +257,22 @@ func TestClusterNodeKilledMidJob(t *testing.T) {
 	}
 }
 
+// newCluster starts PostgreSQL with a database for the test, and a data
+// directory holding a partner on each of the shards.
+func newCluster(t *testing.T, database string, shards int) (pgURL, dir string, creds []partner.Credentials) {
+	t.Helper()
+	pg := pgtest.Start(t)
+	pgURL, err := pg.Database(context.Background(), database)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir = t.TempDir()
+	for i := range shards {
+		creds = append(creds, addPartnerOn(t, dir, i, shards))
+	}
+	return pgURL, dir, creds
+}
+
 // addPartnerOn adds a partner whose ID the cluster places on the shard
 // given, and returns its secrets.
 func addPartnerOn(t *testing.T, dir string, shard, shards int) partner.Credentials {
@@ -304,17 +297,28 @@ func addPartner(t *testing.T, dir, id string) partner.Credentials {
 	return creds
 }
 
+// uploadTo uploads files over a node's SFTP as the partner, and returns
+// their MD5s.
+func uploadTo(t *testing.T, n *clusterNode, creds partner.Credentials, names []string, data [][]byte) []string {
+	t.Helper()
+	sc, sshConn, err := dialChildSFTP(n.sftp, creds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sshConn.Close()
+	defer sc.Close()
+	sums := make([]string, len(names))
+	for i, name := range names {
+		sums[i] = upload(t, sc, name, data[i])
+	}
+	return sums
+}
+
 // deliverTo uploads a file over one node's SFTP and notifies it through
 // another node's HTTP, and returns the job's ID.
 func deliverTo(t *testing.T, sftpNode, httpNode *clusterNode, creds partner.Credentials, name string, data []byte) string {
 	t.Helper()
-	sc, sshConn, err := dialChildSFTP(sftpNode.sftp, creds)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := upload(t, sc, name, data)
-	sc.Close()
-	sshConn.Close()
+	sum := uploadTo(t, sftpNode, creds, []string{name}, [][]byte{data})[0]
 	a := httpNode.client(t, creds).notify(creds.APIKey, []string{name}, []string{sum})
 	if a.Status != http.StatusAccepted {
 		t.Fatalf("notify %s through %s: %d %s", name, httpNode.name, a.Status, a.Raw)
@@ -331,15 +335,10 @@ func TestClusterShardsNodeKilledMidJob(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts PostgreSQL and server processes")
 	}
-	pg := pgtest.Start(t)
 	ctx := context.Background()
-	pgURL, err := pg.Database(ctx, "shards")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir, work := t.TempDir(), t.TempDir()
 	const shards = 2
-	creds := []partner.Credentials{addPartnerOn(t, dir, 0, shards), addPartnerOn(t, dir, 1, shards)}
+	pgURL, dir, creds := newCluster(t, "shards", shards)
+	work := t.TempDir()
 	// The killed partner's file is long enough to be caught mid-load.
 	var files [2][]byte
 	want := make([]string, 2)
@@ -542,15 +541,8 @@ func TestClusterRoutesEveryKindOfRequest(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts PostgreSQL and server processes")
 	}
-	pg := pgtest.Start(t)
-	ctx := context.Background()
-	pgURL, err := pg.Database(ctx, "routes")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
 	const shards = 2
-	creds := []partner.Credentials{addPartnerOn(t, dir, 0, shards), addPartnerOn(t, dir, 1, shards)}
+	pgURL, dir, creds := newCluster(t, "routes", shards)
 	// Both nodes given one --node by mistake: each is still itself.
 	args := []string{"--postgres", pgURL, "--shards", fmt.Sprint(shards), "--node", "twin"}
 	a, b := startNode(t, dir, "a", nil, args...), startNode(t, dir, "b", nil, args...)
@@ -624,15 +616,8 @@ func TestClusterSurvivorWritesEveryShard(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts PostgreSQL and server processes")
 	}
-	pg := pgtest.Start(t)
-	ctx := context.Background()
-	pgURL, err := pg.Database(ctx, "survivor")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
 	const shards = 2
-	creds := []partner.Credentials{addPartnerOn(t, dir, 0, shards), addPartnerOn(t, dir, 1, shards)}
+	pgURL, dir, creds := newCluster(t, "survivor", shards)
 	const ttl = 3 * time.Second
 	args := []string{"--postgres", pgURL, "--shards", fmt.Sprint(shards), "--lease-ttl", ttl.String()}
 	a, b := startNode(t, dir, "a", nil, args...), startNode(t, dir, "b", nil, args...)
@@ -651,14 +636,7 @@ func TestClusterSurvivorWritesEveryShard(t *testing.T) {
 	}
 
 	for i, c := range creds {
-		a.creds = &c
-		sc, sshConn, err := dialChildSFTP(a.sftp, c)
-		if err != nil {
-			t.Fatal(err)
-		}
-		sum := upload(t, sc, "combined.xml", specFile(t, "combined.xml"))
-		sc.Close()
-		sshConn.Close()
+		sum := uploadTo(t, a, c, []string{"combined.xml"}, [][]byte{specFile(t, "combined.xml")})[0]
 		ts := a.client(t, c)
 		answer := ts.notify(c.APIKey, []string{"combined.xml"}, []string{sum})
 		if answer.Status != http.StatusAccepted {

@@ -125,23 +125,7 @@ func killedBySIGKILL(err error) bool {
 func startChildEnv(t *testing.T, dir string, env []string, extra ...string) *child {
 	t.Helper()
 	args := append([]string{"serve", "--data", dir, "--sftp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--sql-addr", "127.0.0.1:0"}, extra...)
-	cmd := childCommand(env, args...)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &child{cmd: cmd, stderr: &syncWriter{w: &bytes.Buffer{}}}
-	cmd.Stderr = c.stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("server %d log:\n%s", cmd.Process.Pid, c.stderr.String())
-		}
-	})
+	c, stdout := launch(t, env, "server", args...)
 	// The banner ends with the partners line, then on a first start the
 	// demo partner's secrets.
 	fresh := firstStart(dir)
@@ -188,6 +172,31 @@ func (c *child) readBanner(f []string, creds *partner.Credentials) {
 		creds.SFTPPassword = f[2]
 		c.creds = creds
 	}
+}
+
+// launch starts flatfiler with args in a child process, and returns it
+// with its standard output. At the test's end the child is killed, and its
+// log shown if the test failed.
+func launch(t *testing.T, env []string, label string, args ...string) (*child, io.Reader) {
+	t.Helper()
+	cmd := childCommand(env, args...)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &child{cmd: cmd, stderr: &syncWriter{w: &bytes.Buffer{}}}
+	cmd.Stderr = c.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("%s (pid %d) log:\n%s", label, cmd.Process.Pid, c.stderr.String())
+		}
+	})
+	return c, stdout
 }
 
 // firstStart: the demo partner is created, and its secrets printed, only
