@@ -80,7 +80,6 @@ type node struct {
 	root     string  // the shared data directory
 	instance string  // the node's name and this process's own suffix: what holds leases
 	shards   []shard // the cluster's warehouses
-	db       *pgxpool.Pool
 	dir      *cluster.Directory
 	partners *partner.Registry
 	inbox    *inbox.Inbox
@@ -94,7 +93,7 @@ type node struct {
 	sftpLn, httpLn, sqlLn net.Listener
 	httpAdvertised        string // where other nodes, and commands, reach httpLn
 	http                  *http.Server
-	forward               http.Handler
+	forward, scrape       http.Handler
 	ready                 *health.Checker
 	wg                    sync.WaitGroup
 
@@ -210,7 +209,7 @@ func (n *node) shardFor(r *http.Request) int {
 func (n *node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch r.URL.Path {
 	case "/metrics":
-		promhttp.HandlerFor(prometheus.GathererFunc(n.gather), promhttp.HandlerOpts{}).ServeHTTP(w, r)
+		n.scrape.ServeHTTP(w, r)
 		return
 	case "/healthz":
 		health.Alive(w, r)
@@ -404,7 +403,7 @@ func (n *node) leadShard(ctx context.Context, cfg serveConfig, idx int, lease *c
 // openNode opens what the node keeps whatever its role and binds its
 // listeners.
 func openNode(cfg serveConfig, cc clusterConfig, db *pgxpool.Pool) (_ *node, err error) {
-	n := &node{log: cfg.Logger, db: db, metrics: prometheus.NewRegistry(), runtime: prometheus.NewRegistry(),
+	n := &node{log: cfg.Logger, metrics: prometheus.NewRegistry(), runtime: prometheus.NewRegistry(),
 		root: cfg.Data, shards: clusterShards(cfg.Data, cc.Shards), instance: instanceOf(cc.Node)}
 	n.dir = &cluster.Directory{DB: db, Self: n.instance}
 	n.leading = map[int]*leadership{}
@@ -413,6 +412,7 @@ func openNode(cfg serveConfig, cc clusterConfig, db *pgxpool.Pool) (_ *node, err
 			n.close()
 		}
 	}()
+	n.scrape = promhttp.HandlerFor(prometheus.GathererFunc(n.gather), promhttp.HandlerOpts{})
 	n.leader = leaderGauge()
 	n.metrics.MustRegister(n.leader, shardsGauge(len(n.shards)))
 	n.runtime.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
