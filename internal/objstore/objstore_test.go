@@ -60,6 +60,7 @@ func TestOpenRefusesWhatCannotWork(t *testing.T) {
 		{strings.Replace(location, "s3://files/", "s3://nobucket/", 1), `no bucket "nobucket"`},
 		{"s3://key:secret@files/x", "credentials go in AWS_ACCESS_KEY_ID"},
 		{"/var/archive", "want s3://BUCKET/PREFIX"},
+		{location + "&insecure=true", "ca is for TLS"},
 	} {
 		if _, err := Open(ctx, tt.location); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("Open(%q): %v; want %q", tt.location, err, tt.want)

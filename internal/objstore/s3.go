@@ -62,7 +62,9 @@ func Open(ctx context.Context, location string) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	if ca := q.Get("ca"); ca != "" {
+	if ca := q.Get("ca"); ca != "" && insecure {
+		return nil, fmt.Errorf("object store %s: ca is for TLS, and insecure=true is plain http: give one or the other", location)
+	} else if ca != "" {
 		pem, err := os.ReadFile(ca)
 		if err != nil {
 			return nil, fmt.Errorf("object store %s: ca: %w", location, err)
